@@ -1,0 +1,239 @@
+//! Manifests: what a backup is, how its objects are named, listing across storages and
+//! picking one by time.
+//!
+//! Layout under each storage root (documented in README, relied on by the by-hand runbook):
+//!
+//! ```text
+//! data/<source>/<id>.<format>[.zst|.gz].age     the artifact: age(compress(dump))
+//! manifests/<source>/<id>.json                  written last: its presence means "complete"
+//! ```
+//!
+//! A manifest is written only after every byte of the data object is stored and its size
+//! confirmed, so a listing never shows a backup that is not all there.
+
+use crate::config::Algorithm;
+use crate::storage::Storage;
+use anyhow::{anyhow, bail, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Digest {
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compression {
+    pub algorithm: Algorithm,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    pub run_id: String,
+    pub source: String,
+    pub kind: String,
+    /// The recovery point: the dump's snapshot is taken when it starts.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub drctl_version: String,
+    /// Source facts: server and tool versions, database name, …
+    pub facts: serde_json::Map<String, serde_json::Value>,
+    /// The dump as the source produced it.
+    pub plain: Digest,
+    /// The bytes in storage (after compression and encryption).
+    pub stored: Digest,
+    pub compression: Compression,
+    pub recipients: Vec<String>,
+    pub objects: Vec<Object>,
+    /// The storages this backup was written to in its run.
+    pub storages: Vec<String>,
+}
+
+pub fn new_id(at: DateTime<Utc>) -> String {
+    use rand::Rng;
+    let r: u32 = rand::thread_rng().gen();
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), r)
+}
+
+pub fn data_key(source: &str, id: &str, format: &str, alg: Algorithm) -> String {
+    format!("data/{source}/{id}.{format}{}.age", alg.suffix())
+}
+
+pub fn manifest_key(source: &str, id: &str) -> String {
+    format!("manifests/{source}/{id}.json")
+}
+
+/// A backup as seen across storages: one manifest, and where it is.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub manifest: Manifest,
+    pub storages: Vec<String>,
+}
+
+/// Reads every manifest from every storage. A storage that cannot be listed is an error
+/// (callers that can live with fewer storages say so explicitly).
+pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entry>> {
+    let mut by_key: BTreeMap<(String, String), Entry> = BTreeMap::new();
+    for st in storages {
+        let prefix = match source {
+            Some(s) => format!("manifests/{s}/"),
+            None => "manifests/".to_string(),
+        };
+        for key in st.list(&prefix).await? {
+            if !key.ends_with(".json") {
+                continue;
+            }
+            let bytes = st.get(&key).await?;
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow!("storage '{}': manifest {key} is not valid ({e}); move it aside or restore it from another storage", st.name)
+            })?;
+            by_key
+                .entry((m.source.clone(), m.id.clone()))
+                .and_modify(|e| e.storages.push(st.name.clone()))
+                .or_insert(Entry {
+                    manifest: m,
+                    storages: vec![st.name.clone()],
+                });
+        }
+    }
+    let mut v: Vec<Entry> = by_key.into_values().collect();
+    v.sort_by(|a, b| b.manifest.started_at.cmp(&a.manifest.started_at).then(b.manifest.id.cmp(&a.manifest.id)));
+    Ok(v)
+}
+
+/// Newest backup of `source` whose recovery point is at or before `at`.
+pub fn pick<'a>(entries: &'a [Entry], source: &str, at: DateTime<Utc>) -> Option<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| e.manifest.source == source && e.manifest.started_at <= at)
+        .max_by(|a, b| a.manifest.started_at.cmp(&b.manifest.started_at).then(a.manifest.id.cmp(&b.manifest.id)))
+}
+
+/// TIME for `--at`: RFC 3339, `YYYY-MM-DD` (end of that day is *not* implied: midnight),
+/// `YYYY-MM-DD HH:MM[:SS]` (UTC unless an offset is given), or `now`.
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%:z", "%Y-%m-%d %H:%M%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M %z"] {
+        if let Ok(d) = DateTime::parse_from_str(t, f) {
+            return Ok(d.with_timezone(&Utc));
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(Utc.from_utc_datetime(&d));
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
+    }
+    bail!(
+        "cannot read time '{s}'; use RFC 3339 (2026-11-20T03:00:00Z), 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]' (UTC unless an offset like +01:00 follows) or 'now'"
+    )
+}
+
+/// "2h 13m", "3d 4h", "12s" — the data-loss window.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, h, m, sec) = (s / 86400, (s % 86400) / 3600, (s % 3600) / 60, s % 60);
+    if days > 0 {
+        format!("{days}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn time_formats() {
+        let now = t("2026-11-23T10:00:00Z");
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("2026-11-20T03:00:00+01:00", now).unwrap(), t("2026-11-20T02:00:00Z"));
+        assert_eq!(parse_time("2026-11-20", now).unwrap(), t("2026-11-20T00:00:00Z"));
+        assert_eq!(parse_time("2026-11-20 03:04", now).unwrap(), t("2026-11-20T03:04:00Z"));
+        assert_eq!(parse_time("2026-11-20 03:04:05", now).unwrap(), t("2026-11-20T03:04:05Z"));
+        assert_eq!(parse_time("2026-11-20 03:04:05+02:00", now).unwrap(), t("2026-11-20T01:04:05Z"));
+        let e = parse_time("yesterday", now).unwrap_err().to_string();
+        assert!(e.contains("'yesterday'") && e.contains("RFC 3339"), "{e}");
+    }
+
+    fn entry(source: &str, id: &str, at: &str) -> Entry {
+        Entry {
+            manifest: Manifest {
+                format_version: 1,
+                id: id.into(),
+                run_id: id.into(),
+                source: source.into(),
+                kind: "postgres".into(),
+                started_at: t(at),
+                finished_at: t(at),
+                drctl_version: "0".into(),
+                facts: Default::default(),
+                plain: Digest { size: 0, sha256: String::new() },
+                stored: Digest { size: 0, sha256: String::new() },
+                compression: Compression { algorithm: Algorithm::Zstd, level: 3 },
+                recipients: vec![],
+                objects: vec![],
+                storages: vec![],
+            },
+            storages: vec!["local".into()],
+        }
+    }
+
+    #[test]
+    fn pick_newest_at_or_before() {
+        let es = vec![
+            entry("db", "a", "2026-11-20T01:00:00Z"),
+            entry("db", "b", "2026-11-21T01:00:00Z"),
+            entry("other", "c", "2026-11-21T00:30:00Z"),
+        ];
+        assert_eq!(pick(&es, "db", t("2026-11-21T00:59:59Z")).unwrap().manifest.id, "a");
+        assert_eq!(pick(&es, "db", t("2026-11-21T01:00:00Z")).unwrap().manifest.id, "b");
+        assert!(pick(&es, "db", t("2026-11-19T00:00:00Z")).is_none());
+        assert_eq!(human_duration(chrono::Duration::seconds(3 * 3600 + 120)), "3h 2m");
+    }
+}

@@ -1,0 +1,99 @@
+//! Command line: one struct per subcommand.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "drctl", version, about = "Backups you have restored: PostgreSQL (and soon Redis, NATS, files) → zstd → age → object storage")]
+pub struct Cli {
+    /// Config file [default: ./drctl.toml]
+    #[arg(long, short, global = true, env = "DRCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config file and print every problem at once (no network)
+    Validate,
+    /// Create a new age identity (private key) and print its public recipient
+    Keygen(KeygenArgs),
+    /// Back up sources now
+    Backup(BackupArgs),
+    /// List complete backups, newest first
+    List(ListArgs),
+    /// Restore the newest backup at or before a time
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the identity here (mode 0600; never overwrites) instead of stdout
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Only these sources (repeatable) [default: all]
+    #[arg(long = "source", short = 's')]
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only this storage
+    #[arg(long)]
+    pub storage: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Restore point: RFC 3339, YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' (UTC unless an offset is given), or now
+    #[arg(long)]
+    pub at: String,
+    /// Only these sources (repeatable) [default: all]
+    #[arg(long = "source", short = 's')]
+    pub sources: Vec<String>,
+    /// Read from this storage only [default: the first that holds the backup, then the next]
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// age identity file [default: encryption.identity_file]
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
+    /// Load into this database (password via PGPASSWORD/PGPASSFILE, not here)
+    #[arg(long, env = "DRCTL_TARGET_URL", conflicts_with = "output_dir")]
+    pub target_url: Option<String>,
+    /// Write the decrypted dump files here instead
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Allow a non-empty target: drop and recreate the objects in the dump
+    #[arg(long)]
+    pub clean: bool,
+    /// Print which backups would be restored and the data-loss window, then stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// pg_restore parallel jobs [default: number of CPUs, at most 8]
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Do not restore ownership and privileges (target has different roles)
+    #[arg(long)]
+    pub no_owner: bool,
+}

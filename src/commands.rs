@@ -1,0 +1,166 @@
+//! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
+
+use crate::catalog;
+use crate::cli::{BackupArgs, Cli, Command, ListArgs, RestoreArgs};
+use crate::config::{self, Config};
+use crate::storage;
+use anyhow::{bail, Result};
+use tokio_util::sync::CancellationToken;
+
+fn load(cli: &Cli) -> Result<Config> {
+    let path = config::resolve_path(cli.config.as_deref());
+    Ok(config::load(&path)?)
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Validate => {
+            let path = config::resolve_path(cli.config.as_deref());
+            let cfg = config::load(&path)?;
+            println!(
+                "config {} is valid: {} source(s), {} storage(s)",
+                path.display(),
+                cfg.sources.len(),
+                cfg.storages.len()
+            );
+            Ok(0)
+        }
+        Command::Keygen(a) => {
+            let recipient = crate::keys::keygen(a.output.as_deref())?;
+            if let Some(p) = &a.output {
+                eprintln!("wrote identity to {} (mode 0600); keep a copy offline: without it no backup can be restored", p.display());
+                println!("{recipient}");
+            } else {
+                eprintln!("public key: {recipient}");
+            }
+            Ok(0)
+        }
+        Command::Backup(a) => backup(&load(&cli)?, a).await,
+        Command::List(a) => list(&load(&cli)?, a).await,
+        Command::Restore(a) => restore(&load(&cli)?, a).await,
+    }
+}
+
+/// SIGINT/SIGTERM cancel the token; the pipeline then aborts its uploads.
+fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("signal received: aborting uploads; nothing of this run will be committed");
+        t.cancel();
+    });
+    token
+}
+
+async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
+    let sources: Vec<_> = if a.sources.is_empty() {
+        cfg.sources.iter().collect()
+    } else {
+        a.sources
+            .iter()
+            .map(|n| {
+                cfg.source(n).ok_or_else(|| {
+                    let names: Vec<&str> = cfg.sources.iter().map(|s| s.name()).collect();
+                    anyhow::anyhow!("no source named '{n}' (configured: {})", names.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if sources.is_empty() {
+        bail!("no sources configured; add a [[source]] to the config");
+    }
+    let storages = storage::select(&cfg.storages, None)?;
+    let cancel = cancel_on_signal();
+    let run_id = catalog::new_id(chrono::Utc::now());
+    let mut failed = 0;
+    for src in sources {
+        let t0 = std::time::Instant::now();
+        match crate::backup::backup_source(cfg, src, &storages, &run_id, &cancel).await {
+            Ok(m) => {
+                tracing::info!(source = %m.source, id = %m.id, plain_bytes = m.plain.size, stored_bytes = m.stored.size, seconds = t0.elapsed().as_secs_f64(), "backup complete");
+                println!(
+                    "{}  {}  {} → {} stored on {}  ({:.1}s)",
+                    m.source,
+                    m.id,
+                    catalog::human_bytes(m.plain.size),
+                    catalog::human_bytes(m.stored.size),
+                    m.storages.join(", "),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!(source = %src.name(), error = %format!("{e:#}"), "backup failed");
+                eprintln!("error: {e:#}");
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let entries = catalog::list(&storages, a.source.as_deref()).await?;
+    if a.json {
+        let v: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let mut m = serde_json::to_value(&e.manifest).expect("manifest serializes");
+                m["held_by"] = serde_json::json!(e.storages);
+                m
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        println!("no backups yet");
+        return Ok(0);
+    }
+    println!("{:<28} {:<16} {:<20} {:>10} {:>10}  STORAGES", "ID", "SOURCE", "TIME (UTC)", "SIZE", "STORED");
+    for e in &entries {
+        let m = &e.manifest;
+        println!(
+            "{:<28} {:<16} {:<20} {:>10} {:>10}  {}",
+            m.id,
+            m.source,
+            m.started_at.format("%Y-%m-%d %H:%M:%S"),
+            catalog::human_bytes(m.plain.size),
+            catalog::human_bytes(m.stored.size),
+            e.storages.join(",")
+        );
+    }
+    Ok(0)
+}
+
+async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
+    let at = catalog::parse_time(&a.at, chrono::Utc::now())?;
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+    });
+    let req = crate::restore::Request {
+        at,
+        sources: a.sources.clone(),
+        storage: a.storage.clone(),
+        identity: a.identity.clone(),
+        target_url: a.target_url.clone(),
+        output_dir: a.output_dir.clone(),
+        clean: a.clean,
+        dry_run: a.dry_run,
+        jobs: jobs.max(1),
+        no_owner: a.no_owner,
+    };
+    crate::restore::run(cfg, &req).await?;
+    Ok(0)
+}

@@ -1,0 +1,427 @@
+//! The config structs. Each `[[storage]]` and `[[source]]` is a tagged enum chosen by `type`;
+//! a variant carries its own fields (STYLE lesson 4). Unknown keys are errors everywhere.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub encryption: EncryptionConfig,
+    pub compression: CompressionConfig,
+    pub storages: Vec<StorageConfig>,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age public keys (`age1…`). The backup host holds only these: it cannot read its own backups.
+    pub recipients: Vec<String>,
+    /// Private identity file for restore/verify; usually absent on the backup host.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl Algorithm {
+    /// File-name suffix, so an operator without drctl knows which tool undoes it.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Algorithm::Zstd => ".zst",
+            Algorithm::Gzip => ".gz",
+            Algorithm::None => "",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::Zstd => "zstd",
+            Algorithm::Gzip => "gzip",
+            Algorithm::None => "none",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Algorithm,
+    #[serde(default)]
+    pub level: Option<i32>,
+}
+
+fn default_algorithm() -> Algorithm {
+    Algorithm::Zstd
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            algorithm: Algorithm::Zstd,
+            level: None,
+        }
+    }
+}
+
+impl CompressionConfig {
+    pub fn effective_level(&self) -> i32 {
+        self.level.unwrap_or(match self.algorithm {
+            Algorithm::Zstd => 3,
+            Algorithm::Gzip => 6,
+            Algorithm::None => 0,
+        })
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StorageConfig {
+    Fs(FsStorage),
+    S3(S3Storage),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsStorage {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Storage {
+    pub name: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Path-style requests are the default (MinIO, R2 and most S3 clones want them).
+    #[serde(default)]
+    pub virtual_host_style: bool,
+}
+
+fn default_region() -> String {
+    "auto".into()
+}
+
+// Hand-written so a `{:?}` in a log line can never print a key.
+impl fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("root", &self.root)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<redacted>"))
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageConfig::Fs(s) => s.fmt(f),
+            StorageConfig::S3(s) => s.fmt(f),
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            StorageConfig::Fs(s) => &s.name,
+            StorageConfig::S3(s) => &s.name,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageConfig::Fs(_) => "fs",
+            StorageConfig::S3(_) => "s3",
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Postgres(PostgresSource),
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub name: String,
+    /// `postgres://user[:password]@host:port/db?sslmode=…`. The password may come from
+    /// `${ENV}` in the URL, from `password_file`, or from `PGPASSFILE`.
+    pub url: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Use this pg_dump instead of searching PATH and /usr/lib/postgresql/*/bin.
+    #[serde(default)]
+    pub pg_dump_path: Option<PathBuf>,
+}
+
+impl fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("name", &self.name)
+            .field("url", &crate::sources::postgres::redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("pg_dump_path", &self.pg_dump_path)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceConfig::Postgres(s) => s.fmt(f),
+        }
+    }
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Postgres(s) => &s.name,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// The top-level table split into sections, so that each section (and each array element)
+/// is deserialized on its own and one bad storage does not hide the errors of a bad source.
+pub(super) struct RawSections {
+    encryption: Option<toml::Value>,
+    compression: Option<toml::Value>,
+    storage: Vec<toml::Value>,
+    source: Vec<toml::Value>,
+}
+
+impl RawSections {
+    pub(super) fn split(table: toml::Table, errors: &mut Vec<String>) -> RawSections {
+        let mut raw = RawSections {
+            encryption: None,
+            compression: None,
+            storage: Vec::new(),
+            source: Vec::new(),
+        };
+        for (k, v) in table {
+            match k.as_str() {
+                "encryption" => raw.encryption = Some(v),
+                "compression" => raw.compression = Some(v),
+                "storage" | "source" => match v {
+                    toml::Value::Array(items) => {
+                        if k == "storage" {
+                            raw.storage = items
+                        } else {
+                            raw.source = items
+                        }
+                    }
+                    _ => errors.push(format!("{k}: must be an array of tables, written [[{k}]]")),
+                },
+                other => errors.push(format!(
+                    "{other}: unknown key (expected encryption, compression, storage, source)"
+                )),
+            }
+        }
+        raw
+    }
+
+    pub(super) fn build(self, base: &Path, errors: &mut Vec<String>) -> Option<Config> {
+        let encryption = match self.encryption {
+            Some(v) => section::<EncryptionConfig>("encryption", v, errors),
+            None => {
+                errors.push("encryption: missing section; add [encryption] recipients = [\"age1…\"] (create a key with `drctl keygen`)".into());
+                None
+            }
+        };
+        let compression = match self.compression {
+            Some(v) => section::<CompressionConfig>("compression", v, errors),
+            None => Some(CompressionConfig::default()),
+        };
+        let storages: Vec<Option<StorageConfig>> = self
+            .storage
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| section(&format!("storage[{i}]"), v, errors))
+            .collect();
+        let sources: Vec<Option<SourceConfig>> = self
+            .source
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| section(&format!("source[{i}]"), v, errors))
+            .collect();
+        let mut config = Config {
+            encryption: encryption?,
+            compression: compression?,
+            storages: storages.into_iter().collect::<Option<Vec<_>>>()?,
+            sources: sources.into_iter().collect::<Option<Vec<_>>>()?,
+        };
+        config.resolve_paths(base);
+        Some(config)
+    }
+}
+
+fn section<T: DeserializeOwned>(key: &str, v: toml::Value, errors: &mut Vec<String>) -> Option<T> {
+    let name = v
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(|n| format!(" ('{n}')"))
+        .unwrap_or_default();
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            let at = if path == "." || path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}.{path}")
+            };
+            errors.push(format!("{at}{name}: {}", e.into_inner()));
+            None
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl Config {
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = &mut self.encryption.identity_file {
+            resolve(base, p);
+        }
+        for s in &mut self.storages {
+            if let StorageConfig::Fs(fs) = s {
+                resolve(base, &mut fs.root);
+            }
+        }
+        for s in &mut self.sources {
+            match s {
+                SourceConfig::Postgres(pg) => {
+                    if let Some(p) = &mut pg.password_file {
+                        resolve(base, p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that need the whole, parsed config. No network.
+    pub(super) fn validate(&self, errors: &mut Vec<String>) {
+        if self.encryption.recipients.is_empty() {
+            errors.push("encryption.recipients: empty; add at least one age public key (`drctl keygen` prints one)".into());
+        }
+        for (i, r) in self.encryption.recipients.iter().enumerate() {
+            if let Err(e) = crate::keys::parse_recipient(r) {
+                errors.push(format!("encryption.recipients[{i}]: {e}"));
+            }
+        }
+        let c = &self.compression;
+        let lvl = c.effective_level();
+        let range = match c.algorithm {
+            Algorithm::Zstd => 1..=19,
+            Algorithm::Gzip => 1..=9,
+            Algorithm::None => 0..=0,
+        };
+        if c.level.is_some() && !range.contains(&lvl) {
+            errors.push(format!(
+                "compression.level: {lvl} is out of range for {} ({}..={})",
+                c.algorithm,
+                range.start(),
+                range.end()
+            ));
+        }
+        if self.storages.is_empty() {
+            errors.push("storage: none configured; add a [[storage]] (e.g. type = \"fs\", root = \"./backups\")".into());
+        }
+        check_names("storage", self.storages.iter().map(|s| s.name()), errors);
+        check_names("source", self.sources.iter().map(|s| s.name()), errors);
+        for (i, s) in self.storages.iter().enumerate() {
+            match s {
+                StorageConfig::Fs(fs) if fs.root.as_os_str().is_empty() => {
+                    errors.push(format!("storage[{i}] ('{}').root: empty", fs.name))
+                }
+                StorageConfig::S3(s3) => {
+                    if s3.bucket.is_empty() {
+                        errors.push(format!("storage[{i}] ('{}').bucket: empty", s3.name));
+                    }
+                    if let Some(ep) = &s3.endpoint {
+                        if url::Url::parse(ep).is_err() {
+                            errors.push(format!(
+                                "storage[{i}] ('{}').endpoint: '{ep}' is not a URL (e.g. https://ACCOUNT.r2.cloudflarestorage.com)",
+                                s3.name
+                            ));
+                        }
+                    }
+                    if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                        errors.push(format!(
+                            "storage[{i}] ('{}'): access_key_id and secret_access_key go together; set both or neither",
+                            s3.name
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            match s {
+                SourceConfig::Postgres(pg) => {
+                    if let Err(e) = crate::sources::postgres::ConnInfo::parse(&pg.url) {
+                        errors.push(format!("source[{i}] ('{}').url: {e}", pg.name));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name() == name)
+    }
+}
+
+fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, errors: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in names.enumerate() {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            errors.push(format!(
+                "{what}[{i}].name: '{n}' must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_' (it becomes part of object keys)"
+            ));
+        }
+        if !seen.insert(n) {
+            errors.push(format!("{what}[{i}].name: '{n}' is used twice; names must be unique"));
+        }
+    }
+}

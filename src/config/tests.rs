@@ -1,0 +1,145 @@
+use super::parse;
+use std::path::Path;
+
+const KEY: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+fn ok(text: &str) -> super::Config {
+    parse(text, Path::new("/etc/drctl")).unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_paths() {
+    let c = ok(&format!(
+        r#"
+[encryption]
+recipients = ["{KEY}"]
+[[storage]]
+name = "local"
+type = "fs"
+root = "./backups"
+[[source]]
+name = "app-db"
+type = "postgres"
+url = "postgres://app@127.0.0.1:5432/app"
+"#
+    ));
+    assert_eq!(c.compression.algorithm, super::Algorithm::Zstd);
+    assert_eq!(c.compression.effective_level(), 3);
+    match &c.storages[0] {
+        super::StorageConfig::Fs(fs) => assert_eq!(fs.root, Path::new("/etc/drctl/./backups")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_key_and_value() {
+    // SAFETY: tests in this module do not read this variable concurrently.
+    let errs = parse(
+        r#"
+bogus = 1
+[encryption]
+recipients = ["age1nope"]
+[compression]
+algorithm = "lz4"
+[[storage]]
+name = "r2"
+type = "s3"
+bucket = "b"
+secret_access_key = "${DRCTL_TEST_SURELY_UNSET_VAR}"
+[[storage]]
+name = "r2"
+type = "fs"
+root = "/x"
+colour = "blue"
+[[source]]
+name = "db"
+type = "postgres"
+url = "mysql://x@h/db"
+"#,
+        Path::new("."),
+    )
+    .unwrap_err();
+    let all = errs.join("\n");
+    for needle in [
+        "bogus: unknown key",
+        "DRCTL_TEST_SURELY_UNSET_VAR is not set",
+        "compression.algorithm",
+        "lz4",
+        "colour",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert!(errs.len() >= 4, "{all}");
+}
+
+#[test]
+fn semantic_errors_name_the_value() {
+    let errs = parse(
+        r#"
+[encryption]
+recipients = ["AGE-SECRET-KEY-1XYZ", "age1nope"]
+[compression]
+algorithm = "gzip"
+level = 12
+[[storage]]
+name = "bad name"
+type = "fs"
+root = "/x"
+[[storage]]
+name = "s3"
+type = "s3"
+bucket = "b"
+endpoint = "not a url"
+access_key_id = "k"
+[[source]]
+name = "db"
+type = "postgres"
+url = "mysql://x@h/db"
+"#,
+        Path::new("."),
+    )
+    .unwrap_err();
+    let all = errs.join("\n");
+    for needle in [
+        "private identity, not a public recipient",
+        "'age1nope' is not an age public key",
+        "12 is out of range for gzip",
+        "'bad name' must be",
+        "'not a url' is not a URL",
+        "access_key_id and secret_access_key go together",
+        "scheme 'mysql'",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn missing_encryption_and_storage_are_explained() {
+    let errs = parse("", Path::new(".")).unwrap_err().join("\n");
+    assert!(errs.contains("encryption: missing section"), "{errs}");
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    std::env::set_var("DRCTL_TEST_SECRET_FOR_DEBUG", "hunter2-very-secret");
+    let c = ok(&format!(
+        r#"
+[encryption]
+recipients = ["{KEY}"]
+[[storage]]
+name = "r2"
+type = "s3"
+bucket = "b"
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "${{DRCTL_TEST_SECRET_FOR_DEBUG}}"
+[[source]]
+name = "db"
+type = "postgres"
+url = "postgres://app:${{DRCTL_TEST_SECRET_FOR_DEBUG}}@h/db"
+"#
+    ));
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+    assert!(!dbg.contains("AKIAEXAMPLE"), "{dbg}");
+    assert!(dbg.contains("REDACTED") || dbg.contains("redacted"), "{dbg}");
+}

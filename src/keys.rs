@@ -1,0 +1,81 @@
+//! age keys: recipients (public, on the backup host) and identities (private, kept offline).
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub type Identities = Vec<Box<dyn age::Identity + Send + Sync>>;
+
+pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
+    if s.starts_with("AGE-SECRET-KEY-") {
+        return Err("this is a private identity, not a public recipient; put only the age1… public key here and keep the identity offline".into());
+    }
+    s.parse::<age::x25519::Recipient>().map_err(|e| {
+        format!("'{s}' is not an age public key ({e}); it looks like age1… (from `drctl keygen` or `age-keygen -y`)")
+    })
+}
+
+/// A new identity in the same text format as `age-keygen`, written with mode 0600.
+/// Refuses to overwrite: losing the only copy of an identity loses every backup made for it.
+pub fn keygen(output: Option<&Path>) -> Result<String> {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let text = format!(
+        "# created: {}\n# public key: {}\n{}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        recipient,
+        identity.to_string().expose_secret()
+    );
+    match output {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        anyhow::anyhow!(
+                            "{} already exists; refusing to overwrite an identity (choose another --output, or move the old file away after you have a copy)",
+                            path.display()
+                        )
+                    } else {
+                        anyhow::anyhow!("cannot create {}: {e}", path.display())
+                    }
+                })?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        None => {
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+    }
+    Ok(recipient)
+}
+
+/// Loads every identity in an age identity file (the `age-keygen` format).
+pub fn load_identities(path: &Path) -> Result<Identities> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "cannot read identity file {} (pass --identity FILE or set encryption.identity_file)",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() {
+        bail!("identity file {} is not a regular file", path.display());
+    }
+    let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned())
+        .with_context(|| format!("cannot parse identity file {}", path.display()))?;
+    let ids = file
+        .into_identities()
+        .map_err(|e| anyhow::anyhow!("cannot use identity file {}: {e}", path.display()))?;
+    if ids.is_empty() {
+        bail!(
+            "identity file {} holds no identity (expected a line starting with AGE-SECRET-KEY-)",
+            path.display()
+        );
+    }
+    Ok(ids)
+}

@@ -1,0 +1,15 @@
+//! drctl: backup and disaster recovery for a one-VPS stack.
+//!
+//! A backup is one streaming pass: source → hash → compress → encrypt → hash → storages,
+//! then a manifest. A restore is the same pass backwards into a target.
+
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod keys;
+pub mod pipeline;
+pub mod restore;
+pub mod sources;
+pub mod storage;

@@ -1,0 +1,103 @@
+//! Child processes whose stdout is the data stream (pg_dump) or who consume a file (pg_restore).
+//! stderr is drained concurrently (a child blocked on a full stderr pipe never finishes) and its
+//! tail is carried into the error. Unlike ripgrep we treat an early close as failure: only a
+//! zero exit status makes a dump good.
+
+use anyhow::{anyhow, Result};
+use std::process::{ExitStatus, Stdio};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// How much of a child's stderr we keep for the error message.
+const STDERR_TAIL: usize = 16 * 1024;
+
+pub struct Completion {
+    what: String,
+    child: Child,
+    stderr: JoinHandle<String>,
+}
+
+impl Completion {
+    /// Waits for the child; Ok only on exit status 0.
+    pub async fn wait(mut self) -> Result<String> {
+        let status = self.child.wait().await?;
+        let stderr = self.stderr.await.unwrap_or_default();
+        check_status(&self.what, status, &stderr)?;
+        Ok(stderr)
+    }
+
+    /// Kills the child (used when the upload side failed first).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+        self.stderr.abort();
+    }
+}
+
+fn check_status(what: &str, status: ExitStatus, stderr: &str) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    let tail = stderr.trim();
+    let how = match status.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            format!("was killed by signal {}", status.signal().unwrap_or(0))
+        }
+    };
+    if tail.is_empty() {
+        Err(anyhow!("{what} {how} (it printed nothing on stderr)"))
+    } else {
+        Err(anyhow!("{what} {how}: {tail}"))
+    }
+}
+
+fn drain_stderr(child: &mut Child) -> JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr piped");
+    tokio::spawn(async move {
+        let mut keep: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match err.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    keep.extend_from_slice(&buf[..n]);
+                    if keep.len() > STDERR_TAIL * 2 {
+                        keep.drain(..keep.len() - STDERR_TAIL);
+                    }
+                }
+            }
+        }
+        if keep.len() > STDERR_TAIL {
+            keep.drain(..keep.len() - STDERR_TAIL);
+        }
+        String::from_utf8_lossy(&keep).into_owned()
+    })
+}
+
+/// Spawns `cmd` with stdout as a stream. `what` names it in errors ("pg_dump for 'app-db'").
+pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process::ChildStdout, Completion)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = drain_stderr(&mut child);
+    Ok((stdout, Completion { what, child, stderr }))
+}
+
+/// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr.
+pub async fn run(mut cmd: Command, what: &str) -> Result<String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check_status(what, out.status, &stderr)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
