@@ -1,0 +1,390 @@
+//! Test harness: throwaway servers (PostgreSQL, an S3-compatible server) in temp dirs on free
+//! loopback ports, always stopped on drop; and a drctl workspace (config + identity).
+//! Nothing here touches the machine's own services.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_PASSWORD: &str = "s3cret-Pg-pw";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn wait_port(port: u16, what: &str, timeout: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+}
+
+/// The newest PostgreSQL server binaries installed (Debian keeps them out of PATH).
+pub fn pg_bindir() -> PathBuf {
+    if let Ok(d) = std::env::var("DRCTL_TEST_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let bin = e.path().join("bin");
+                    bin.join("initdb").exists().then_some((v, bin))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, p)| p)
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+}
+
+/// A throwaway PostgreSQL cluster. initdb refuses to run as root, so as root the cluster is
+/// owned by and run as the `postgres` user.
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = pg_bindir();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new().prefix("drctl-pg-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PG_PASSWORD).unwrap();
+        if as_postgres {
+            let st = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().unwrap();
+            assert!(st.success());
+        }
+        let port = free_port();
+        let pg = Postgres { port, dir, data, bin, as_postgres };
+        pg.run_as(
+            &pg.bin.join("initdb"),
+            &[
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            pg.dir.path().display()
+        );
+        pg.run_as(
+            &pg.bin.join("pg_ctl"),
+            &[
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                pg.dir.path().join("log").to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        wait_port(port, "postgres", Duration::from_secs(30));
+        pg
+    }
+
+    fn run_as(&self, prog: &Path, args: &[&str]) {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(prog);
+            c
+        } else {
+            Command::new(prog)
+        };
+        cmd.args(args).current_dir(self.dir.path());
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", prog.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}\n{}",
+            prog.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// URL without password (drctl gets it from PGPASSWORD or the config).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn url_with_password_env(&self, db: &str, var: &str) -> String {
+        format!("postgres://postgres:${{{var}}}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// psql over TCP with the password in the environment; panics on error.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_raw(db, sql);
+        assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn psql_raw(&self, db: &str, sql: &str) -> std::process::Output {
+        Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", PG_PASSWORD)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-d")
+            .arg(db)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap()
+    }
+
+    pub fn createdb(&self, db: &str) {
+        self.psql("postgres", &format!("create database \"{db}\""));
+    }
+
+    /// Every row of every user table, ordered, as text: what "equal databases" means here.
+    pub fn contents(&self, db: &str) -> String {
+        let tables = self.psql(
+            db,
+            "select quote_ident(table_schema)||'.'||quote_ident(table_name) from information_schema.tables \
+             where table_schema not in ('pg_catalog','information_schema') and table_type='BASE TABLE' order by 1",
+        );
+        let mut out = String::new();
+        for t in tables.lines().filter(|l| !l.is_empty()) {
+            out.push_str(&format!("## {t}\n"));
+            out.push_str(&self.psql(db, &format!("select t::text from {t} t order by t::text")));
+        }
+        out
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = cmd
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A local S3-compatible server (moto's standalone server), with one bucket.
+pub struct S3Server {
+    pub port: u16,
+    pub bucket: String,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto_server (pip install 'moto[server]')");
+        let mut s3 = S3Server { port, bucket: "drctl-test".into(), child };
+        wait_port(port, "moto_server", Duration::from_secs(60));
+        s3.create_bucket();
+        s3
+    }
+
+    fn create_bucket(&mut self) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A `[[storage]]` block for this server.
+    pub fn storage_toml(&self, name: &str) -> String {
+        format!(
+            "[[storage]]\nname = \"{name}\"\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"${{DRCTL_TEST_S3_SECRET}}\"\nroot = \"/vps1\"\n",
+            self.bucket,
+            self.endpoint()
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A drctl workspace: temp dir with a config and an identity.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::Builder::new().prefix("drctl-ws-").tempdir().unwrap();
+        let identity = dir.path().join("identity.txt");
+        let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&identity).output().unwrap();
+        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(recipient.starts_with("age1"), "{recipient}");
+        Workspace { dir, identity, recipient }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn fs_storage_toml(&self, name: &str) -> String {
+        format!("[[storage]]\nname = \"{name}\"\ntype = \"fs\"\nroot = \"./{name}-store\"\n")
+    }
+
+    pub fn fs_root(&self, name: &str) -> PathBuf {
+        self.path().join(format!("{name}-store"))
+    }
+
+    pub fn write_config(&self, storages: &str, sources: &str) -> PathBuf {
+        let p = self.path().join("drctl.toml");
+        let text = format!(
+            "[encryption]\nrecipients = [\"{}\"]\n\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n{storages}\n{sources}\n",
+            self.recipient
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `drctl` with this workspace's config, the test passwords in the environment.
+    pub fn drctl(&self) -> Command {
+        let mut c = drctl_cmd(self.path());
+        c.env("DRCTL_CONFIG", self.path().join("drctl.toml"));
+        c
+    }
+
+    /// Runs drctl and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.drctl().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs drctl with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut c = self.drctl();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "drctl {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    pub fn list_json(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
+    }
+}
+
+pub fn drctl_cmd(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drctl"));
+    c.current_dir(cwd)
+        .env_remove("DRCTL_CONFIG")
+        .env_remove("DRCTL_TARGET_URL")
+        .env_remove("PGPASSWORD")
+        .env("DRCTL_TEST_S3_SECRET", "testing")
+        .env("DRCTL_PG_PASSWORD", PG_PASSWORD)
+        .env("RUST_LOG", "drctl=debug");
+    c
+}
+
+pub fn pg_source_toml(name: &str, pg: &Postgres, db: &str) -> String {
+    format!(
+        "[[source]]\nname = \"{name}\"\ntype = \"postgres\"\nurl = \"{}\"\n",
+        pg.url_with_password_env(db, "DRCTL_PG_PASSWORD")
+    )
+}
+
+/// All files below `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
