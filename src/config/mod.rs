@@ -73,9 +73,6 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<String>> {
     expand::expand_table(&mut value, "", &mut errors);
     let raw = model::RawSections::split(value, &mut errors);
     let config = raw.build(base, &mut errors);
-    if let Some(c) = &config {
-        c.validate(&mut errors);
-    }
     match config {
         Some(c) if errors.is_empty() => Ok(c),
         _ => Err(errors),

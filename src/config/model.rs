@@ -277,11 +277,30 @@ impl RawSections {
             .enumerate()
             .map(|(i, v)| section(&format!("source[{i}]"), v, errors))
             .collect();
+        let complete = encryption.is_some()
+            && compression.is_some()
+            && storages.iter().all(Option::is_some)
+            && sources.iter().all(Option::is_some);
+        let storages: Vec<StorageConfig> = storages.into_iter().flatten().collect();
+        let sources: Vec<SourceConfig> = sources.into_iter().flatten().collect();
+        // Semantic checks run on every piece that parsed, so one bad section does not hide
+        // the problems of the others.
+        if let Some(e) = &encryption {
+            validate_encryption(e, errors);
+        }
+        if let Some(c) = &compression {
+            validate_compression(c, errors);
+        }
+        validate_storages(&storages, errors);
+        validate_sources(&sources, errors);
+        if !complete {
+            return None;
+        }
         let mut config = Config {
             encryption: encryption?,
             compression: compression?,
-            storages: storages.into_iter().collect::<Option<Vec<_>>>()?,
-            sources: sources.into_iter().collect::<Option<Vec<_>>>()?,
+            storages,
+            sources,
         };
         config.resolve_paths(base);
         Some(config)
@@ -336,74 +355,6 @@ impl Config {
         }
     }
 
-    /// Checks that need the whole, parsed config. No network.
-    pub(super) fn validate(&self, errors: &mut Vec<String>) {
-        if self.encryption.recipients.is_empty() {
-            errors.push("encryption.recipients: empty; add at least one age public key (`drctl keygen` prints one)".into());
-        }
-        for (i, r) in self.encryption.recipients.iter().enumerate() {
-            if let Err(e) = crate::keys::parse_recipient(r) {
-                errors.push(format!("encryption.recipients[{i}]: {e}"));
-            }
-        }
-        let c = &self.compression;
-        let lvl = c.effective_level();
-        let range = match c.algorithm {
-            Algorithm::Zstd => 1..=19,
-            Algorithm::Gzip => 1..=9,
-            Algorithm::None => 0..=0,
-        };
-        if c.level.is_some() && !range.contains(&lvl) {
-            errors.push(format!(
-                "compression.level: {lvl} is out of range for {} ({}..={})",
-                c.algorithm,
-                range.start(),
-                range.end()
-            ));
-        }
-        if self.storages.is_empty() {
-            errors.push("storage: none configured; add a [[storage]] (e.g. type = \"fs\", root = \"./backups\")".into());
-        }
-        check_names("storage", self.storages.iter().map(|s| s.name()), errors);
-        check_names("source", self.sources.iter().map(|s| s.name()), errors);
-        for (i, s) in self.storages.iter().enumerate() {
-            match s {
-                StorageConfig::Fs(fs) if fs.root.as_os_str().is_empty() => {
-                    errors.push(format!("storage[{i}] ('{}').root: empty", fs.name))
-                }
-                StorageConfig::S3(s3) => {
-                    if s3.bucket.is_empty() {
-                        errors.push(format!("storage[{i}] ('{}').bucket: empty", s3.name));
-                    }
-                    if let Some(ep) = &s3.endpoint {
-                        if url::Url::parse(ep).is_err() {
-                            errors.push(format!(
-                                "storage[{i}] ('{}').endpoint: '{ep}' is not a URL (e.g. https://ACCOUNT.r2.cloudflarestorage.com)",
-                                s3.name
-                            ));
-                        }
-                    }
-                    if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
-                        errors.push(format!(
-                            "storage[{i}] ('{}'): access_key_id and secret_access_key go together; set both or neither",
-                            s3.name
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (i, s) in self.sources.iter().enumerate() {
-            match s {
-                SourceConfig::Postgres(pg) => {
-                    if let Err(e) = crate::sources::postgres::ConnInfo::parse(&pg.url) {
-                        errors.push(format!("source[{i}] ('{}').url: {e}", pg.name));
-                    }
-                }
-            }
-        }
-    }
-
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name() == name)
     }
@@ -422,6 +373,81 @@ fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, errors: &mu
         }
         if !seen.insert(n) {
             errors.push(format!("{what}[{i}].name: '{n}' is used twice; names must be unique"));
+        }
+    }
+}
+
+fn validate_encryption(enc: &EncryptionConfig, errors: &mut Vec<String>) {
+    if enc.recipients.is_empty() {
+        errors.push("encryption.recipients: empty; add at least one age public key (`drctl keygen` prints one)".into());
+    }
+    for (i, r) in enc.recipients.iter().enumerate() {
+        if let Err(e) = crate::keys::parse_recipient(r) {
+            errors.push(format!("encryption.recipients[{i}]: {e}"));
+        }
+    }
+}
+
+fn validate_compression(c: &CompressionConfig, errors: &mut Vec<String>) {
+    let lvl = c.effective_level();
+    let range = match c.algorithm {
+        Algorithm::Zstd => 1..=19,
+        Algorithm::Gzip => 1..=9,
+        Algorithm::None => 0..=0,
+    };
+    if c.level.is_some() && !range.contains(&lvl) {
+        errors.push(format!(
+            "compression.level: {lvl} is out of range for {} ({}..={})",
+            c.algorithm,
+            range.start(),
+            range.end()
+        ));
+    }
+}
+
+fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
+    if storages.is_empty() {
+        errors.push("storage: none configured; add a [[storage]] (e.g. type = \"fs\", root = \"./backups\")".into());
+    }
+    check_names("storage", storages.iter().map(|s| s.name()), errors);
+    for (i, s) in storages.iter().enumerate() {
+        match s {
+            StorageConfig::Fs(fs) if fs.root.as_os_str().is_empty() => {
+                errors.push(format!("storage[{i}] ('{}').root: empty", fs.name))
+            }
+            StorageConfig::S3(s3) => {
+                if s3.bucket.is_empty() {
+                    errors.push(format!("storage[{i}] ('{}').bucket: empty", s3.name));
+                }
+                if let Some(ep) = &s3.endpoint {
+                    if url::Url::parse(ep).is_err() {
+                        errors.push(format!(
+                            "storage[{i}] ('{}').endpoint: '{ep}' is not a URL (e.g. https://ACCOUNT.r2.cloudflarestorage.com)",
+                            s3.name
+                        ));
+                    }
+                }
+                if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                    errors.push(format!(
+                        "storage[{i}] ('{}'): access_key_id and secret_access_key go together; set both or neither",
+                        s3.name
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {
+    check_names("source", sources.iter().map(|s| s.name()), errors);
+    for (i, s) in sources.iter().enumerate() {
+        match s {
+            SourceConfig::Postgres(pg) => {
+                if let Err(e) = crate::sources::postgres::ConnInfo::parse(&pg.url) {
+                    errors.push(format!("source[{i}] ('{}').url: {e}", pg.name));
+                }
+            }
         }
     }
 }

@@ -80,6 +80,8 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
     if req.target_url.is_some() == req.output_dir.is_some() && !req.dry_run {
         bail!("say where to restore: --target-url URL (load into a database) or --output-dir DIR (write the decrypted dump)");
     }
+    // Parsed first: a password on the command line is refused before anything else happens.
+    let target = req.target_url.as_deref().map(postgres::parse_target).transpose()?;
     let storages = storage::select(&cfg.storages, req.storage.as_deref())?;
     let sources: Vec<String> = if req.sources.is_empty() {
         cfg.sources.iter().map(|s| s.name().to_string()).collect()
@@ -113,8 +115,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         .ok_or_else(|| anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
     let identities = crate::keys::load_identities(&identity_path)?;
 
-    if let Some(url) = &req.target_url {
-        let conn = postgres::parse_target(url)?;
+    if let Some(conn) = target {
         let choice = &choices[0];
         if choice.entry.manifest.kind != "postgres" {
             bail!("--target-url loads PostgreSQL backups; '{}' is {}", choice.entry.manifest.source, choice.entry.manifest.kind);

@@ -1,0 +1,95 @@
+//! The commands a newcomer meets first: keygen and validate, and the messages they print.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn keygen_writes_0600_refuses_overwrite_and_matches_age_keygen_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&key).output().unwrap();
+    assert!(out.status.success());
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.contains(&format!("# public key: {recipient}")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("AGE-SECRET-KEY-1")), "{text}");
+    // Stock age derives the same public key from it.
+    let y = std::process::Command::new("age-keygen").arg("-y").arg(&key).output().unwrap();
+    assert_eq!(String::from_utf8(y.stdout).unwrap().trim(), recipient);
+
+    let before = std::fs::read(&key).unwrap();
+    let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&key).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists") && err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "identity was changed");
+}
+
+#[test]
+fn validate_prints_every_error_with_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("drctl.toml"),
+        r#"
+[encryption]
+recipients = ["age1notakey"]
+[compression]
+algorithm = "zstd"
+level = 40
+[[storage]]
+name = "r2"
+type = "s3"
+bucket = "b"
+access_key_id = "${DRCTL_SURELY_UNSET_KEY}"
+secret_access_key = "x"
+[[source]]
+name = "app-db"
+type = "postgres"
+url = "postgres://app@127.0.0.1:5432/app"
+pasword_file = "typo"
+"#,
+    )
+    .unwrap();
+    let out = drctl_cmd(dir.path()).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "storage[0].access_key_id",
+        "DRCTL_SURELY_UNSET_KEY is not set",
+        "source[0] ('app-db')",
+        "pasword_file",
+        "level: 40 is out of range",
+        "'age1notakey' is not an age public key",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn missing_config_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drctl_cmd(dir.path()).arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("drctl.toml") && err.contains("--config"), "{err}");
+}
+
+#[test]
+fn restore_refuses_a_password_on_the_command_line() {
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), "");
+    let (code, _, err) = ws.run(&[
+        "restore",
+        "--at",
+        "now",
+        "--source",
+        "x",
+        "--target-url",
+        "postgres://u:topsecret@127.0.0.1:1/db",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("password on the command line") && err.contains("PGPASSWORD"), "{err}");
+}
