@@ -8,28 +8,17 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK="$ROOT/quickstart"
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v pg_dump >/dev/null; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql postgresql-client >/dev/null
-fi
-BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+. scripts/lib/throwaway-pg.sh
+ensure_pg_installed
 
 echo "==> building drctl"
 cargo build --release --quiet
 DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
 
 rm -rf "$WORK"; mkdir -p "$WORK"
-PGDIR=$(mktemp -d /tmp/drctl-quickstart-pg.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-AS=""
-if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PGDIR"; AS="runuser -u postgres --"; fi
-cleanup() { $AS "$BIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
-trap cleanup EXIT
-
-echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$PORT"
-$AS "$BIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
-$AS "$BIN/pg_ctl" -D "$PGDIR/data" -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" -l "$PGDIR/log" -w start >/dev/null
-psql() { "$BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PORT" -U postgres "$@"; }
+start_throwaway_pg
+echo "==> started a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
+psql() { pg_psql "$@"; }
 psql -c "create database app"
 psql -d app -c "create table notes (id serial primary key, body text, at timestamptz default now());
                 insert into notes (body) select 'note ' || g from generate_series(1, 10000) g;"
@@ -49,7 +38,7 @@ root = "backups"
 [[source]]
 name = "app-db"
 type = "postgres"
-url = "postgres://postgres@127.0.0.1:$PORT/app"
+url = "postgres://postgres@127.0.0.1:$PG_PORT/app"
 TOML
 export DRCTL_CONFIG="$WORK/drctl.toml"
 "$DRCTL" validate
@@ -60,7 +49,7 @@ echo "==> drctl backup"
 
 echo "==> drctl restore --at now into a new database"
 psql -c "create database app_restored"
-DRCTL_TARGET_URL="postgres://postgres@127.0.0.1:$PORT/app_restored" "$DRCTL" restore --at now --source app-db
+DRCTL_TARGET_URL="postgres://postgres@127.0.0.1:$PG_PORT/app_restored" "$DRCTL" restore --at now --source app-db
 
 a=$(psql -d app -c "select md5(string_agg(t::text, ',' order by id)) from notes t")
 b=$(psql -d app_restored -c "select md5(string_agg(t::text, ',' order by id)) from notes t")

@@ -85,7 +85,7 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
         let t0 = std::time::Instant::now();
         match crate::backup::backup_source(cfg, src, &storages, &run_id, &cancel).await {
             Ok(m) => {
-                tracing::info!(source = %m.source, id = %m.id, plain_bytes = m.plain.size, stored_bytes = m.stored.size, seconds = t0.elapsed().as_secs_f64(), "backup complete");
+                tracing::info!(source = %m.source, id = %m.id, plain_bytes = m.plain.size, stored_bytes = m.stored.size, seconds = t0.elapsed().as_secs_f64(), peak_rss_kib = peak_rss_kib(), "backup complete");
                 println!(
                     "{}  {}  {} → {} stored on {}  ({:.1}s)",
                     m.source,
@@ -107,6 +107,19 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// This process's peak resident memory (VmHWM), for the log line and the benchmark.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {

@@ -1,0 +1,32 @@
+# Sourced by scripts: start a throwaway PostgreSQL in a temp dir on a free loopback port,
+# stopped and removed on exit. Never touches a system cluster.
+# After `start_throwaway_pg`: $PG_BIN, $PG_PORT, $PG_DIR, and a `pg_psql` function.
+
+ensure_pg_installed() {
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v pg_dump >/dev/null; then
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+}
+
+start_throwaway_pg() {
+  ensure_pg_installed
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+  PG_DIR=$(mktemp -d /tmp/drctl-throwaway-pg.XXXXXX)
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PG_AS=""
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PG_DIR"; PG_AS="runuser -u postgres --"; fi
+  trap stop_throwaway_pg EXIT
+  $PG_AS "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
+  $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 ${PG_EXTRA_OPTS:-}" \
+    -l "$PG_DIR/log" -w start >/dev/null
+}
+
+stop_throwaway_pg() {
+  [ -n "${PG_DIR:-}" ] || return 0
+  $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+
+pg_psql() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
