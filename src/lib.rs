@@ -11,5 +11,6 @@ pub mod config;
 pub mod keys;
 pub mod pipeline;
 pub mod restore;
+pub mod retention;
 pub mod sources;
 pub mod storage;
