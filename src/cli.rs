@@ -37,6 +37,42 @@ pub enum Command {
     List(ListArgs),
     /// Restore the newest backup at or before a time
     Restore(RestoreArgs),
+    /// Apply retention: print the plan, then (unless --dry-run) delete what it drops
+    Prune(PruneArgs),
+    /// Remove stale locks left by a crashed drctl (--force: all locks)
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Print the plan only
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Evaluate the policy as if it were this time (same formats as restore --at)
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Remove data without a manifest once older than this [default: prune.orphan_age, 24h]
+    #[arg(long)]
+    pub orphan_age: Option<String>,
+    /// How long to wait for a running backup's lock, e.g. 10m
+    #[arg(long, default_value = "10m")]
+    pub lock_wait: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Remove every lock, also live ones (only when you are sure no drctl runs)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +87,12 @@ pub struct BackupArgs {
     /// Only these sources (repeatable) [default: all]
     #[arg(long = "source", short = 's')]
     pub sources: Vec<String>,
+    /// Do not apply retention after a successful run
+    #[arg(long)]
+    pub no_prune: bool,
+    /// How long to wait for a running prune's lock, e.g. 10m
+    #[arg(long, default_value = "10m")]
+    pub lock_wait: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
 
 use crate::catalog;
-use crate::cli::{BackupArgs, Cli, Command, ListArgs, RestoreArgs};
+use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, UnlockArgs};
+use crate::lock;
+use crate::storage::Storage;
 use crate::config::{self, Config};
 use crate::storage;
 use anyhow::{bail, Result};
@@ -38,6 +40,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup(&load(&cli)?, a).await,
         Command::List(a) => list(&load(&cli)?, a).await,
         Command::Restore(a) => restore(&load(&cli)?, a).await,
+        Command::Prune(a) => prune(&load(&cli)?, a).await,
+        Command::Unlock(a) => unlock(&load(&cli)?, a).await,
     }
 }
 
@@ -79,8 +83,11 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
     }
     let storages = storage::select(&cfg.storages, None)?;
     let cancel = cancel_on_signal();
+    let wait = duration_arg("--lock-wait", &a.lock_wait)?;
+    let locks = lock::acquire_all(&storages, lock::Kind::Shared, "backup", wait).await?;
     let run_id = catalog::new_id(chrono::Utc::now());
     let mut failed = 0;
+    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     for src in sources {
         let t0 = std::time::Instant::now();
         match crate::backup::backup_source(cfg, src, &storages, &run_id, &cancel).await {
@@ -106,7 +113,108 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
             }
         }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    lock::release_all(locks).await;
+    if failed > 0 {
+        // A failed run never prunes: the backups it would delete may be the last good ones.
+        return Ok(1);
+    }
+    if cfg.prune.after_backup && !a.no_prune {
+        let orphan_age = crate::retention::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
+        let locks = lock::acquire_all(&storages, lock::Kind::Exclusive, "prune after backup", wait).await?;
+        let result = async {
+            for name in &names {
+                let plan = crate::prune::plan(cfg, &storages, Some(name), chrono::Utc::now(), orphan_age).await?;
+                let done = crate::prune::apply(&plan, &storages).await?;
+                if done.backups_deleted + done.orphans_deleted > 0 {
+                    println!(
+                        "pruned '{name}': {} backup(s), {} orphaned object(s)",
+                        done.backups_deleted, done.orphans_deleted
+                    );
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        lock::release_all(locks).await;
+        result?;
+    }
+    Ok(0)
+}
+
+fn duration_arg(flag: &str, v: &str) -> Result<std::time::Duration> {
+    let d = crate::retention::parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok(d.to_std().unwrap_or_default())
+}
+
+async fn prune(cfg: &Config, a: &PruneArgs) -> Result<i32> {
+    if let Some(s) = &a.source {
+        if cfg.source(s).is_none() {
+            tracing::warn!(source = %s, "not in the config; pruning its backups with the default policy");
+        }
+    }
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let now = match &a.now {
+        Some(t) => catalog::parse_time(t, chrono::Utc::now())?,
+        None => chrono::Utc::now(),
+    };
+    let orphan_age = crate::retention::parse_duration(a.orphan_age.as_deref().unwrap_or(&cfg.prune.orphan_age))
+        .map_err(|e| anyhow::anyhow!("--orphan-age: {e}"))?;
+    // A dry run only reads, so it takes no lock and never waits.
+    let locks = if a.dry_run {
+        Vec::new()
+    } else {
+        lock::acquire_all(&storages, lock::Kind::Exclusive, "prune", duration_arg("--lock-wait", &a.lock_wait)?).await?
+    };
+    let result = prune_locked(cfg, a, &storages, now, orphan_age).await;
+    lock::release_all(locks).await;
+    result
+}
+
+async fn prune_locked(
+    cfg: &Config,
+    a: &PruneArgs,
+    storages: &[Storage],
+    now: chrono::DateTime<chrono::Utc>,
+    orphan_age: chrono::Duration,
+) -> Result<i32> {
+    let plan = crate::prune::plan(cfg, storages, a.source.as_deref(), now, orphan_age).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        plan.print();
+    }
+    if a.dry_run {
+        return Ok(0);
+    }
+    let done = crate::prune::apply(&plan, storages).await?;
+    if !a.json {
+        println!(
+            "deleted {} backup(s) and {} orphaned object(s)",
+            done.backups_deleted, done.orphans_deleted
+        );
+    }
+    Ok(0)
+}
+
+async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let now = chrono::Utc::now();
+    for st in &storages {
+        for (key, info) in lock::list(st).await? {
+            let stale = info.as_ref().is_none_or(|i| i.is_stale(now));
+            let what = info.as_ref().map(|i| i.describe()).unwrap_or_else(|| "an unreadable lock".into());
+            if stale || a.force {
+                st.delete(&key).await?;
+                println!("storage '{}': removed {} lock: {what}", st.name, if stale { "stale" } else { "live" });
+            } else {
+                println!(
+                    "storage '{}': kept live lock: {what} (pass --force only if you are sure it is not running)",
+                    st.name
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// This process's peak resident memory (VmHWM), for the log line and the benchmark.

@@ -78,7 +78,7 @@ fn round_trip(kind: Kind) {
     s.pg.psql("app", CHANGE);
     let state2 = s.pg.contents("app");
     assert_ne!(state1, state2);
-    s.ws.ok(&["backup", "--source", "app-db"]);
+    s.ws.ok(&["backup", "--source", "app-db", "--no-prune"]);
 
     let list = s.ws.list_json();
     assert_eq!(list.len(), 2, "{list:#?}");

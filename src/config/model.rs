@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use crate::retention::Policy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -12,6 +13,45 @@ pub struct Config {
     pub compression: CompressionConfig,
     pub storages: Vec<StorageConfig>,
     pub sources: Vec<SourceConfig>,
+    pub prune: PruneConfig,
+    /// Retention per source name, resolved from files or inline tables at load time.
+    pub policies: std::collections::BTreeMap<String, Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    /// Prune the run's sources after a fully successful `drctl backup` (never after a failed one).
+    #[serde(default = "yes")]
+    pub after_backup: bool,
+    /// Data objects without a manifest are removed only when older than this ("24h").
+    #[serde(default = "default_orphan_age")]
+    pub orphan_age: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_orphan_age() -> String {
+    "24h".into()
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            after_backup: true,
+            orphan_age: default_orphan_age(),
+        }
+    }
+}
+
+/// `retention = "policies/db.toml"` or `retention = { keep_daily = 7, … }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RetentionRef {
+    File(PathBuf),
+    Inline(Policy),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +220,9 @@ pub struct PostgresSource {
     /// Use this pg_dump instead of searching PATH and /usr/lib/postgresql/*/bin.
     #[serde(default)]
     pub pg_dump_path: Option<PathBuf>,
+    /// Retention policy file or inline table; default 7 daily / 4 weekly / 3 monthly.
+    #[serde(default)]
+    pub retention: Option<RetentionRef>,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -189,6 +232,7 @@ impl fmt::Debug for PostgresSource {
             .field("url", &crate::sources::postgres::redact_url(&self.url))
             .field("password_file", &self.password_file)
             .field("pg_dump_path", &self.pg_dump_path)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -212,6 +256,11 @@ impl SourceConfig {
             SourceConfig::Postgres(_) => "postgres",
         }
     }
+    pub fn retention(&self) -> Option<&RetentionRef> {
+        match self {
+            SourceConfig::Postgres(s) => s.retention.as_ref(),
+        }
+    }
 }
 
 /// The top-level table split into sections, so that each section (and each array element)
@@ -219,6 +268,7 @@ impl SourceConfig {
 pub(super) struct RawSections {
     encryption: Option<toml::Value>,
     compression: Option<toml::Value>,
+    prune: Option<toml::Value>,
     storage: Vec<toml::Value>,
     source: Vec<toml::Value>,
 }
@@ -228,6 +278,7 @@ impl RawSections {
         let mut raw = RawSections {
             encryption: None,
             compression: None,
+            prune: None,
             storage: Vec::new(),
             source: Vec::new(),
         };
@@ -235,6 +286,7 @@ impl RawSections {
             match k.as_str() {
                 "encryption" => raw.encryption = Some(v),
                 "compression" => raw.compression = Some(v),
+                "prune" => raw.prune = Some(v),
                 "storage" | "source" => match v {
                     toml::Value::Array(items) => {
                         if k == "storage" {
@@ -246,7 +298,7 @@ impl RawSections {
                     _ => errors.push(format!("{k}: must be an array of tables, written [[{k}]]")),
                 },
                 other => errors.push(format!(
-                    "{other}: unknown key (expected encryption, compression, storage, source)"
+                    "{other}: unknown key (expected encryption, compression, prune, storage, source)"
                 )),
             }
         }
@@ -265,6 +317,15 @@ impl RawSections {
             Some(v) => section::<CompressionConfig>("compression", v, errors),
             None => Some(CompressionConfig::default()),
         };
+        let prune = match self.prune {
+            Some(v) => section::<PruneConfig>("prune", v, errors),
+            None => Some(PruneConfig::default()),
+        };
+        if let Some(p) = &prune {
+            if let Err(e) = crate::retention::parse_duration(&p.orphan_age) {
+                errors.push(format!("prune.orphan_age: {e}"));
+            }
+        }
         let storages: Vec<Option<StorageConfig>> = self
             .storage
             .into_iter()
@@ -279,6 +340,7 @@ impl RawSections {
             .collect();
         let complete = encryption.is_some()
             && compression.is_some()
+            && prune.is_some()
             && storages.iter().all(Option::is_some)
             && sources.iter().all(Option::is_some);
         let storages: Vec<StorageConfig> = storages.into_iter().flatten().collect();
@@ -293,6 +355,7 @@ impl RawSections {
         }
         validate_storages(&storages, errors);
         validate_sources(&sources, errors);
+        let policies = resolve_policies(&sources, base, errors);
         if !complete {
             return None;
         }
@@ -301,6 +364,8 @@ impl RawSections {
             compression: compression?,
             storages,
             sources,
+            prune: prune?,
+            policies,
         };
         config.resolve_paths(base);
         Some(config)
@@ -353,6 +418,12 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The source's policy, or the built-in default (also for sources no longer configured:
+    /// removing a source from the config must not make its backups disappear).
+    pub fn policy_for(&self, source: &str) -> Policy {
+        self.policies.get(source).cloned().unwrap_or_else(Policy::default_policy)
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
@@ -450,4 +521,41 @@ fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn resolve_policies(
+    sources: &[SourceConfig],
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> std::collections::BTreeMap<String, Policy> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let at = format!("source[{i}] ('{}').retention", s.name());
+        let policy = match s.retention() {
+            None => continue,
+            Some(RetentionRef::Inline(p)) => p.clone(),
+            Some(RetentionRef::File(f)) => {
+                let path = if f.is_relative() { base.join(f) } else { f.clone() };
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push(format!("{at}: cannot read policy file {}: {e}", path.display()));
+                        continue;
+                    }
+                };
+                match toml::from_str::<Policy>(&text) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors.push(format!("{at}: policy file {}: {e}", path.display()));
+                        continue;
+                    }
+                }
+            }
+        };
+        for e in policy.check() {
+            errors.push(format!("{at}: {e}"));
+        }
+        out.insert(s.name().to_string(), policy);
+    }
+    out
 }

@@ -1,0 +1,185 @@
+//! Prune: plan, then apply. `plan` reads manifests and asks `retention::apply`; it deletes
+//! nothing and its result is what `--dry-run` and `--json` print. `apply` deletes exactly what
+//! the plan says, under an exclusive lock.
+//!
+//! Each storage is pruned on its own history: a storage that missed a night keeps its own
+//! older backups rather than deleting to match another storage's newer ones.
+//!
+//! Order (pgBackRest's expire): the manifest goes first, then its data objects. A crash in
+//! between leaves data without a manifest — invisible to list and restore, and removed by the
+//! next prune's orphan sweep — never a manifest pointing at nothing.
+
+use crate::catalog::{self, Entry};
+use crate::config::Config;
+use crate::retention::{self, Backup, Decision};
+use crate::storage::Storage;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub storage: String,
+    pub source: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub manifest_key: String,
+    pub data_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    pub storage: String,
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Plan {
+    pub now: Option<DateTime<Utc>>,
+    pub items: Vec<Item>,
+    pub orphans: Vec<Orphan>,
+}
+
+impl Plan {
+    pub fn drops(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|i| !i.decision.keep)
+    }
+
+    pub fn print(&self) {
+        let mut last = None;
+        for i in &self.items {
+            let group = (&i.storage, &i.source);
+            if last != Some(group) {
+                println!("storage '{}', source '{}':", i.storage, i.source);
+                last = Some(group);
+            }
+            println!(
+                "  {} {:<28} {}  {}",
+                if i.decision.keep { "keep" } else { "DROP" },
+                i.decision.id,
+                i.decision.time.format("%Y-%m-%d %H:%M"),
+                i.decision.reasons.join(", ")
+            );
+        }
+        for o in &self.orphans {
+            println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
+        }
+        println!(
+            "{} kept, {} to drop, {} orphaned objects",
+            self.items.len() - self.drops().count(),
+            self.drops().count(),
+            self.orphans.len()
+        );
+    }
+}
+
+/// Builds the plan for `storages`, limited to `source` if given.
+pub async fn plan(
+    cfg: &Config,
+    storages: &[Storage],
+    source: Option<&str>,
+    now: DateTime<Utc>,
+    orphan_age: chrono::Duration,
+) -> Result<Plan> {
+    let mut plan = Plan {
+        now: Some(now),
+        ..Plan::default()
+    };
+    for st in storages {
+        let entries = catalog::list(std::slice::from_ref(st), None).await?;
+        let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+        for e in &entries {
+            by_source.entry(e.manifest.source.as_str()).or_default().push(e);
+        }
+        for (name, es) in by_source {
+            if source.is_some_and(|s| s != name) {
+                continue;
+            }
+            let policy = cfg.policy_for(name);
+            let backups: Vec<Backup> = es
+                .iter()
+                .map(|e| Backup {
+                    id: e.manifest.id.clone(),
+                    time: e.manifest.started_at,
+                })
+                .collect();
+            let decisions = retention::apply(&policy, &backups, now)
+                .map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?;
+            for d in decisions {
+                let m = &es.iter().find(|e| e.manifest.id == d.id).expect("decided backup exists").manifest;
+                plan.items.push(Item {
+                    storage: st.name.clone(),
+                    source: name.to_string(),
+                    manifest_key: catalog::manifest_key(&m.source, &m.id),
+                    data_keys: m.objects.iter().map(|o| o.key.clone()).collect(),
+                    decision: d,
+                });
+            }
+        }
+        // Orphans: data no manifest refers to, and abandoned fs temp files, once old enough
+        // that they cannot belong to an upload still in progress.
+        let referenced: HashSet<String> = entries
+            .iter()
+            .flat_map(|e| e.manifest.objects.iter().map(|o| o.key.clone()))
+            .collect();
+        let mut candidates: Vec<String> = st
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter(|k| !referenced.contains(k))
+            .filter(|k| source.is_none_or(|s| k.starts_with(&format!("data/{s}/"))))
+            .collect();
+        if st.kind == "fs" && source.is_none() {
+            candidates.extend(st.list(".tmp/").await?);
+        }
+        for key in candidates {
+            let meta = match st.op.stat(&key).await {
+                Ok(m) => m,
+                Err(_) => continue, // gone meanwhile
+            };
+            let modified = meta.last_modified().map(|t| {
+                DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0).unwrap_or(now)
+            });
+            if modified.is_none_or(|m| now - m >= orphan_age) {
+                plan.orphans.push(Orphan {
+                    storage: st.name.clone(),
+                    key,
+                    size: meta.content_length(),
+                    modified,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Applied {
+    pub backups_deleted: usize,
+    pub orphans_deleted: usize,
+}
+
+/// Deletes what the plan says: per backup the manifest first, then its data.
+pub async fn apply(plan: &Plan, storages: &[Storage]) -> Result<Applied> {
+    let mut done = Applied::default();
+    let by_name = |n: &str| storages.iter().find(|s| s.name == n);
+    for item in plan.drops() {
+        let Some(st) = by_name(&item.storage) else { continue };
+        st.delete(&item.manifest_key).await?;
+        for k in &item.data_keys {
+            st.delete(k).await?;
+        }
+        tracing::info!(storage = %st.name, source = %item.source, id = %item.decision.id, "pruned backup");
+        done.backups_deleted += 1;
+    }
+    for o in &plan.orphans {
+        let Some(st) = by_name(&o.storage) else { continue };
+        st.delete(&o.key).await?;
+        tracing::info!(storage = %st.name, key = %o.key, "removed orphaned object");
+        done.orphans_deleted += 1;
+    }
+    Ok(done)
+}
