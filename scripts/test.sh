@@ -18,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # Installing the postgresql package may start a system cluster; the tests never use it.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! command -v moto_server >/dev/null; then
+if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'
 fi

@@ -44,7 +44,7 @@ pub async fn backup_source(
             Err(e) => {
                 abort_all(&mut targets).await;
                 dump.finish.kill().await;
-                return Err(e);
+                return Err(e.context(crate::events::StorageFailure(st.name.clone())));
             }
         }
     }
@@ -86,7 +86,13 @@ pub async fn backup_source(
         }
         match w.close().await {
             Ok(_) => closed.push(st),
-            Err(e) => failure = Some(anyhow!(e).context(format!("storage '{}': cannot complete {key}", st.name))),
+            Err(e) => {
+                failure = Some(
+                    anyhow!(e)
+                        .context(format!("cannot complete {key}"))
+                        .context(crate::events::StorageFailure(st.name.clone())),
+                )
+            }
         }
     }
     if failure.is_none() {

@@ -41,6 +41,23 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove stale locks left by a crashed drctl (--force: all locks)
     Unlock(UnlockArgs),
+    /// Run the configured [[job]]s on their schedules until SIGTERM
+    Daemon(DaemonArgs),
+    /// Per source: last success and failure, newest backup per storage, next run
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (off by default)
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

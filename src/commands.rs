@@ -1,7 +1,7 @@
 //! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
 
 use crate::catalog;
-use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, UnlockArgs};
+use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs};
 use crate::lock;
 use crate::storage::Storage;
 use crate::config::{self, Config};
@@ -42,6 +42,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore(&load(&cli)?, a).await,
         Command::Prune(a) => prune(&load(&cli)?, a).await,
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
+        Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
+        Command::Status(a) => status(&load(&cli)?, a).await,
     }
 }
 
@@ -81,64 +83,43 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
     if sources.is_empty() {
         bail!("no sources configured; add a [[source]] to the config");
     }
-    let storages = storage::select(&cfg.storages, None)?;
     let cancel = cancel_on_signal();
-    let wait = duration_arg("--lock-wait", &a.lock_wait)?;
-    let locks = lock::acquire_all(&storages, lock::Kind::Shared, "backup", wait).await?;
-    let run_id = catalog::new_id(chrono::Utc::now());
-    let mut failed = 0;
-    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
-    for src in sources {
-        let t0 = std::time::Instant::now();
-        match crate::backup::backup_source(cfg, src, &storages, &run_id, &cancel).await {
-            Ok(m) => {
-                tracing::info!(source = %m.source, id = %m.id, plain_bytes = m.plain.size, stored_bytes = m.stored.size, seconds = t0.elapsed().as_secs_f64(), peak_rss_kib = peak_rss_kib(), "backup complete");
-                println!(
-                    "{}  {}  {} → {} stored on {}  ({:.1}s)",
-                    m.source,
-                    m.id,
-                    catalog::human_bytes(m.plain.size),
-                    catalog::human_bytes(m.stored.size),
-                    m.storages.join(", "),
-                    t0.elapsed().as_secs_f64()
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                tracing::error!(source = %src.name(), error = %format!("{e:#}"), "backup failed");
-                eprintln!("error: {e:#}");
-                if cancel.is_cancelled() {
-                    break;
-                }
-            }
+    let opts = crate::jobs::Options {
+        prune: !a.no_prune,
+        lock_wait: duration_arg("--lock-wait", &a.lock_wait)?,
+    };
+    let events = events_for(cfg);
+    let out = crate::jobs::run(cfg, &sources, &opts, "manual", None, &events, &cancel).await;
+    for m in &out.manifests {
+        println!(
+            "{}  {}  {} → {} stored on {}",
+            m.source,
+            m.id,
+            catalog::human_bytes(m.plain.size),
+            catalog::human_bytes(m.stored.size),
+            m.storages.join(", "),
+        );
+    }
+    for (name, done) in &out.pruned {
+        if done.backups_deleted + done.orphans_deleted > 0 {
+            println!(
+                "pruned '{name}': {} backup(s), {} orphaned object(s)",
+                done.backups_deleted, done.orphans_deleted
+            );
         }
     }
-    lock::release_all(locks).await;
-    if failed > 0 {
-        // A failed run never prunes: the backups it would delete may be the last good ones.
-        return Ok(1);
+    for (name, e) in &out.failures {
+        eprintln!("error: {name}: {e}");
     }
-    if cfg.prune.after_backup && !a.no_prune {
-        let orphan_age = crate::retention::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
-        let locks = lock::acquire_all(&storages, lock::Kind::Exclusive, "prune after backup", wait).await?;
-        let result = async {
-            for name in &names {
-                let plan = crate::prune::plan(cfg, &storages, Some(name), chrono::Utc::now(), orphan_age).await?;
-                let done = crate::prune::apply(&plan, &storages).await?;
-                if done.backups_deleted + done.orphans_deleted > 0 {
-                    println!(
-                        "pruned '{name}': {} backup(s), {} orphaned object(s)",
-                        done.backups_deleted, done.orphans_deleted
-                    );
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
-        lock::release_all(locks).await;
-        result?;
-    }
-    Ok(0)
+    Ok(if out.ok() { 0 } else { 1 })
+}
+
+fn events_for(cfg: &Config) -> crate::events::Events {
+    crate::events::Events::new(
+        crate::status::StateDir::new(cfg.daemon.state_dir()),
+        cfg.notify.clone(),
+        None,
+    )
 }
 
 fn duration_arg(flag: &str, v: &str) -> Result<std::time::Duration> {
@@ -196,6 +177,88 @@ async fn prune_locked(
     Ok(0)
 }
 
+async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
+    let state = crate::status::StateDir::new(cfg.daemon.state_dir());
+    let storages = storage::select(&cfg.storages, None)?;
+    let now = chrono::Utc::now();
+    let mut newest: std::collections::BTreeMap<(String, String), catalog::Manifest> = Default::default();
+    let mut storage_errors = Vec::new();
+    for st in &storages {
+        match catalog::list(std::slice::from_ref(st), None).await {
+            Ok(entries) => {
+                for e in entries {
+                    newest.entry((e.manifest.source.clone(), st.name.clone())).or_insert(e.manifest);
+                }
+            }
+            Err(e) => storage_errors.push((st.name.clone(), format!("{e:#}"))),
+        }
+    }
+    let tz = crate::schedule::parse_tz(&cfg.daemon.timezone).map_err(anyhow::Error::msg)?;
+    let mut rows = Vec::new();
+    for src in &cfg.sources {
+        let s = state.load(src.name());
+        let next = cfg
+            .jobs
+            .iter()
+            .filter(|j| cfg.job_sources(j).iter().any(|x| x.name() == src.name()))
+            .filter_map(|j| crate::schedule::next_after(&j.schedule, tz, now))
+            .min();
+        let per_storage: Vec<serde_json::Value> = storages
+            .iter()
+            .map(|st| {
+                let m = newest.get(&(src.name().to_string(), st.name.clone()));
+                serde_json::json!({
+                    "storage": st.name,
+                    "newest_id": m.map(|m| m.id.clone()),
+                    "newest_at": m.map(|m| m.started_at),
+                    "age_seconds": m.map(|m| (now - m.started_at).num_seconds()),
+                    "verification": m.and_then(|m| m.facts.get("verification").cloned()),
+                })
+            })
+            .collect();
+        rows.push(serde_json::json!({
+            "source": src.name(),
+            "last_success": s.last_success,
+            "last_failure": s.last_failure,
+            "storages": per_storage,
+            "next_run": next,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": rows, "storage_errors": storage_errors }))?);
+        return Ok(0);
+    }
+    for r in &rows {
+        println!("source '{}'", r["source"].as_str().unwrap_or_default());
+        match r["last_success"].as_object() {
+            Some(o) => println!("  last success  {} ({})", o["at"].as_str().unwrap_or_default(), o["id"].as_str().unwrap_or_default()),
+            None => println!("  last success  never (on this host)"),
+        }
+        if let Some(o) = r["last_failure"].as_object() {
+            println!("  last failure  {}: {}", o["at"].as_str().unwrap_or_default(), o["error"].as_str().unwrap_or_default());
+        }
+        for st in r["storages"].as_array().into_iter().flatten() {
+            let age = st["age_seconds"].as_i64().map(|s| catalog::human_duration(chrono::Duration::seconds(s)));
+            println!(
+                "  storage {:<10} newest {}",
+                st["storage"].as_str().unwrap_or_default(),
+                match age {
+                    Some(a) => format!("{} ago ({})", a, st["newest_id"].as_str().unwrap_or_default()),
+                    None => "none".into(),
+                }
+            );
+        }
+        match r["next_run"].as_str() {
+            Some(n) => println!("  next run      {n}"),
+            None => println!("  next run      not scheduled (no [[job]] includes it)"),
+        }
+    }
+    for (st, e) in &storage_errors {
+        println!("storage '{st}' unreachable: {e}");
+    }
+    Ok(if storage_errors.is_empty() { 0 } else { 1 })
+}
+
 async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
     let now = chrono::Utc::now();
@@ -215,19 +278,6 @@ async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// This process's peak resident memory (VmHWM), for the log line and the benchmark.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {

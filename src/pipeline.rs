@@ -150,7 +150,7 @@ async fn upload(
                 async move {
                     w.write(b)
                         .await
-                        .with_context(|| format!("storage '{}': write failed", st.name))
+                        .context(crate::events::StorageFailure(st.name.clone()))
                 }
             });
             for r in futures::future::join_all(writes).await {

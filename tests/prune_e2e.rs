@@ -161,7 +161,7 @@ fn backup_and_prune_are_serialized_by_the_storage_lock() {
     // A prune that will not wait fails and names the holder.
     let (code, _, err) = r.ws.run(&["prune", "--lock-wait", "1s"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is locked by backup (shared lock)") && err.contains(&format!("pid {}", backup.id())), "{err}");
+    assert!(err.contains("is locked by backup (manual) (shared lock)") && err.contains(&format!("pid {}", backup.id())), "{err}");
     // A prune that waits runs after the backup has committed: it then sees both backups.
     let prune = r.ws.drctl().args(["prune"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b = backup.wait_with_output().unwrap();

@@ -14,6 +14,9 @@ pub struct Config {
     pub storages: Vec<StorageConfig>,
     pub sources: Vec<SourceConfig>,
     pub prune: PruneConfig,
+    pub daemon: DaemonConfig,
+    pub jobs: Vec<JobConfig>,
+    pub notify: Vec<NotifyConfig>,
     /// Retention per source name, resolved from files or inline tables at load time.
     pub policies: std::collections::BTreeMap<String, Policy>,
 }
@@ -43,6 +46,108 @@ impl Default for PruneConfig {
             after_backup: true,
             orphan_age: default_orphan_age(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Time zone the job schedules are read in (IANA name).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// On SIGTERM, how long a running job may take to finish before its uploads are aborted.
+    #[serde(default = "default_grace")]
+    pub grace_period: String,
+    /// Where run status (last success/failure per source) and process locks live.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How often the daemon checks each job's `max_age` and refreshes age metrics.
+    #[serde(default = "default_stale_check")]
+    pub stale_check_interval: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+fn default_grace() -> String {
+    "5m".into()
+}
+fn default_stale_check() -> String {
+    "5m".into()
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            timezone: utc(),
+            grace_period: default_grace(),
+            state_dir: None,
+            stale_check_interval: default_stale_check(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// `state_dir`, else /var/lib/drctl for root, else $XDG_STATE_HOME/drctl or ~/.local/state/drctl.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if is_root() {
+            return PathBuf::from("/var/lib/drctl");
+        }
+        if let Ok(x) = std::env::var("XDG_STATE_HOME") {
+            return PathBuf::from(x).join("drctl");
+        }
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".local/state/drctl")
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A scheduled run of one or more sources, backed up together as one run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub name: String,
+    /// Source names; empty means every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Cron: 5 fields, or 6 with seconds first.
+    pub schedule: String,
+    /// healthchecks.io-style URL: `/start` when a run starts, the URL on success, `/fail` on failure.
+    #[serde(default)]
+    pub ping_url: Option<String>,
+    /// Alert when the newest complete backup of a source in this job is older than this ("26h").
+    #[serde(default)]
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    Webhook,
+    Slack,
+    Discord,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    #[serde(rename = "type")]
+    pub kind: NotifyKind,
+    pub url: String,
+}
+
+// Webhook URLs (Slack, Discord) carry their secret in the path.
+impl fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyConfig").field("kind", &self.kind).field("url", &"<redacted>").finish()
     }
 }
 
@@ -269,6 +374,9 @@ pub(super) struct RawSections {
     encryption: Option<toml::Value>,
     compression: Option<toml::Value>,
     prune: Option<toml::Value>,
+    daemon: Option<toml::Value>,
+    job: Vec<toml::Value>,
+    notify: Vec<toml::Value>,
     storage: Vec<toml::Value>,
     source: Vec<toml::Value>,
 }
@@ -279,6 +387,9 @@ impl RawSections {
             encryption: None,
             compression: None,
             prune: None,
+            daemon: None,
+            job: Vec::new(),
+            notify: Vec::new(),
             storage: Vec::new(),
             source: Vec::new(),
         };
@@ -287,18 +398,18 @@ impl RawSections {
                 "encryption" => raw.encryption = Some(v),
                 "compression" => raw.compression = Some(v),
                 "prune" => raw.prune = Some(v),
-                "storage" | "source" => match v {
-                    toml::Value::Array(items) => {
-                        if k == "storage" {
-                            raw.storage = items
-                        } else {
-                            raw.source = items
-                        }
-                    }
+                "daemon" => raw.daemon = Some(v),
+                "storage" | "source" | "job" | "notify" => match v {
+                    toml::Value::Array(items) => match k.as_str() {
+                        "storage" => raw.storage = items,
+                        "source" => raw.source = items,
+                        "job" => raw.job = items,
+                        _ => raw.notify = items,
+                    },
                     _ => errors.push(format!("{k}: must be an array of tables, written [[{k}]]")),
                 },
                 other => errors.push(format!(
-                    "{other}: unknown key (expected encryption, compression, prune, storage, source)"
+                    "{other}: unknown key (expected encryption, compression, prune, daemon, storage, source, job, notify)"
                 )),
             }
         }
@@ -326,6 +437,32 @@ impl RawSections {
                 errors.push(format!("prune.orphan_age: {e}"));
             }
         }
+        let daemon = match self.daemon {
+            Some(v) => section::<DaemonConfig>("daemon", v, errors),
+            None => Some(DaemonConfig::default()),
+        };
+        if let Some(d) = &daemon {
+            if let Err(e) = crate::schedule::parse_tz(&d.timezone) {
+                errors.push(format!("daemon.timezone: {e}"));
+            }
+            for (k, v) in [("grace_period", &d.grace_period), ("stale_check_interval", &d.stale_check_interval)] {
+                if let Err(e) = crate::retention::parse_duration(v) {
+                    errors.push(format!("daemon.{k}: {e}"));
+                }
+            }
+        }
+        let jobs: Vec<Option<JobConfig>> = self
+            .job
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| section(&format!("job[{i}]"), v, errors))
+            .collect();
+        let notify: Vec<Option<NotifyConfig>> = self
+            .notify
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| section(&format!("notify[{i}]"), v, errors))
+            .collect();
         let storages: Vec<Option<StorageConfig>> = self
             .storage
             .into_iter()
@@ -341,6 +478,9 @@ impl RawSections {
         let complete = encryption.is_some()
             && compression.is_some()
             && prune.is_some()
+            && daemon.is_some()
+            && jobs.iter().all(Option::is_some)
+            && notify.iter().all(Option::is_some)
             && storages.iter().all(Option::is_some)
             && sources.iter().all(Option::is_some);
         let storages: Vec<StorageConfig> = storages.into_iter().flatten().collect();
@@ -356,6 +496,14 @@ impl RawSections {
         validate_storages(&storages, errors);
         validate_sources(&sources, errors);
         let policies = resolve_policies(&sources, base, errors);
+        let jobs: Vec<JobConfig> = jobs.into_iter().flatten().collect();
+        let notify: Vec<NotifyConfig> = notify.into_iter().flatten().collect();
+        validate_jobs(&jobs, &sources, errors);
+        for (i, n) in notify.iter().enumerate() {
+            if url::Url::parse(&n.url).is_err() {
+                errors.push(format!("notify[{i}].url: not a URL"));
+            }
+        }
         if !complete {
             return None;
         }
@@ -365,6 +513,9 @@ impl RawSections {
             storages,
             sources,
             prune: prune?,
+            daemon: daemon?,
+            jobs,
+            notify,
             policies,
         };
         config.resolve_paths(base);
@@ -404,6 +555,9 @@ impl Config {
         if let Some(p) = &mut self.encryption.identity_file {
             resolve(base, p);
         }
+        if let Some(p) = &mut self.daemon.state_dir {
+            resolve(base, p);
+        }
         for s in &mut self.storages {
             if let StorageConfig::Fs(fs) = s {
                 resolve(base, &mut fs.root);
@@ -417,6 +571,19 @@ impl Config {
                     }
                 }
             }
+        }
+    }
+
+    pub fn job(&self, name: &str) -> Option<&JobConfig> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The sources a job backs up (all when it names none).
+    pub fn job_sources(&self, job: &JobConfig) -> Vec<&SourceConfig> {
+        if job.sources.is_empty() {
+            self.sources.iter().collect()
+        } else {
+            job.sources.iter().filter_map(|n| self.source(n)).collect()
         }
     }
 
@@ -558,4 +725,29 @@ fn resolve_policies(
         out.insert(s.name().to_string(), policy);
     }
     out
+}
+
+fn validate_jobs(jobs: &[JobConfig], sources: &[SourceConfig], errors: &mut Vec<String>) {
+    check_names("job", jobs.iter().map(|j| j.name.as_str()), errors);
+    for (i, j) in jobs.iter().enumerate() {
+        let at = format!("job[{i}] ('{}')", j.name);
+        if let Err(e) = crate::schedule::validate(&j.schedule) {
+            errors.push(format!("{at}: schedule '{}': {e}", j.schedule));
+        }
+        for s in &j.sources {
+            if !sources.iter().any(|x| x.name() == s) {
+                errors.push(format!("{at}.sources: no source named '{s}'"));
+            }
+        }
+        if let Some(m) = &j.max_age {
+            if let Err(e) = crate::retention::parse_duration(m) {
+                errors.push(format!("{at}.max_age: {e}"));
+            }
+        }
+        if let Some(u) = &j.ping_url {
+            if url::Url::parse(u).is_err() {
+                errors.push(format!("{at}.ping_url: '{u}' is not a URL"));
+            }
+        }
+    }
 }

@@ -220,12 +220,14 @@ pub struct S3Server {
 impl S3Server {
     pub fn start() -> S3Server {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` rather than the `moto_server` script: it works whether or
+        // not pip's script directory is on PATH (pyenv shims need a rehash to see new scripts).
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("cannot start moto_server (pip install 'moto[server]')");
+            .expect("cannot start python3 -m moto.server (pip install 'moto[server]')");
         let mut s3 = S3Server { port, bucket: "drctl-test".into(), child };
         wait_port(port, "moto_server", Duration::from_secs(60));
         s3.create_bucket();
@@ -300,7 +302,7 @@ impl Workspace {
     pub fn write_config(&self, storages: &str, sources: &str) -> PathBuf {
         let p = self.path().join("drctl.toml");
         let text = format!(
-            "[encryption]\nrecipients = [\"{}\"]\n\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n{storages}\n{sources}\n",
+            "[encryption]\nrecipients = [\"{}\"]\n\n[compression]\nalgorithm = \"zstd\"\nlevel = 3\n\n[daemon]\nstate_dir = \"./state\"\n\n{storages}\n{sources}\n",
             self.recipient
         );
         std::fs::write(&p, text).unwrap();

@@ -1,0 +1,132 @@
+//! Prometheus metrics (prometheus-client), served by the daemon on `--metrics-addr`.
+//! Only `events.rs` updates them, so logs, metrics and notifications cannot drift apart.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceStorageLabel {
+    pub source: String,
+    pub storage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabel {
+    pub storage: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub last_success: Family<SourceLabel, FGauge>,
+    pub last_duration: Family<SourceLabel, FGauge>,
+    pub read_bytes: Family<SourceLabel, Counter>,
+    pub stored_bytes: Family<SourceLabel, Counter>,
+    pub failures: Family<SourceLabel, Counter>,
+    pub newest_age: Family<SourceStorageLabel, FGauge>,
+    pub storage_write_errors: Family<StorageLabel, Counter>,
+    pub verify_last_success: Family<SourceLabel, FGauge>,
+    pub verify_rto: Family<SourceLabel, FGauge>,
+    pub verify_failures: Family<SourceLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            last_success: Family::default(),
+            last_duration: Family::default(),
+            read_bytes: Family::default(),
+            stored_bytes: Family::default(),
+            failures: Family::default(),
+            newest_age: Family::default(),
+            storage_write_errors: Family::default(),
+            verify_last_success: Family::default(),
+            verify_rto: Family::default(),
+            verify_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "drctl_backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup of the source",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "drctl_backup_last_duration_seconds",
+            "Duration of the last successful backup of the source",
+            m.last_duration.clone(),
+        );
+        // prometheus-client appends _total to counters.
+        registry.register("drctl_backup_read_bytes", "Bytes read from the source (plain dump)", m.read_bytes.clone());
+        registry.register("drctl_backup_stored_bytes", "Bytes stored per storage copy (compressed, encrypted)", m.stored_bytes.clone());
+        registry.register("drctl_backup_failures", "Failed backups of the source", m.failures.clone());
+        registry.register(
+            "drctl_backup_newest_age_seconds",
+            "Age of the newest complete backup of the source in the storage",
+            m.newest_age.clone(),
+        );
+        registry.register("drctl_storage_write_errors", "Backups that failed on this storage", m.storage_write_errors.clone());
+        registry.register(
+            "drctl_verify_last_success_timestamp_seconds",
+            "Unix time of the last passing restore verification",
+            m.verify_last_success.clone(),
+        );
+        registry.register("drctl_verify_rto_seconds", "Restore time measured by the last verification", m.verify_rto.clone());
+        registry.register("drctl_verify_failures", "Failed restore verifications", m.verify_failures.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub fn source(s: &str) -> SourceLabel {
+    SourceLabel { source: s.to_string() }
+}
+
+/// Serves `/metrics` (and `/healthz`) until the process exits.
+pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
