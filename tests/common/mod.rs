@@ -309,6 +309,13 @@ impl Workspace {
         p
     }
 
+    /// Adds keys to the config's `[daemon]` table.
+    pub fn daemon_settings(&self, keys: &str) {
+        let p = self.path().join("drctl.toml");
+        let cfg = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, cfg.replacen("[daemon]\n", &format!("[daemon]\n{keys}\n"), 1)).unwrap();
+    }
+
     /// `drctl` with this workspace's config, the test passwords in the environment.
     pub fn drctl(&self) -> Command {
         let mut c = drctl_cmd(self.path());

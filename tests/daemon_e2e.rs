@@ -1,0 +1,334 @@
+//! The daemon against real servers: schedules, pruning, failures that get noticed, signals.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A local HTTP receiver for webhooks and pings: records (method, path, body), answers 200.
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                g.lock().unwrap().push((method, path, String::from_utf8_lossy(&body).into_owned()));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<(String, String, String)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(ws: &Workspace, metrics_port: Option<u16>) -> Daemon {
+        let log = ws.path().join("daemon.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let mut cmd = ws.drctl();
+        cmd.arg("daemon");
+        if let Some(p) = metrics_port {
+            cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{p}"));
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Daemon) -> bool) {
+        let t0 = Instant::now();
+        while !cond(self) {
+            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; daemon log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// SIGTERM and wait; returns (exit code, seconds it took).
+    fn stop(mut self) -> (Option<i32>, f64, String) {
+        self.signal("TERM");
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code(), t0.elapsed().as_secs_f64(), self.log());
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!("daemon did not stop within 60s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn metric(scrape: &prometheus_parse::Scrape, name: &str, source: &str) -> Option<f64> {
+    scrape.samples.iter().find(|s| s.metric == name && s.labels.get("source") == Some(source)).map(|s| match s.value {
+        prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+        _ => f64::NAN,
+    })
+}
+
+fn setup(pg: &Postgres, extra: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("{}retention = {{ keep_last = 2 }}\n\n{extra}", pg_source_toml("app-db", pg, "app")),
+    );
+    ws
+}
+
+fn seeded_pg() -> Postgres {
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql("app", "create table t (x int, s text); insert into t select g, md5(g::text) from generate_series(1, 5000) g;");
+    pg
+}
+
+#[test]
+fn daemon_backs_up_on_schedule_prunes_and_exports_metrics() {
+    let pg = seeded_pg();
+    let ws = setup(&pg, "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n");
+    ws.ok(&["validate"]);
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("three successful runs", Duration::from_secs(40), |d| d.count("run succeeded") >= 3);
+    let (code, secs, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(secs < 10.0);
+    assert!(log.matches("backup complete").count() >= 3, "{log}");
+    // keep_last = 2: the daemon pruned after each successful run.
+    let list = ws.list_json();
+    assert_eq!(list.len(), 2, "{list:#?}");
+    let status: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
+    let s = &status["sources"][0];
+    assert_eq!(s["source"], "app-db");
+    assert!(s["last_success"]["id"].is_string(), "{status:#}");
+    assert!(s["next_run"].is_string(), "{status:#}");
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_drctl_names() {
+    let pg = seeded_pg();
+    let ws = setup(&pg, "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n");
+    ws.daemon_settings("stale_check_interval = \"1s\"");
+    ws.ok(&["validate"]);
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("a successful run", Duration::from_secs(30), |d| d.count("run succeeded") >= 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = scrape(mport);
+    let last = metric(&m, "drctl_backup_last_success_timestamp_seconds", "app-db").expect("last success metric");
+    assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0, "{last}");
+    assert!(metric(&m, "drctl_backup_read_bytes_total", "app-db").unwrap() > 100_000.0);
+    assert!(metric(&m, "drctl_backup_stored_bytes_total", "app-db").unwrap() > 0.0);
+    assert!(metric(&m, "drctl_backup_last_duration_seconds", "app-db").unwrap() > 0.0);
+    let age = metric(&m, "drctl_backup_newest_age_seconds", "app-db").expect("age metric");
+    assert!((0.0..60.0).contains(&age), "{age}");
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_failing_backup_is_noticed_and_nothing_is_pruned() {
+    let pg = seeded_pg();
+    let rx = Receiver::start();
+    let ws = setup(
+        &pg,
+        &format!(
+            "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\nping_url = \"{}\"\n\n[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n\n[[notify]]\ntype = \"slack\"\nurl = \"http://127.0.0.1:9/unreachable-notifier\"\n",
+            rx.url("/ping/abc"),
+            rx.url("/hook")
+        ),
+    );
+    ws.ok(&["backup", "--no-prune"]);
+    ws.ok(&["backup", "--no-prune"]);
+    ws.ok(&["backup", "--no-prune"]);
+    assert_eq!(ws.list_json().len(), 3);
+    drop(pg); // the database goes away
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("a failed run", Duration::from_secs(30), |d| d.count("run failed") >= 1);
+    d.wait_for("the /fail ping", Duration::from_secs(15), |_| rx.requests().iter().any(|r| r.1 == "/ping/abc/fail"));
+    let m = scrape(mport);
+    assert!(metric(&m, "drctl_backup_failures_total", "app-db").unwrap() >= 1.0);
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    let reqs = rx.requests();
+    assert!(reqs.iter().any(|r| r.0 == "GET" && r.1 == "/ping/abc/start"), "{reqs:?}");
+    let fail = reqs.iter().find(|r| r.1 == "/ping/abc/fail").unwrap();
+    assert!(fail.2.contains("app-db") && fail.2.contains("cannot connect"), "{fail:?}");
+    let hook = reqs.iter().find(|r| r.1 == "/hook").expect("webhook payload");
+    let v: serde_json::Value = serde_json::from_str(&hook.2).unwrap();
+    assert_eq!(v["event"], "backup_failed");
+    assert_eq!(v["source"], "app-db");
+    assert!(v["message"].as_str().unwrap().contains("cannot connect"), "{v}");
+    assert!(log.contains("notifier failed"), "the broken notifier is logged: {log}");
+    assert!(!log.contains("unreachable-notifier"), "notifier URLs are secrets and stay out of logs");
+
+    let status: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
+    assert!(status["sources"][0]["last_failure"]["error"].as_str().unwrap().contains("cannot connect"), "{status:#}");
+    assert_eq!(ws.list_json().len(), 3, "a failed run must not prune");
+}
+
+#[test]
+fn a_stale_source_raises_an_alert() {
+    let pg = seeded_pg();
+    let rx = Receiver::start();
+    // The job is scheduled far away; the only backup is "old" for a 1s max_age.
+    let ws = setup(
+        &pg,
+        &format!("[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\n\n[[notify]]\ntype = \"discord\"\nurl = \"{}\"\n", rx.url("/discord")),
+    );
+    ws.ok(&["backup"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let d = Daemon::start(&ws, None);
+    d.wait_for("a stale alert", Duration::from_secs(20), |_| rx.requests().iter().any(|r| r.1 == "/discord"));
+    let (code, _, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let r = rx.requests().into_iter().find(|r| r.1 == "/discord").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.2).unwrap();
+    assert!(v["content"].as_str().unwrap().contains("max_age 1s"), "{v}");
+}
+
+fn slow_pg_dump(dir: &Path) -> String {
+    let slow = dir.join("slow-pg_dump");
+    std::fs::write(&slow, "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("pg_dump_path = \"{}\"\n", slow.display())
+}
+
+/// moto's list of open multipart uploads in the bucket.
+fn open_multipart_uploads(s3: &S3Server) -> usize {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", s3.port)).unwrap();
+    write!(s, "GET /{}?uploads HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s3.bucket, s3.port).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    resp.matches("<Upload>").count()
+}
+
+#[test]
+fn sigterm_during_a_large_backup_exits_0_within_grace_and_commits_nothing() {
+    let pg = Postgres::start();
+    pg.createdb("app");
+    // ~24 MiB of incompressible bytes: several multipart parts are in flight when the signal comes.
+    pg.psql(
+        "app",
+        "create table blobs (id int, b bytea); insert into blobs select g, decode(string_agg(md5(random()::text), ''), 'hex') \
+         from generate_series(1, 3000) g, generate_series(1, 512) h group by g;",
+    );
+    let s3 = S3Server::start();
+    let ws = Workspace::new();
+    let src = pg_source_toml("app-db", &pg, "app");
+    let daemon_cfg = "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n";
+    ws.write_config(&s3.storage_toml("s3"), &format!("{src}{}\n{daemon_cfg}", slow_pg_dump(ws.path())));
+    ws.daemon_settings("grace_period = \"2s\"");
+    ws.ok(&["validate"]);
+    let d = Daemon::start(&ws, None);
+    d.wait_for("pg_dump to start", Duration::from_secs(20), |d| d.count("starting pg_dump") >= 1);
+    std::thread::sleep(Duration::from_secs(3)); // the dump is out; the upload waits for the end
+    let (code, secs, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(secs < 8.0, "took {secs}s for a 2s grace period:\n{log}");
+    assert!(log.contains("grace period over"), "{log}");
+    assert_eq!(ws.list_json().len(), 0, "no manifest may exist");
+    assert_eq!(open_multipart_uploads(&s3), 0, "multipart uploads were not aborted");
+    // The next run succeeds.
+    ws.write_config(&s3.storage_toml("s3"), &src);
+    ws.ok(&["backup"]);
+    assert_eq!(ws.list_json().len(), 1);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let pg = seeded_pg();
+    let ws = setup(&pg, "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n");
+    let good = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
+    let d = Daemon::start(&ws, None);
+    d.wait_for("a first run", Duration::from_secs(30), |d| d.count("run succeeded") >= 1);
+    std::fs::write(ws.path().join("drctl.toml"), good.replace("*/2 * * * * *", "0 61 * * *")).unwrap();
+    d.signal("HUP");
+    d.wait_for("the reload to be rejected", Duration::from_secs(10), |d| d.count("reload rejected") >= 1);
+    assert!(d.log().contains("hour 61 out of range"), "{}", d.log());
+    let before = d.count("run succeeded");
+    d.wait_for("runs on the old schedule", Duration::from_secs(20), |d| d.count("run succeeded") >= before + 2);
+    // A good reload is taken.
+    std::fs::write(ws.path().join("drctl.toml"), good.replace("*/2 * * * * *", "*/3 * * * * *")).unwrap();
+    d.signal("HUP");
+    d.wait_for("the reload", Duration::from_secs(10), |d| d.count("config reloaded") >= 1);
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
