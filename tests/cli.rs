@@ -93,3 +93,24 @@ fn restore_refuses_a_password_on_the_command_line() {
     assert_eq!(code, 1);
     assert!(err.contains("password on the command line") && err.contains("PGPASSWORD"), "{err}");
 }
+
+#[test]
+fn validate_names_bad_cron_and_time_zone() {
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        "[[source]]\nname = \"app-db\"\ntype = \"postgres\"\nurl = \"postgres://a@h/db\"\n\n\
+         [[job]]\nname = \"nightly\"\nschedule = \"61 3 * * *\"\nsources = [\"nope\"]\nmax_age = \"soon\"\n",
+    );
+    ws.daemon_settings("timezone = \"Mars/Olympus\"");
+    let (code, _, err) = ws.run(&["validate"]);
+    assert_eq!(code, 2);
+    for needle in [
+        "job[0] ('nightly'): schedule '61 3 * * *': minute 61 out of range (0-59)",
+        "job[0] ('nightly').sources: no source named 'nope'",
+        "job[0] ('nightly').max_age: 'soon' is not a duration",
+        "daemon.timezone: 'Mars/Olympus' is not an IANA time zone",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
