@@ -62,7 +62,7 @@ pub fn plan<'a>(entries: &'a [Entry], sources: &[String], at: DateTime<Utc>) -> 
 
 pub fn print_plan(at: DateTime<Utc>, choices: &[Choice<'_>]) {
     println!("restore point {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    println!("{:<16} {:<28} {:<22} {:>10} {}", "SOURCE", "BACKUP", "TIME (UTC)", "SIZE", "DATA LOSS WINDOW");
+    println!("{:<16} {:<28} {:<22} {:>10} DATA LOSS WINDOW", "SOURCE", "BACKUP", "TIME (UTC)", "SIZE");
     for c in choices {
         let m = &c.entry.manifest;
         println!(
