@@ -45,6 +45,26 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Per source: last success and failure, newest backup per storage, next run
     Status(StatusArgs),
+    /// Restore the newest backups into throwaway servers and check them
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only these sources (repeatable) [default: all]
+    #[arg(long = "source", short = 's')]
+    pub sources: Vec<String>,
+    /// Verify the newest backup at or before this time instead of the newest
+    #[arg(long)]
+    pub at: Option<String>,
+    /// age identity file [default: encryption.identity_file]
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
+    /// Read from this storage only
+    #[arg(long)]
+    pub storage: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

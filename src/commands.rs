@@ -1,7 +1,7 @@
 //! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
 
 use crate::catalog;
-use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs};
+use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs};
 use crate::lock;
 use crate::storage::Storage;
 use crate::config::{self, Config};
@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
         Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
         Command::Status(a) => status(&load(&cli)?, a).await,
+        Command::Verify(a) => verify(&load(&cli)?, a).await,
     }
 }
 
@@ -259,6 +260,57 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
     Ok(if storage_errors.is_empty() { 0 } else { 1 })
 }
 
+async fn verify(cfg: &Config, a: &VerifyArgs) -> Result<i32> {
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let at = a.at.as_deref().map(|t| catalog::parse_time(t, chrono::Utc::now())).transpose()?;
+    let identity = a
+        .identity
+        .clone()
+        .or_else(|| cfg.encryption.identity_file.clone())
+        .ok_or_else(|| anyhow::anyhow!("verify needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
+    let identities = crate::keys::load_identities(&identity)?;
+    let sources: Vec<String> = if a.sources.is_empty() {
+        cfg.sources.iter().map(|s| s.name().to_string()).collect()
+    } else {
+        a.sources.clone()
+    };
+    let events = events_for(cfg);
+    // Ctrl-C or SIGTERM drops the verification: its sandbox is stopped and removed on drop.
+    let cancel = cancel_on_signal();
+    let run = crate::verify::run_all(cfg, &sources, at, &storages, &identities, &events);
+    let results = tokio::select! {
+        r = run => r,
+        _ = cancel.cancelled() => bail!("verification interrupted; the sandbox was removed"),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results.iter().map(|r| match r {
+            Ok(rec) => serde_json::to_value(rec).expect("record serializes"),
+            Err((s, e)) => serde_json::json!({ "source": s, "ok": false, "error": e }),
+        }).collect::<Vec<_>>())?);
+    } else {
+        for r in &results {
+            match r {
+                Ok(rec) => {
+                    println!(
+                        "{} {}  backup {}  restore took {:.1}s  ({})",
+                        if rec.ok { "PASS" } else { "FAIL" },
+                        rec.source,
+                        rec.backup_id,
+                        rec.rto_seconds,
+                        rec.sandbox
+                    );
+                    for c in &rec.checks {
+                        println!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+                    }
+                }
+                Err((s, e)) => println!("FAIL {s}: {e}"),
+            }
+        }
+    }
+    let failed = results.iter().any(|r| !matches!(r, Ok(rec) if rec.ok));
+    Ok(if failed { 1 } else { 0 })
+}
+
 async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
     let now = chrono::Utc::now();
@@ -283,12 +335,26 @@ async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
 async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
     let entries = catalog::list(&storages, a.source.as_deref()).await?;
+    // The latest verification of each backup, from whichever storage recorded it.
+    let mut verified: std::collections::HashMap<(String, String), crate::verify::Record> = Default::default();
+    for st in &storages {
+        for (k, r) in crate::verify::records(st).await? {
+            match verified.get(&k) {
+                Some(old) if old.at >= r.at => {}
+                _ => {
+                    verified.insert(k, r);
+                }
+            }
+        }
+    }
+    let verification = |m: &catalog::Manifest| verified.get(&(m.source.clone(), m.id.clone()));
     if a.json {
         let v: Vec<serde_json::Value> = entries
             .iter()
             .map(|e| {
                 let mut m = serde_json::to_value(&e.manifest).expect("manifest serializes");
                 m["held_by"] = serde_json::json!(e.storages);
+                m["verification"] = serde_json::to_value(verification(&e.manifest)).expect("record serializes");
                 m
             })
             .collect();
@@ -299,16 +365,25 @@ async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
         println!("no backups yet");
         return Ok(0);
     }
-    println!("{:<28} {:<16} {:<20} {:>10} {:>10}  STORAGES", "ID", "SOURCE", "TIME (UTC)", "SIZE", "STORED");
+    println!(
+        "{:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} STORAGES",
+        "ID", "SOURCE", "TIME (UTC)", "SIZE", "STORED", "VERIFIED"
+    );
     for e in &entries {
         let m = &e.manifest;
+        let v = match verification(m) {
+            Some(r) if r.ok => "verified",
+            Some(_) => "FAILED",
+            None => "never",
+        };
         println!(
-            "{:<28} {:<16} {:<20} {:>10} {:>10}  {}",
+            "{:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} {}",
             m.id,
             m.source,
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             catalog::human_bytes(m.plain.size),
             catalog::human_bytes(m.stored.size),
+            v,
             e.storages.join(",")
         );
     }

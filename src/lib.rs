@@ -22,3 +22,4 @@ pub mod schedule;
 pub mod sources;
 pub mod status;
 pub mod storage;
+pub mod verify;

@@ -15,6 +15,7 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub prune: PruneConfig,
     pub daemon: DaemonConfig,
+    pub verify: VerifyConfig,
     pub jobs: Vec<JobConfig>,
     pub notify: Vec<NotifyConfig>,
     /// Retention per source name, resolved from files or inline tables at load time.
@@ -108,6 +109,79 @@ fn is_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifySandbox {
+    /// A temporary local cluster from /usr/lib/postgresql/<major>/bin.
+    #[default]
+    Local,
+    /// An existing scratch server (`[verify] url`): a new database, dropped afterwards.
+    Url,
+}
+
+impl fmt::Display for VerifySandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VerifySandbox::Local => "local",
+            VerifySandbox::Url => "url",
+        })
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    #[serde(default)]
+    pub sandbox: VerifySandbox,
+    /// Scratch server for `sandbox = "url"` (password via ${ENV} or PGPASSWORD).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Server binaries for the local sandbox [default: /usr/lib/postgresql/<major>/bin].
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Where the sandbox and the decrypted dump live during a verification [default: $TMPDIR].
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    /// When the daemon verifies every source (cron) [default: monthly, "0 5 1 * *"].
+    /// Needs encryption.identity_file on the verifying host.
+    #[serde(default = "default_verify_schedule")]
+    pub schedule: String,
+}
+
+fn default_verify_schedule() -> String {
+    "0 5 1 * *".into()
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            sandbox: VerifySandbox::Local,
+            url: None,
+            pg_bin_dir: None,
+            work_dir: None,
+            schedule: default_verify_schedule(),
+        }
+    }
+}
+
+impl VerifyConfig {
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+impl fmt::Debug for VerifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyConfig")
+            .field("sandbox", &self.sandbox)
+            .field("url", &self.url.as_deref().map(crate::sources::postgres::redact_url))
+            .field("pg_bin_dir", &self.pg_bin_dir)
+            .field("work_dir", &self.work_dir)
+            .field("schedule", &self.schedule)
+            .finish()
+    }
 }
 
 /// A scheduled run of one or more sources, backed up together as one run.
@@ -328,6 +402,19 @@ pub struct PostgresSource {
     /// Retention policy file or inline table; default 7 daily / 4 weekly / 3 monthly.
     #[serde(default)]
     pub retention: Option<RetentionRef>,
+    /// Record exact row counts in the dump's snapshot, for verification (off for huge databases).
+    #[serde(default = "yes")]
+    pub row_counts: bool,
+    /// Assertions verification runs on the restored copy: `[[source.verify]] sql = "…"`.
+    #[serde(default)]
+    pub verify: Vec<SqlAssertion>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlAssertion {
+    /// A query returning one boolean, true when the restored data is as expected.
+    pub sql: String,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -338,6 +425,8 @@ impl fmt::Debug for PostgresSource {
             .field("password_file", &self.password_file)
             .field("pg_dump_path", &self.pg_dump_path)
             .field("retention", &self.retention)
+            .field("row_counts", &self.row_counts)
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -375,6 +464,7 @@ pub(super) struct RawSections {
     compression: Option<toml::Value>,
     prune: Option<toml::Value>,
     daemon: Option<toml::Value>,
+    verify: Option<toml::Value>,
     job: Vec<toml::Value>,
     notify: Vec<toml::Value>,
     storage: Vec<toml::Value>,
@@ -388,6 +478,7 @@ impl RawSections {
             compression: None,
             prune: None,
             daemon: None,
+            verify: None,
             job: Vec::new(),
             notify: Vec::new(),
             storage: Vec::new(),
@@ -399,6 +490,7 @@ impl RawSections {
                 "compression" => raw.compression = Some(v),
                 "prune" => raw.prune = Some(v),
                 "daemon" => raw.daemon = Some(v),
+                "verify" => raw.verify = Some(v),
                 "storage" | "source" | "job" | "notify" => match v {
                     toml::Value::Array(items) => match k.as_str() {
                         "storage" => raw.storage = items,
@@ -409,7 +501,7 @@ impl RawSections {
                     _ => errors.push(format!("{k}: must be an array of tables, written [[{k}]]")),
                 },
                 other => errors.push(format!(
-                    "{other}: unknown key (expected encryption, compression, prune, daemon, storage, source, job, notify)"
+                    "{other}: unknown key (expected encryption, compression, prune, daemon, verify, storage, source, job, notify)"
                 )),
             }
         }
@@ -451,6 +543,24 @@ impl RawSections {
                 }
             }
         }
+        let verify = match self.verify {
+            Some(v) => section::<VerifyConfig>("verify", v, errors),
+            None => Some(VerifyConfig::default()),
+        };
+        if let Some(v) = &verify {
+            if let Err(e) = crate::schedule::validate(&v.schedule) {
+                errors.push(format!("verify.schedule: '{}': {e}", v.schedule));
+            }
+            match (&v.sandbox, &v.url) {
+                (VerifySandbox::Url, None) => errors.push("verify.url: sandbox = \"url\" needs url = \"postgres://…\" (a scratch server)".into()),
+                (_, Some(u)) => {
+                    if let Err(e) = crate::sources::postgres::ConnInfo::parse(u) {
+                        errors.push(format!("verify.url: {e}"));
+                    }
+                }
+                _ => {}
+            }
+        }
         let jobs: Vec<Option<JobConfig>> = self
             .job
             .into_iter()
@@ -479,6 +589,7 @@ impl RawSections {
             && compression.is_some()
             && prune.is_some()
             && daemon.is_some()
+            && verify.is_some()
             && jobs.iter().all(Option::is_some)
             && notify.iter().all(Option::is_some)
             && storages.iter().all(Option::is_some)
@@ -514,6 +625,7 @@ impl RawSections {
             sources,
             prune: prune?,
             daemon: daemon?,
+            verify: verify?,
             jobs,
             notify,
             policies,
@@ -556,6 +668,9 @@ impl Config {
             resolve(base, p);
         }
         if let Some(p) = &mut self.daemon.state_dir {
+            resolve(base, p);
+        }
+        for p in [&mut self.verify.pg_bin_dir, &mut self.verify.work_dir].into_iter().flatten() {
             resolve(base, p);
         }
         for s in &mut self.storages {

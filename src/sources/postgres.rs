@@ -280,11 +280,33 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         .unwrap_or_default();
     tracing::info!(source = %src.name, server = %server_version, pg_dump = %chosen.display(), pg_dump_version = %pg_dump_version, "starting pg_dump");
 
+    // Row counts for verification, taken in the snapshot pg_dump will dump.
+    let snapshot = if src.row_counts {
+        match Snapshot::open(&conn).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(source = %src.name, error = %format!("{e:#}"), "cannot record row counts; verification will skip the count check");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let mut cmd = Command::new(&chosen);
     conn.apply(&mut cmd);
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
-    let (stdout, finish) = process::spawn_streaming(cmd, format!("pg_dump for '{}'", src.name))?;
+    if let Some(s) = &snapshot {
+        cmd.arg(format!("--snapshot={}", s.id));
+    }
+    let (stdout, mut finish) = process::spawn_streaming(cmd, format!("pg_dump for '{}'", src.name))?;
     let mut facts = serde_json::Map::new();
+    if let Some(s) = snapshot {
+        facts.insert("row_counts".into(), serde_json::to_value(&s.counts)?);
+        // The exporting transaction must stay open until pg_dump has imported the snapshot;
+        // keep it until the dump is over.
+        finish.keep_alive(Box::new(s.client));
+    }
     facts.insert("server_version".into(), server_version.into());
     facts.insert("pg_dump_version".into(), pg_dump_version.into());
     facts.insert("database".into(), conn.dbname.clone().unwrap_or_default().into());
@@ -294,6 +316,74 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         facts,
         finish,
     })
+}
+
+/// A repeatable-read transaction that exported its snapshot, with exact row counts of every
+/// user table as of that snapshot.
+struct Snapshot {
+    id: String,
+    counts: std::collections::BTreeMap<String, i64>,
+    client: tokio_postgres::Client,
+}
+
+pub fn pg_config(conn: &ConnInfo) -> Result<tokio_postgres::Config> {
+    if conn.params.iter().any(|(k, v)| k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full")) {
+        bail!("row counts need a non-TLS connection (sslmode={})", conn.params.iter().find(|(k, _)| k == "sslmode").map(|(_, v)| v.as_str()).unwrap_or(""));
+    }
+    let mut c = tokio_postgres::Config::new();
+    let host = conn
+        .params
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone())
+        .or_else(|| conn.host.clone())
+        .or_else(|| std::env::var("PGHOST").ok())
+        .unwrap_or_else(|| "localhost".into());
+    c.host(&host);
+    c.port(conn.port.unwrap_or(5432));
+    let user = conn.user.clone().or_else(|| std::env::var("PGUSER").ok()).unwrap_or_else(|| "postgres".into());
+    c.user(&user);
+    c.dbname(conn.dbname.as_deref().unwrap_or(&user));
+    if let Some(p) = conn.password.clone().or_else(|| std::env::var("PGPASSWORD").ok()) {
+        c.password(p);
+    }
+    c.application_name("drctl");
+    c.connect_timeout(std::time::Duration::from_secs(15));
+    Ok(c)
+}
+
+/// User tables (not views, not partitioned parents: their rows live in the leaves).
+pub const LIST_TABLES: &str = "select quote_ident(n.nspname) || '.' || quote_ident(c.relname) from pg_class c \
+    join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' \
+    and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%' \
+    and n.nspname not like 'pg\\_temp%' order by 1";
+
+/// Exact row counts of every user table, in the client's current transaction.
+pub async fn count_rows(client: &tokio_postgres::Client) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for row in client.query(LIST_TABLES, &[]).await? {
+        let t: String = row.get(0);
+        let n: i64 = client
+            .query_one(&format!("select count(*) from {t}"), &[])
+            .await
+            .with_context(|| format!("cannot count rows of {t}"))?
+            .get(0);
+        counts.insert(t, n);
+    }
+    Ok(counts)
+}
+
+impl Snapshot {
+    async fn open(conn: &ConnInfo) -> Result<Snapshot> {
+        let (client, connection) = pg_config(conn)?.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute("begin isolation level repeatable read read only").await?;
+        let id: String = client.query_one("select pg_export_snapshot()", &[]).await?.get(0);
+        let counts = count_rows(&client).await?;
+        Ok(Snapshot { id, counts, client })
+    }
 }
 
 #[cfg(test)]

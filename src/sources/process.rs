@@ -16,13 +16,20 @@ pub struct Completion {
     what: String,
     child: Child,
     stderr: JoinHandle<String>,
+    /// Whatever must live as long as the child runs (a snapshot-holding connection).
+    keep: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Completion {
+    pub fn keep_alive(&mut self, thing: Box<dyn std::any::Any + Send>) {
+        self.keep.push(thing);
+    }
+
     /// Waits for the child; Ok only on exit status 0.
     pub async fn wait(mut self) -> Result<String> {
         let status = self.child.wait().await?;
         let stderr = self.stderr.await.unwrap_or_default();
+        drop(std::mem::take(&mut self.keep));
         check_status(&self.what, status, &stderr)?;
         Ok(stderr)
     }
@@ -87,7 +94,15 @@ pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process
         .map_err(|e| anyhow!("cannot start {what}: {e}"))?;
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = drain_stderr(&mut child);
-    Ok((stdout, Completion { what, child, stderr }))
+    Ok((
+        stdout,
+        Completion {
+            what,
+            child,
+            stderr,
+            keep: Vec::new(),
+        },
+    ))
 }
 
 /// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr.

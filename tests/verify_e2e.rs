@@ -1,0 +1,170 @@
+//! Restore verification against real PostgreSQL: passing, failing for each reason, and always
+//! cleaning up its sandbox.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn setup(extra_source: &str) -> (Postgres, Workspace) {
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql(
+        "app",
+        "create table users (id serial primary key, name text); insert into users (name) select 'u' || g from generate_series(1, 2000) g;
+         create schema billing; create table billing.invoices (id int, total numeric); insert into billing.invoices select g, g * 2 from generate_series(1, 300) g;",
+    );
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &format!("{}{extra_source}", pg_source_toml("app-db", &pg, "app")));
+    (pg, ws)
+}
+
+fn verify(ws: &Workspace, identity: &std::path::Path) -> (i32, String, String) {
+    ws.run(&["verify", "--identity", identity.to_str().unwrap()])
+}
+
+/// Sandbox leftovers: temp dirs and postmasters started from them.
+fn leftovers() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("drctl-verify-"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    out.extend(
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("drctl-verify-") && !l.contains("ps -eo"))
+            .map(str::to_string),
+    );
+    out
+}
+
+// Tests that look for leftovers run one at a time, so one test's sandbox is not another's leak.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn verify_passes_reports_rto_and_records_the_result() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_pg, ws) = setup("\n[[source.verify]]\nsql = \"select count(*) = 2000 from users\"\n");
+    ws.ok(&["backup"]);
+    let (code, out, err) = verify(&ws, &ws.identity);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("PASS app-db"), "{out}");
+    assert!(out.contains("restore took"), "{out}");
+    assert!(out.contains("row counts: 2 tables, 2300 rows"), "{out}");
+    assert!(out.contains("assertion `select count(*) = 2000 from users`: true"), "{out}");
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            files_under(&ws.fs_root("local"))
+                .iter()
+                .find(|f| f.starts_with("verify/app-db/"))
+                .map(|f| ws.fs_root("local").join(f))
+                .expect("a verification record"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["ok"], true);
+    assert!(rec["rto_seconds"].as_f64().unwrap() > 0.0);
+    let list = ws.ok(&["list"]);
+    assert!(list.contains("verified"), "{list}");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}
+
+#[test]
+fn verify_fails_with_a_reason_for_each_kind_of_damage() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_pg, ws) = setup("\n[[source.verify]]\nsql = \"select count(*) = 1 from users where name = 'nobody'\"\n");
+    ws.ok(&["backup"]);
+    let root = ws.fs_root("local");
+    let files = files_under(&root);
+    let manifest_path = root.join(files.iter().find(|f| f.starts_with("manifests/")).unwrap());
+    let data_path = root.join(files.iter().find(|f| f.starts_with("data/")).unwrap());
+
+    // A false user assertion.
+    let (code, out, _) = verify(&ws, &ws.identity);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL assertion `select count(*) = 1 from users where name = 'nobody'`: returned false"), "{out}");
+    assert!(out.contains("ok   row counts"), "{out}");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+
+    // A manifest whose recorded count was altered.
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(&manifest_path, original.replace("\"public.users\": 2000", "\"public.users\": 2001")).unwrap();
+    let (code, out, _) = verify(&ws, &ws.identity);
+    assert_eq!(code, 1);
+    assert!(out.contains("row counts differ: public.users: restored 2000 rows, recorded 2001"), "{out}");
+    std::fs::write(&manifest_path, &original).unwrap();
+
+    // A flipped byte in the stored object.
+    let mut data = std::fs::read(&data_path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    std::fs::write(&data_path, &data).unwrap();
+    let (code, out, _) = verify(&ws, &ws.identity);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL download, hashes and decryption") && out.contains("damaged or was altered"), "{out}");
+    data[mid] ^= 0x40;
+    std::fs::write(&data_path, &data).unwrap();
+
+    // The wrong identity.
+    let other = ws.path().join("other.txt");
+    ws.ok(&["keygen", "--output", other.to_str().unwrap()]);
+    let (code, out, _) = verify(&ws, &other);
+    assert_eq!(code, 1);
+    assert!(out.contains("wrong identity"), "{out}");
+
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    let list = ws.ok(&["list"]);
+    assert!(list.contains("FAILED"), "the last result is shown: {list}");
+}
+
+#[test]
+fn an_interrupted_verify_leaves_no_sandbox() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (pg, ws) = setup("");
+    // Enough data that the restore takes a while.
+    pg.psql("app", "create table big as select g as id, md5(g::text) || md5((g * 7)::text) as s from generate_series(1, 1500000) g;");
+    ws.ok(&["backup"]);
+    let child = ws
+        .drctl()
+        .args(["verify", "--identity", ws.identity.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // Wait until the sandbox exists, then interrupt.
+    while leftovers().iter().all(|l| !l.contains("postgres")) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "sandbox never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}
+
+#[test]
+fn url_sandbox_creates_and_drops_a_scratch_database() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (pg, ws) = setup("");
+    ws.ok(&["backup"]);
+    let cfg = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("drctl.toml"),
+        format!("{cfg}\n[verify]\nsandbox = \"url\"\nurl = \"{}\"\n", pg.url_with_password_env("postgres", "DRCTL_PG_PASSWORD")),
+    )
+    .unwrap();
+    let (code, out, err) = verify(&ws, &ws.identity);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("url (postgres@127.0.0.1"), "{out}");
+    let dbs = pg.psql("postgres", "select datname from pg_database where datname like 'drctl_verify_%'");
+    assert_eq!(dbs.trim(), "", "scratch database left behind");
+}
