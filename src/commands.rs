@@ -183,6 +183,7 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, None)?;
     let now = chrono::Utc::now();
     let mut newest: std::collections::BTreeMap<(String, String), catalog::Manifest> = Default::default();
+    let mut last_verify: std::collections::HashMap<String, crate::verify::Record> = Default::default();
     let mut storage_errors = Vec::new();
     for st in &storages {
         match catalog::list(std::slice::from_ref(st), None).await {
@@ -192,6 +193,11 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
                 }
             }
             Err(e) => storage_errors.push((st.name.clone(), format!("{e:#}"))),
+        }
+        for ((source, _), r) in crate::verify::records(st).await.unwrap_or_default() {
+            if last_verify.get(&source).is_none_or(|old| old.at < r.at) {
+                last_verify.insert(source, r);
+            }
         }
     }
     let tz = crate::schedule::parse_tz(&cfg.daemon.timezone).map_err(anyhow::Error::msg)?;
@@ -213,7 +219,6 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
                     "newest_id": m.map(|m| m.id.clone()),
                     "newest_at": m.map(|m| m.started_at),
                     "age_seconds": m.map(|m| (now - m.started_at).num_seconds()),
-                    "verification": m.and_then(|m| m.facts.get("verification").cloned()),
                 })
             })
             .collect();
@@ -223,6 +228,9 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
             "last_failure": s.last_failure,
             "storages": per_storage,
             "next_run": next,
+            "last_verification": last_verify.get(src.name()).map(|r| serde_json::json!({
+                "at": r.at, "backup_id": r.backup_id, "ok": r.ok, "rto_seconds": r.rto_seconds, "failures": r.failures(),
+            })),
         }));
     }
     if a.json {
@@ -248,6 +256,16 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
                     None => "none".into(),
                 }
             );
+        }
+        match r["last_verification"].as_object() {
+            Some(v) if v["ok"].as_bool() == Some(true) => println!(
+                "  verified      {} (backup {}, restore took {:.1}s)",
+                v["at"].as_str().unwrap_or_default(),
+                v["backup_id"].as_str().unwrap_or_default(),
+                v["rto_seconds"].as_f64().unwrap_or_default()
+            ),
+            Some(v) => println!("  verification  FAILED {}: {}", v["at"].as_str().unwrap_or_default(), v["failures"]),
+            None => println!("  verified      never"),
         }
         match r["next_run"].as_str() {
             Some(n) => println!("  next run      {n}"),

@@ -69,6 +69,30 @@ async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
         sched.add(j).await.map_err(|e| anyhow!("cannot add job '{}': {e}", job.name))?;
         tracing::info!(job = %job.name, schedule = %job.schedule, timezone = %ctx.cfg.daemon.timezone, "scheduled");
     }
+    // Scheduled restore verification, where this host holds an identity to decrypt with.
+    if let Some(identity) = ctx.cfg.encryption.identity_file.clone() {
+        let c = ctx.clone();
+        let flag = Arc::new(AtomicBool::new(false));
+        let schedule = ctx.cfg.verify.schedule.clone();
+        let j = Job::new_async_tz(crate::schedule::normalize(&schedule), tz, move |_id, _l| {
+            let c = c.clone();
+            let flag = flag.clone();
+            let identity = identity.clone();
+            Box::pin(async move {
+                if flag.swap(true, Ordering::SeqCst) {
+                    tracing::warn!("previous verification still going; skipping this one");
+                    return;
+                }
+                c.tracker.track_future(run_verify(c.clone(), identity)).await;
+                flag.store(false, Ordering::SeqCst);
+            })
+        })
+        .map_err(|e| anyhow!("verify.schedule '{schedule}': {e}"))?;
+        sched.add(j).await.map_err(|e| anyhow!("cannot add the verification job: {e}"))?;
+        tracing::info!(schedule = %schedule, "restore verification scheduled");
+    } else {
+        tracing::info!("restore verification not scheduled: no encryption.identity_file on this host (run `drctl verify` where the identity is)");
+    }
     sched.start().await.map_err(|e| anyhow!("cannot start scheduler: {e}"))?;
     Ok(sched)
 }
@@ -82,6 +106,34 @@ async fn run_job(ctx: Arc<Ctx>, name: String) {
         lock_wait: Duration::from_secs(600),
     };
     crate::jobs::run(&cfg, &sources, &opts, &name, job.ping_url.as_deref(), &ctx.events, &ctx.cancel).await;
+}
+
+async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
+    let cfg = ctx.cfg.clone();
+    let setup = async {
+        let identities = crate::keys::load_identities(&identity)?;
+        let storages = crate::storage::select(&cfg.storages, None)?;
+        Ok::<_, anyhow::Error>((identities, storages))
+    }
+    .await;
+    let sources: Vec<String> = cfg.sources.iter().map(|s| s.name().to_string()).collect();
+    match setup {
+        Ok((identities, storages)) => {
+            let cancel = ctx.cancel.clone();
+            tokio::select! {
+                _ = crate::verify::run_all(&cfg, &sources, None, &storages, &identities, &ctx.events) => {}
+                _ = cancel.cancelled() => tracing::warn!("verification cancelled by shutdown; sandbox removed"),
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            for s in &sources {
+                ctx.events
+                    .emit(Event::VerifyFinished { source: s, backup: "-", ok: false, rto_seconds: 0.0, detail: &msg })
+                    .await;
+            }
+        }
+    }
 }
 
 /// Refreshes the newest-backup-age metrics and alerts once per stale episode.

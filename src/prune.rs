@@ -90,6 +90,7 @@ pub async fn plan(
     };
     for st in storages {
         let entries = catalog::list(std::slice::from_ref(st), None).await?;
+        let verified = crate::verify::records(st).await?;
         let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for e in &entries {
             by_source.entry(e.manifest.source.as_str()).or_default().push(e);
@@ -104,6 +105,7 @@ pub async fn plan(
                 .map(|e| Backup {
                     id: e.manifest.id.clone(),
                     time: e.manifest.started_at,
+                    verified: verified.get(&(e.manifest.source.clone(), e.manifest.id.clone())).map(|r| r.ok),
                 })
                 .collect();
             let decisions = retention::apply(&policy, &backups, now)
@@ -114,7 +116,17 @@ pub async fn plan(
                     storage: st.name.clone(),
                     source: name.to_string(),
                     manifest_key: catalog::manifest_key(&m.source, &m.id),
-                    data_keys: m.objects.iter().map(|o| o.key.clone()).collect(),
+                    // The verification record goes with its backup, after the data.
+                    data_keys: m
+                        .objects
+                        .iter()
+                        .map(|o| o.key.clone())
+                        .chain(
+                            verified
+                                .contains_key(&(m.source.clone(), m.id.clone()))
+                                .then(|| crate::verify::record_key(&m.source, &m.id)),
+                        )
+                        .collect(),
                     decision: d,
                 });
             }

@@ -13,7 +13,8 @@
 //!   by an earlier rule never counts toward a later one. `keep_within` is independent: it keeps
 //!   everything younger than the duration, measured from the newest backup (not from `now`, so
 //!   a backup host that was down for a month does not come back and prune everything).
-//! * The newest backup is always kept. Backups dated after `now` (clock skew) are kept and
+//! * The newest backup is always kept, and so is the newest backup whose restore verification
+//!   passed while any newer one is unverified or failed. Backups dated after `now` (clock skew) are kept and
 //!   reported; they take no part in the cascade.
 //! * A policy that keeps nothing is an error, never "delete everything".
 //!
@@ -119,6 +120,8 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
 pub struct Backup {
     pub id: String,
     pub time: DateTime<Utc>,
+    /// Result of the last restore verification: passed, failed, or never verified.
+    pub verified: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -222,6 +225,12 @@ pub fn apply(policy: &Policy, backups: &[Backup], now: DateTime<Utc>) -> Result<
         .collect();
     if let Some(&newest) = present.first() {
         reasons[newest].push("newest".into());
+        // Never drop the last backup known to restore while newer ones are unproven.
+        if let Some(&nv) = present.iter().find(|&&i| backups[i].verified == Some(true)) {
+            if nv != newest {
+                reasons[nv].push("newest verified".into());
+            }
+        }
         if let Some(w) = &policy.keep_within {
             let d = parse_duration(w).map_err(PolicyError)?;
             let since = backups[newest].time - d;

@@ -332,3 +332,41 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     let (code, _, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn scheduled_verification_alerts_on_a_damaged_backup_and_exports_rto() {
+    let pg = seeded_pg();
+    let rx = Receiver::start();
+    let ws = setup(&pg, &format!("[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n", rx.url("/hook")));
+    let cfg = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("drctl.toml"),
+        cfg.replace("[encryption]\n", &format!("[encryption]\nidentity_file = \"{}\"\n", ws.identity.display())),
+    )
+    .unwrap();
+    ws.ok(&["validate"]);
+    ws.ok(&["backup"]);
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("a passing verification", Duration::from_secs(40), |d| d.count("verification passed") >= 1);
+    let m = scrape(mport);
+    assert!(metric(&m, "drctl_verify_rto_seconds", "app-db").unwrap() > 0.0);
+    assert!(metric(&m, "drctl_verify_last_success_timestamp_seconds", "app-db").unwrap() > 0.0);
+
+    // Damage the stored object: the next scheduled verification fails and alerts.
+    let root = ws.fs_root("local");
+    let data = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    d.wait_for("a verify_failed notification", Duration::from_secs(40), |_| {
+        rx.requests().iter().any(|r| r.1 == "/hook" && r.2.contains("verify_failed"))
+    });
+    let m = scrape(mport);
+    assert!(metric(&m, "drctl_verify_failures_total", "app-db").unwrap() >= 1.0);
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let status = ws.ok(&["status"]);
+    assert!(status.contains("verification  FAILED"), "{status}");
+}

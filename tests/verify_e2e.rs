@@ -168,3 +168,30 @@ fn url_sandbox_creates_and_drops_a_scratch_database() {
     let dbs = pg.psql("postgres", "select datname from pg_database where datname like 'drctl_verify_%'");
     assert_eq!(dbs.trim(), "", "scratch database left behind");
 }
+
+#[test]
+fn restore_test_script_passes_on_good_backups_and_fails_on_bad() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_pg, ws) = setup("");
+    ws.ok(&["backup"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/restore-test.sh");
+    let identity = std::fs::read_to_string(&ws.identity).unwrap();
+    let run = |identity: &str| {
+        let mut c = drctl_cmd(ws.path());
+        c.env("DRCTL_CONFIG", ws.path().join("drctl.toml"))
+            .env("DRCTL", env!("CARGO_BIN_EXE_drctl"))
+            .env("DRCTL_IDENTITY", identity);
+        let o = Command::new("bash").arg(&script).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v)))).current_dir(ws.path()).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, out, err) = run(&identity);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("PASS app-db") && out.contains("restore test PASSED"), "{out}");
+    // Another identity: the test fails and says so.
+    let other = ws.path().join("other.txt");
+    ws.ok(&["keygen", "--output", other.to_str().unwrap()]);
+    let (code, out, err) = run(&std::fs::read_to_string(&other).unwrap());
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("restore test FAILED"), "{err}");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}

@@ -10,7 +10,7 @@ fn daily(from: &str, days: i64, hour: u32) -> Vec<Backup> {
     (0..days)
         .map(|d| {
             let time = start + chrono::Duration::days(d) + chrono::Duration::hours(hour as i64);
-            Backup { id: time.format("%Y%m%dT%H%M").to_string(), time }
+            Backup { id: time.format("%Y%m%dT%H%M").to_string(), time, verified: None }
         })
         .collect()
 }
@@ -26,7 +26,7 @@ fn timeline() -> Vec<Backup> {
         "2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z", // Berlin: 01:30 CET, 03:30 CEST
         "2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z", // Berlin: 02:30 CEST, 02:30 CET
     ] {
-        v.push(Backup { id: format!("dst-{s}"), time: t(s) });
+        v.push(Backup { id: format!("dst-{s}"), time: t(s), verified: None });
     }
     v
 }
@@ -99,9 +99,24 @@ fn empty_policy_is_an_error_not_delete_everything() {
 }
 
 #[test]
+fn the_newest_verified_backup_survives_newer_unverified_ones() {
+    let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
+    b[2].verified = Some(true); // 11-03 passed verification
+    b[8].verified = Some(false); // 11-09 failed
+    let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
+    let kept: Vec<(String, Vec<String>)> = d.iter().filter(|d| d.keep).map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone())).collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(kept[2], ("11-03".to_string(), vec!["newest verified".to_string()]));
+    // Once the newest is verified, the old one is no longer needed.
+    b[9].verified = Some(true);
+    let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
+    assert_eq!(d.iter().filter(|d| d.keep).count(), 2);
+}
+
+#[test]
 fn future_backups_are_kept_and_flagged() {
     let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
-    b.push(Backup { id: "skewed".into(), time: t("2027-06-01T00:00:00Z") });
+    b.push(Backup { id: "skewed".into(), time: t("2027-06-01T00:00:00Z"), verified: None });
     let d = apply(&policy("keep_last = 1"), &b, t("2026-11-10T12:00:00Z")).unwrap();
     let skewed = d.iter().find(|d| d.id == "skewed").unwrap();
     assert!(skewed.keep && skewed.reasons[0].contains("future"));
@@ -137,7 +152,7 @@ fn arb_backups() -> impl Strategy<Value = Vec<Backup>> {
         let mut v: Vec<Backup> = mins
             .into_iter()
             .enumerate()
-            .map(|(i, m)| Backup { id: format!("b{i:04}"), time: base + chrono::Duration::minutes(m) })
+            .map(|(i, m)| Backup { id: format!("b{i:04}"), time: base + chrono::Duration::minutes(m), verified: None })
             .collect();
         v.sort_by_key(|b| b.time);
         v
@@ -179,7 +194,7 @@ proptest! {
     fn applying_twice_equals_once(b in arb_backups(), p in arb_policy()) {
         let now = t("2027-01-01T00:00:00Z");
         let first = apply(&p, &b, now).unwrap();
-        let kept: Vec<Backup> = first.iter().filter(|d| d.keep).map(|d| Backup { id: d.id.clone(), time: d.time }).collect();
+        let kept: Vec<Backup> = first.iter().filter(|d| d.keep).map(|d| Backup { id: d.id.clone(), time: d.time, verified: None }).collect();
         let second = apply(&p, &kept, now).unwrap();
         prop_assert!(second.iter().all(|d| d.keep), "second pass drops {:?}", second.iter().filter(|d| !d.keep).collect::<Vec<_>>());
     }
