@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test against real servers. Installs what the tests need when it is missing:
-# PostgreSQL server binaries and client, age, zstd (Debian packages) and an S3-compatible
-# server (moto, from PyPI). Safe to run again: installs are skipped when present.
+# PostgreSQL server binaries and client, Redis, NATS, age, zstd (Debian packages) and an
+# S3-compatible server (moto, from PyPI). Safe to run again: installs are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,9 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-check-rdb >/dev/null || need_apt+=(redis-tools)
+command -v nats-server >/dev/null || need_apt+=(nats-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -67,9 +67,23 @@ pub async fn backup_source(
     };
     // The stream ended; only the producer's exit status says whether it ended because the
     // dump was complete.
-    if let Err(e) = dump.finish.wait().await {
-        abort_all(&mut targets).await;
-        return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
+    let late_facts = match dump.finish.wait().await {
+        Ok(f) => f,
+        Err(e) => {
+            abort_all(&mut targets).await;
+            return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
+        }
+    };
+    // Producers that know how many bytes they meant to send (an RDB file's size) say so.
+    if let Some(n) = late_facts.get("expected_size").and_then(|v| v.as_u64()) {
+        if n != sealed.plain.size {
+            abort_all(&mut targets).await;
+            return Err(anyhow!(
+                "backup of '{}' failed; nothing was committed: read {} bytes, expected {n}",
+                src.name(),
+                sealed.plain.size
+            ));
+        }
     }
     if cancel.is_cancelled() {
         abort_all(&mut targets).await;
@@ -121,7 +135,8 @@ pub async fn backup_source(
         return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
     }
 
-    let dump_facts = dump.facts;
+    let mut dump_facts = dump.facts;
+    dump_facts.extend(late_facts);
     let manifest = Manifest {
         format_version: catalog::FORMAT_VERSION,
         id: id.clone(),

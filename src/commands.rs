@@ -383,27 +383,38 @@ async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
         println!("no backups yet");
         return Ok(0);
     }
-    println!(
-        "{:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} STORAGES",
-        "ID", "SOURCE", "TIME (UTC)", "SIZE", "STORED", "VERIFIED"
-    );
+    // Grouped by run: the sources backed up together are one recovery point.
+    let mut runs: Vec<&str> = Vec::new();
     for e in &entries {
-        let m = &e.manifest;
-        let v = match verification(m) {
-            Some(r) if r.ok => "verified",
-            Some(_) => "FAILED",
-            None => "never",
-        };
+        if !runs.contains(&e.manifest.run_id.as_str()) {
+            runs.push(&e.manifest.run_id);
+        }
+    }
+    for run in runs {
+        let members: Vec<&catalog::Entry> = entries.iter().filter(|e| e.manifest.run_id == run).collect();
+        println!("run {run}");
         println!(
-            "{:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} {}",
-            m.id,
-            m.source,
-            m.started_at.format("%Y-%m-%d %H:%M:%S"),
-            catalog::human_bytes(m.plain.size),
-            catalog::human_bytes(m.stored.size),
-            v,
-            e.storages.join(",")
+            "  {:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} STORAGES",
+            "ID", "SOURCE", "TIME (UTC)", "SIZE", "STORED", "VERIFIED"
         );
+        for e in members {
+            let m = &e.manifest;
+            let v = match verification(m) {
+                Some(r) if r.ok => "verified",
+                Some(_) => "FAILED",
+                None => "never",
+            };
+            println!(
+                "  {:<28} {:<16} {:<20} {:>10} {:>10}  {:<9} {}",
+                m.id,
+                m.source,
+                m.started_at.format("%Y-%m-%d %H:%M:%S"),
+                catalog::human_bytes(m.plain.size),
+                catalog::human_bytes(m.stored.size),
+                v,
+                e.storages.join(",")
+            );
+        }
     }
     Ok(0)
 }

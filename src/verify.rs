@@ -121,6 +121,7 @@ pub async fn verify_source(
     let t0 = Instant::now();
     let (checks, rto, sandbox) = match entry.manifest.kind.as_str() {
         "postgres" => verify_postgres(cfg, entry, cfg.source(source), storages, identities).await,
+        "redis" | "nats" | "files" => verify_artifact(cfg, entry, storages, identities).await,
         other => bail!("verification of {other} backups is not available"),
     };
     let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());
@@ -190,6 +191,217 @@ async fn verify_postgres(
     }
     sandbox.stop().await;
     (checks, Some(rto), name)
+}
+
+/// Redis, NATS and files: download into a private work dir, then check by kind.
+async fn verify_artifact(
+    cfg: &Config,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> (Vec<Check>, Option<f64>, String) {
+    let m = &entry.manifest;
+    let t0 = Instant::now();
+    let mut checks = Vec::new();
+    let work = match tempfile::Builder::new().prefix("drctl-verify-").tempdir_in(cfg.verify.work_dir()) {
+        Ok(w) => w,
+        Err(e) => {
+            checks.push(check("work dir", Err(e.into())));
+            return (checks, None, "local".into());
+        }
+    };
+    let file = work.path().join("artifact");
+    let fetched = crate::restore::fetch_to_file(storages, entry, identities, &file).await;
+    let ok = fetched.is_ok();
+    checks.push(check(
+        "download, hashes and decryption",
+        fetched.map(|_| format!("{} stored bytes and {} plain bytes match the manifest's SHA-256", m.stored.size, m.plain.size)),
+    ));
+    if !ok {
+        return (checks, None, "local".into());
+    }
+    let (more, rto) = match m.kind.as_str() {
+        "redis" => verify_redis(m, &file, work.path(), t0).await,
+        "nats" => verify_nats(m, &file, work.path(), t0).await,
+        _ => verify_files(m, &file, work.path(), t0).await,
+    };
+    checks.extend(more);
+    (checks, rto, format!("local ({})", m.kind))
+}
+
+async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let out = tokio::process::Command::new("redis-check-rdb").arg(rdb).output().await;
+    let read = match &out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("[info] ").and_then(|r| r.strip_suffix(" keys read")).and_then(|n| n.trim().parse::<u64>().ok())),
+        Err(_) => None,
+    };
+    checks.push(check(
+        "redis-check-rdb",
+        match out {
+            Ok(o) if o.status.success() => Ok(format!("RDB looks OK, {} keys", read.map(|n| n.to_string()).unwrap_or_else(|| "?".into()))),
+            Ok(o) => Err(anyhow!("{}", String::from_utf8_lossy(&o.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" / "))),
+            Err(e) => Err(anyhow!("cannot run redis-check-rdb (install redis-tools): {e}")),
+        },
+    ));
+    let temp = match crate::restore::redis::TempRedis::start(rdb, work).await {
+        Ok(t) => t,
+        Err(e) => {
+            checks.push(check("load into a throwaway redis-server", Err(e)));
+            return (checks, None);
+        }
+    };
+    let rto = t0.elapsed().as_secs_f64();
+    let loaded = async {
+        let mut c = crate::sources::redis::connect(&temp.url(0)).await?;
+        crate::sources::redis::keyspace(&mut c).await
+    }
+    .await;
+    let recorded = m.facts.get("key_counts").and_then(|v| v.as_object()).cloned();
+    let exact = m.facts.get("key_counts_exact").and_then(|v| v.as_bool()).unwrap_or(false);
+    checks.push(check(
+        "key counts",
+        loaded.and_then(|ks| match (recorded, exact) {
+            (Some(rec), true) => {
+                let mut diffs = Vec::new();
+                for (db, v) in &rec {
+                    let want = v["keys"].as_u64().unwrap_or(0);
+                    let expires = v["expires"].as_u64().unwrap_or(0);
+                    let got = ks.get(db).and_then(|x| x["keys"].as_u64()).unwrap_or(0);
+                    // Keys whose TTL ran out since the backup are dropped on load.
+                    if got > want || want - got > expires {
+                        diffs.push(format!("{db}: loaded {got} keys, recorded {want} ({expires} with a TTL)"));
+                    }
+                }
+                if diffs.is_empty() {
+                    Ok(format!("{} databases, counts equal to those recorded at backup time", rec.len()))
+                } else {
+                    Err(anyhow!("key counts differ: {}", diffs.join("; ")))
+                }
+            }
+            _ => Ok("loaded; counts not compared (writes happened while the snapshot was taken)".into()),
+        }),
+    ));
+    drop(temp);
+    (checks, Some(rto))
+}
+
+async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let store = work.join("store");
+    let (f, s) = (tarfile.to_path_buf(), store.clone());
+    let extracted = tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &s)).await;
+    let extracted = match extracted {
+        Ok(r) => r,
+        Err(e) => Err(anyhow!("{e}")),
+    };
+    let ok = extracted.is_ok();
+    checks.push(check("extract the store", extracted.map(|_| "ok".into())));
+    if !ok {
+        return (checks, None);
+    }
+    let port = free_port();
+    let mon = free_port();
+    let child = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &mon.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(check("start nats-server", Err(anyhow!("cannot start nats-server (install nats-server): {e}"))));
+            return (checks, None);
+        }
+    };
+    let url = format!("http://127.0.0.1:{mon}");
+    let mut states = Err(anyhow!("nats-server did not answer on its monitoring port"));
+    let started = Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        match crate::sources::nats::stream_states(&url).await {
+            Ok(s) => {
+                states = Ok(s);
+                break;
+            }
+            Err(e) => states = Err(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let rto = t0.elapsed().as_secs_f64();
+    let recorded = m.facts.get("streams").and_then(|v| v.as_object()).cloned();
+    checks.push(check(
+        "streams",
+        states.and_then(|got| match recorded {
+            Some(rec) => {
+                let mut diffs = Vec::new();
+                for (name, want) in &rec {
+                    match got.get(name) {
+                        Some(g) if g["messages"] == want["messages"] && g["last_seq"] == want["last_seq"] => {}
+                        Some(g) => diffs.push(format!(
+                            "{name}: restored {} messages up to seq {}, recorded {} up to {}",
+                            g["messages"], g["last_seq"], want["messages"], want["last_seq"]
+                        )),
+                        None => diffs.push(format!("{name}: missing from the restored server")),
+                    }
+                }
+                if diffs.is_empty() {
+                    Ok(format!("{} streams, message counts and last sequences equal to those recorded", rec.len()))
+                } else {
+                    Err(anyhow!("streams differ: {}", diffs.join("; ")))
+                }
+            }
+            None => Ok(format!("server started with {} streams; no counts were recorded (set monitor_url)", got.len())),
+        }),
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+    (checks, Some(rto))
+}
+
+async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let dest = work.join("files");
+    let (f, d) = (tarfile.to_path_buf(), dest.clone());
+    let extracted = match tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &d)).await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow!("{e}")),
+    };
+    let ok = extracted.is_ok();
+    checks.push(check("extract", extracted.map(|_| "ok".into())));
+    if !ok {
+        return (checks, None);
+    }
+    let rto = t0.elapsed().as_secs_f64();
+    let files = m.facts.get("files").and_then(|v| v.as_object()).cloned().unwrap_or_default();
+    let mut bad = Vec::new();
+    for (name, want) in &files {
+        use sha2::Digest;
+        match std::fs::read(dest.join(name)) {
+            Ok(b) => {
+                let got = hex::encode(sha2::Sha256::digest(&b));
+                if Some(got.as_str()) != want["sha256"].as_str() {
+                    bad.push(format!("{name}: SHA-256 {got}, recorded {}", want["sha256"]));
+                }
+            }
+            Err(e) => bad.push(format!("{name}: {e}")),
+        }
+    }
+    checks.push(check(
+        "file hashes",
+        if bad.is_empty() {
+            Ok(format!("{} files, every SHA-256 equal to the manifest's", files.len()))
+        } else {
+            Err(anyhow!("{}", bad.join("; ")))
+        },
+    ));
+    (checks, Some(rto))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 fn jobs() -> usize {

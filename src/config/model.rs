@@ -385,6 +385,88 @@ impl StorageConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     Postgres(PostgresSource),
+    Redis(RedisSource),
+    Nats(NatsSource),
+    Files(FilesSource),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// BGSAVE, then read the RDB file from disk (`rdb_path`, or Redis's dir + dbfilename).
+    #[default]
+    File,
+    /// Fetch a fresh RDB over the network like `redis-cli --rdb` (replication handshake).
+    Replication,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSource {
+    pub name: String,
+    /// `redis://[:password@]host:port` (password via ${ENV}).
+    pub url: String,
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Where Redis's RDB file is on this host when Redis runs in a container.
+    #[serde(default)]
+    pub rdb_path: Option<PathBuf>,
+    /// How long to wait for BGSAVE ("10m").
+    #[serde(default = "default_bgsave_timeout")]
+    pub bgsave_timeout: String,
+    #[serde(default)]
+    pub retention: Option<RetentionRef>,
+}
+
+fn default_bgsave_timeout() -> String {
+    "10m".into()
+}
+
+impl fmt::Debug for RedisSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSource")
+            .field("name", &self.name)
+            .field("url", &crate::sources::postgres::redact_url(&self.url))
+            .field("mode", &self.mode)
+            .field("rdb_path", &self.rdb_path)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsMode {
+    /// A streamed tar of the JetStream store directory (`data_dir`).
+    #[default]
+    Tarball,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSource {
+    pub name: String,
+    #[serde(default)]
+    pub mode: NatsMode,
+    /// The store directory (`nats-server -sd`), or its `jetstream` subdirectory.
+    pub data_dir: PathBuf,
+    /// Monitoring endpoint (`nats-server -m 8222`), for per-stream message counts.
+    #[serde(default)]
+    pub monitor_url: Option<String>,
+    #[serde(default)]
+    pub retention: Option<RetentionRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSource {
+    pub name: String,
+    /// Files and directories (absolute, or relative to the config file).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns matched against full paths, e.g. "**/*.log".
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub retention: Option<RetentionRef>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -435,6 +517,9 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceConfig::Postgres(s) => s.fmt(f),
+            SourceConfig::Redis(s) => s.fmt(f),
+            SourceConfig::Nats(s) => s.fmt(f),
+            SourceConfig::Files(s) => s.fmt(f),
         }
     }
 }
@@ -443,16 +528,25 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Postgres(s) => &s.name,
+            SourceConfig::Redis(s) => &s.name,
+            SourceConfig::Nats(s) => &s.name,
+            SourceConfig::Files(s) => &s.name,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Redis(_) => "redis",
+            SourceConfig::Nats(_) => "nats",
+            SourceConfig::Files(_) => "files",
         }
     }
     pub fn retention(&self) -> Option<&RetentionRef> {
         match self {
             SourceConfig::Postgres(s) => s.retention.as_ref(),
+            SourceConfig::Redis(s) => s.retention.as_ref(),
+            SourceConfig::Nats(s) => s.retention.as_ref(),
+            SourceConfig::Files(s) => s.retention.as_ref(),
         }
     }
 }
@@ -685,6 +779,17 @@ impl Config {
                         resolve(base, p);
                     }
                 }
+                SourceConfig::Redis(r) => {
+                    if let Some(p) = &mut r.rdb_path {
+                        resolve(base, p);
+                    }
+                }
+                SourceConfig::Nats(n) => resolve(base, &mut n.data_dir),
+                SourceConfig::Files(f) => {
+                    for p in &mut f.paths {
+                        resolve(base, p);
+                    }
+                }
             }
         }
     }
@@ -795,10 +900,35 @@ fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
 fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {
     check_names("source", sources.iter().map(|s| s.name()), errors);
     for (i, s) in sources.iter().enumerate() {
+        let at = format!("source[{i}] ('{}')", s.name());
         match s {
             SourceConfig::Postgres(pg) => {
                 if let Err(e) = crate::sources::postgres::ConnInfo::parse(&pg.url) {
-                    errors.push(format!("source[{i}] ('{}').url: {e}", pg.name));
+                    errors.push(format!("{at}.url: {e}"));
+                }
+            }
+            SourceConfig::Redis(r) => {
+                match url::Url::parse(&r.url) {
+                    Ok(u) if u.scheme() == "redis" => {}
+                    _ => errors.push(format!("{at}.url: expected redis://[:password@]host:6379")),
+                }
+                if let Err(e) = crate::retention::parse_duration(&r.bgsave_timeout) {
+                    errors.push(format!("{at}.bgsave_timeout: {e}"));
+                }
+            }
+            SourceConfig::Nats(n) => {
+                if let Some(m) = &n.monitor_url {
+                    if url::Url::parse(m).is_err() {
+                        errors.push(format!("{at}.monitor_url: '{m}' is not a URL (e.g. http://127.0.0.1:8222)"));
+                    }
+                }
+            }
+            SourceConfig::Files(f) => {
+                if f.paths.is_empty() {
+                    errors.push(format!("{at}.paths: empty; list the files or directories to back up"));
+                }
+                if let Err(e) = crate::sources::tarball::globs(&f.exclude) {
+                    errors.push(format!("{at}.{e}"));
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! Restore: pick the newest complete backup at or before a time, for every source asked for,
 //! say what that point loses, then bring it back into a target.
 
+pub mod archive;
 pub mod postgres;
+pub mod redis;
 
 use crate::catalog::{self, Entry};
 use crate::config::Config;
@@ -81,7 +83,19 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         bail!("say where to restore: --target-url URL (load into a database) or --output-dir DIR (write the decrypted dump)");
     }
     // Parsed first: a password on the command line is refused before anything else happens.
-    let target = req.target_url.as_deref().map(postgres::parse_target).transpose()?;
+    let target = req
+        .target_url
+        .as_deref()
+        .filter(|u| u.starts_with("postgres"))
+        .map(postgres::parse_target)
+        .transpose()?;
+    if let Some(u) = req.target_url.as_deref().filter(|u| u.starts_with("redis")) {
+        if let Some(pw) = url::Url::parse(u).ok().and_then(|x| x.password().map(str::to_string)) {
+            if std::env::args().any(|a| a.contains(&pw)) {
+                bail!("--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead");
+            }
+        }
+    }
     let storages = storage::select(&cfg.storages, req.storage.as_deref())?;
     let sources: Vec<String> = if req.sources.is_empty() {
         cfg.sources.iter().map(|s| s.name().to_string()).collect()
@@ -115,31 +129,72 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         .ok_or_else(|| anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
     let identities = crate::keys::load_identities(&identity_path)?;
 
-    if let Some(conn) = target {
+    if let Some(url) = &req.target_url {
         let choice = &choices[0];
-        if choice.entry.manifest.kind != "postgres" {
-            bail!("--target-url loads PostgreSQL backups; '{}' is {}", choice.entry.manifest.source, choice.entry.manifest.kind);
-        }
-        // Refuse early, before spending time on the download.
-        postgres::check_target(&conn, req.clean).await?;
+        let m = &choice.entry.manifest;
         let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir()?;
-        let file = scratch.path().join("dump.pgdump");
-        fetch_to_file(&storages, choice.entry, &identities, &file).await?;
-        postgres::pg_restore(&file, &conn, req.jobs, req.clean, req.no_owner).await?;
-        println!(
-            "restored '{}' from backup {} into {}",
-            choice.entry.manifest.source,
-            choice.entry.manifest.id,
-            conn.display()
-        );
+        match m.kind.as_str() {
+            "postgres" => {
+                let conn = target.expect("parsed above for postgres URLs");
+                // Refuse early, before spending time on the download.
+                postgres::check_target(&conn, req.clean).await?;
+                let file = scratch.path().join("dump.pgdump");
+                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
+                postgres::pg_restore(&file, &conn, req.jobs, req.clean, req.no_owner).await?;
+                println!("restored '{}' from backup {} into {}", m.source, m.id, conn.display());
+            }
+            "redis" => {
+                redis::prepare_target(url, req.clean).await?;
+                let file = scratch.path().join("dump.rdb");
+                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
+                let n = redis::load(&file, url, scratch.path()).await?;
+                println!(
+                    "restored '{}' from backup {} into {}: {n} keys",
+                    m.source,
+                    m.id,
+                    crate::sources::postgres::redact_url(url)
+                );
+            }
+            other => bail!(
+                "--target-url cannot restore {other} backups; use --output-dir (for NATS: then `nats-server -js -sd DIR/{}`)",
+                m.source
+            ),
+        }
     } else if let Some(dir) = &req.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         for c in &choices {
             let m = &c.entry.manifest;
-            let name = format!("{}-{}.{}", m.source, m.id, artifact_format(m));
-            let dest = dir.join(&name);
-            fetch_to_file(&storages, c.entry, &identities, &dest).await?;
-            println!("wrote {}", dest.display());
+            match m.kind.as_str() {
+                "postgres" => {
+                    let dest = dir.join(format!("{}-{}.{}", m.source, m.id, artifact_format(m)));
+                    fetch_to_file(&storages, c.entry, &identities, &dest).await?;
+                    println!("wrote {}", dest.display());
+                }
+                "redis" => {
+                    let sub = dir.join(&m.source);
+                    std::fs::create_dir_all(&sub)?;
+                    let dest = sub.join("dump.rdb");
+                    if dest.exists() {
+                        bail!("{} exists; restore into a new or empty directory", dest.display());
+                    }
+                    fetch_to_file(&storages, c.entry, &identities, &dest).await?;
+                    println!("wrote {} (stop Redis, put it in Redis's dir as its dbfilename, start Redis)", dest.display());
+                }
+                _ => {
+                    let sub = dir.join(&m.source);
+                    archive::require_empty(&sub)?;
+                    let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir_in(dir)?;
+                    let file = scratch.path().join("artifact.tar");
+                    fetch_to_file(&storages, c.entry, &identities, &file).await?;
+                    let (f, s) = (file.clone(), sub.clone());
+                    tokio::task::spawn_blocking(move || archive::extract(&f, &s)).await??;
+                    if m.kind == "nats" {
+                        println!("extracted {} (start it with: nats-server -js -sd {})", sub.display(), sub.display());
+                    } else {
+                        println!("extracted {}", sub.display());
+                    }
+                }
+            }
         }
     }
     Ok(())

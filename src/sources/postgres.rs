@@ -7,7 +7,7 @@
 //! Connection details go to the child through libpq's environment variables (PGHOST, PGUSER,
 //! PGPASSWORD, …), never through argv, where any user on the host could read them in `ps`.
 
-use super::{process, Dump};
+use super::{process, Dump, Finish};
 use crate::config::PostgresSource;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -314,7 +314,7 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         reader: Box::new(stdout),
         format: "pgdump",
         facts,
-        finish,
+        finish: Finish::Process(finish),
     })
 }
 

@@ -1,0 +1,135 @@
+//! An in-process, streamed tar of directories (files and NATS sources): no `tar` child process
+//! and no temp file. The `tar` crate writes on a blocking thread into an in-memory pipe that
+//! the pipeline reads; modes, owners and mtimes are kept (GNU tar restores them).
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::PathBuf;
+use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
+
+pub struct Root {
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// Its name inside the archive (no leading '/').
+    pub name: String,
+}
+
+pub struct Spec {
+    pub roots: Vec<Root>,
+    pub exclude: globset::GlobSet,
+    /// Record per-file SHA-256, size and mode in the facts.
+    pub hash_files: bool,
+}
+
+/// Reads through to a hasher.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    n: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+pub fn start(spec: Spec) -> (tokio::io::DuplexStream, JoinHandle<Result<serde_json::Map<String, serde_json::Value>>>) {
+    let (w, r) = tokio::io::duplex(1024 * 1024);
+    let handle = tokio::task::spawn_blocking(move || write_tar(spec, SyncIoBridge::new(w)));
+    (r, handle)
+}
+
+fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    let mut files = serde_json::Map::new();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for root in &spec.roots {
+        let meta = std::fs::symlink_metadata(&root.path)
+            .with_context(|| format!("cannot read {} (check the path and that drctl may read it)", root.path.display()))?;
+        let walker = walkdir::WalkDir::new(&root.path)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !spec.exclude.is_match(e.path()));
+        for entry in walker {
+            let entry = entry.map_err(|e| anyhow!("cannot walk {}: {e}", root.path.display()))?;
+            let rel = entry.path().strip_prefix(&root.path).expect("below root");
+            let name = if rel.as_os_str().is_empty() {
+                root.name.clone()
+            } else if root.name.is_empty() {
+                rel.to_string_lossy().into_owned()
+            } else {
+                format!("{}/{}", root.name, rel.to_string_lossy())
+            };
+            if name.is_empty() {
+                continue; // the root itself of an unnamed root
+            }
+            let ft = entry.file_type();
+            if ft.is_dir() {
+                b.append_dir(&name, entry.path()).with_context(|| format!("cannot archive {}", entry.path().display()))?;
+            } else if ft.is_symlink() {
+                b.append_path_with_name(entry.path(), &name)
+                    .with_context(|| format!("cannot archive {}", entry.path().display()))?;
+            } else if ft.is_file() {
+                let m = entry.metadata().with_context(|| format!("cannot stat {}", entry.path().display()))?;
+                let f = std::fs::File::open(entry.path())
+                    .with_context(|| format!("cannot open {} (is it readable by drctl?)", entry.path().display()))?;
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+                let size = m.len();
+                header.set_size(size);
+                // Read exactly the size the header promises: a file that grows would corrupt
+                // the archive, one that shrinks is caught below.
+                let mut reader = Hashing { inner: f.take(size), hasher: Sha256::new(), n: 0 };
+                b.append_data(&mut header, &name, &mut reader)
+                    .with_context(|| format!("cannot archive {}", entry.path().display()))?;
+                if reader.n != size {
+                    bail!("{} shrank while it was read ({} of {size} bytes); run the backup again", entry.path().display(), reader.n);
+                }
+                count += 1;
+                bytes += size;
+                if spec.hash_files {
+                    use std::os::unix::fs::PermissionsExt;
+                    files.insert(
+                        name,
+                        serde_json::json!({
+                            "sha256": hex::encode(reader.hasher.finalize()),
+                            "size": size,
+                            "mode": format!("{:o}", m.permissions().mode() & 0o7777),
+                        }),
+                    );
+                }
+            } else {
+                tracing::warn!(path = %entry.path().display(), "skipping a socket, fifo or device");
+            }
+        }
+        let _ = meta;
+    }
+    let mut out = b.into_inner().context("cannot finish the archive")?;
+    out.flush()?;
+    drop(out); // closes the pipe: EOF for the pipeline
+    let mut facts = serde_json::Map::new();
+    facts.insert("file_count".into(), count.into());
+    facts.insert("file_bytes".into(), bytes.into());
+    if spec.hash_files {
+        facts.insert("files".into(), files.into());
+    }
+    Ok(facts)
+}
+
+
+pub fn globs(patterns: &[String]) -> Result<globset::GlobSet, String> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        b.add(globset::Glob::new(p).map_err(|e| format!("exclude '{p}': {e}"))?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
