@@ -291,16 +291,19 @@ async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Ve
 async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
     let store = work.join("store");
-    let (f, s) = (tarfile.to_path_buf(), store.clone());
-    let extracted = tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &s)).await;
-    let extracted = match extracted {
-        Ok(r) => r,
-        Err(e) => Err(anyhow!("{e}")),
-    };
-    let ok = extracted.is_ok();
-    checks.push(check("extract the store", extracted.map(|_| "ok".into())));
-    if !ok {
-        return (checks, None);
+    let snapshot = m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot");
+    if !snapshot {
+        let (f, s) = (tarfile.to_path_buf(), store.clone());
+        let extracted = tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &s)).await;
+        let extracted = match extracted {
+            Ok(r) => r,
+            Err(e) => Err(anyhow!("{e}")),
+        };
+        let ok = extracted.is_ok();
+        checks.push(check("extract the store", extracted.map(|_| "ok".into())));
+        if !ok {
+            return (checks, None);
+        }
     }
     let port = free_port();
     let mon = free_port();
@@ -318,6 +321,26 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
         }
     };
     let url = format!("http://127.0.0.1:{mon}");
+    if snapshot {
+        // Wait for the server, then restore every stream through the API.
+        let nats_url = format!("nats://127.0.0.1:{port}");
+        let started = Instant::now();
+        let mut restored = Err(anyhow!("nats-server did not start"));
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            if crate::sources::nats::stream_states(&url).await.is_ok() {
+                restored = crate::sources::nats_snapshot::restore(tarfile, &nats_url, false).await;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let ok = restored.is_ok();
+        checks.push(check("restore the snapshots through the JetStream API", restored.map(|r| format!("{} streams", r.len()))));
+        if !ok {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (checks, None);
+        }
+    }
     let mut states = Err(anyhow!("nats-server did not answer on its monitoring port"));
     let started = Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(60) {

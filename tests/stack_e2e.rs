@@ -476,3 +476,46 @@ fn seed_nats_more(n: &Nats) {
         c.request(&format!("orders.late.{i}"), b"late");
     }
 }
+
+#[test]
+fn nats_snapshot_mode_round_trip_through_the_jetstream_api() {
+    let n = Nats::start();
+    seed_nats(&n, 500);
+    let before = nats_messages(&n);
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("[[source]]\nname = \"events\"\ntype = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://127.0.0.1:{}\"\n", n.port),
+    );
+    ws.ok(&["backup"]);
+    let list = ws.list_json();
+    assert_eq!(list[0]["facts"]["streams"]["ORDERS"]["messages"], 500);
+    assert_eq!(list[0]["facts"]["streams"]["ORDERS"]["last_seq"], 500);
+    assert_eq!(list[0]["facts"]["nats_mode"], "snapshot");
+
+    // Into a fresh server through the API.
+    let fresh = Nats::start();
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let target = format!("nats://127.0.0.1:{}", fresh.port);
+    let (code, out, err) = ws.run_env(&["restore", "--at", "now", "--source", "events", "--identity", &ident], &[("DRCTL_TARGET_URL", &target)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("restored stream ORDERS") && out.contains("500 messages"), "{out}");
+    assert_eq!(nats_messages(&fresh), before, "messages, subjects and sequences");
+    let consumer = fresh.client().request_json("$JS.API.CONSUMER.INFO.ORDERS.worker", serde_json::json!({}));
+    assert_eq!(consumer["name"], "worker", "{consumer}");
+    // The stream exists now: a second restore is refused without --clean.
+    let (code, _, err) = ws.run_env(&["restore", "--at", "now", "--source", "events", "--identity", &ident], &[("DRCTL_TARGET_URL", &target)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists") && err.contains("--clean"), "{err}");
+
+    // The artifact holds backup.json and the numbered snapshot parts.
+    let out_dir = ws.path().join("by-hand");
+    ws.ok(&["restore", "--at", "now", "--identity", &ident, "--output-dir", out_dir.to_str().unwrap()]);
+    let files = files_under(&out_dir.join("events"));
+    assert!(files.contains(&"ORDERS/backup.json".to_string()), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("ORDERS/stream.tar.s2.0")), "{files:?}");
+
+    let (code, out, _) = ws.run(&["verify", "--identity", &ident]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   restore the snapshots") && out.contains("ok   streams"), "{out}");
+}

@@ -184,6 +184,19 @@ impl fmt::Debug for VerifyConfig {
     }
 }
 
+impl fmt::Debug for NatsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSource")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("data_dir", &self.data_dir)
+            .field("url", &self.url.as_deref().map(crate::sources::postgres::redact_url))
+            .field("streams", &self.streams)
+            .field("monitor_url", &self.monitor_url)
+            .finish()
+    }
+}
+
 /// A scheduled run of one or more sources, backed up together as one run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,16 +452,25 @@ pub enum NatsMode {
     /// A streamed tar of the JetStream store directory (`data_dir`).
     #[default]
     Tarball,
+    /// Consistent per-stream snapshots through the JetStream API (`url`); no disk access.
+    Snapshot,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSource {
     pub name: String,
     #[serde(default)]
     pub mode: NatsMode,
-    /// The store directory (`nats-server -sd`), or its `jetstream` subdirectory.
-    pub data_dir: PathBuf,
+    /// The store directory (`nats-server -sd`), or its `jetstream` subdirectory (tarball mode).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// `nats://[user:password@]host:4222` (snapshot mode).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Streams to snapshot [default: all].
+    #[serde(default)]
+    pub streams: Vec<String>,
     /// Monitoring endpoint (`nats-server -m 8222`), for per-stream message counts.
     #[serde(default)]
     pub monitor_url: Option<String>,
@@ -784,7 +806,11 @@ impl Config {
                         resolve(base, p);
                     }
                 }
-                SourceConfig::Nats(n) => resolve(base, &mut n.data_dir),
+                SourceConfig::Nats(n) => {
+                    if let Some(d) = &mut n.data_dir {
+                        resolve(base, d);
+                    }
+                }
                 SourceConfig::Files(f) => {
                     for p in &mut f.paths {
                         resolve(base, p);
@@ -917,6 +943,21 @@ fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {
                 }
             }
             SourceConfig::Nats(n) => {
+                match n.mode {
+                    NatsMode::Tarball if n.data_dir.is_none() => errors.push(format!(
+                        "{at}.data_dir: tarball mode needs the store directory (or use mode = \"snapshot\" with url)"
+                    )),
+                    NatsMode::Snapshot if n.url.is_none() => {
+                        errors.push(format!("{at}.url: snapshot mode needs url = \"nats://host:4222\""))
+                    }
+                    _ => {}
+                }
+                if let Some(u) = &n.url {
+                    match url::Url::parse(u) {
+                        Ok(x) if x.scheme() == "nats" => {}
+                        _ => errors.push(format!("{at}.url: expected nats://[user:password@]host:4222")),
+                    }
+                }
                 if let Some(m) = &n.monitor_url {
                     if url::Url::parse(m).is_err() {
                         errors.push(format!("{at}.monitor_url: '{m}' is not a URL (e.g. http://127.0.0.1:8222)"));

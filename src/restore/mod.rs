@@ -89,7 +89,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         .filter(|u| u.starts_with("postgres"))
         .map(postgres::parse_target)
         .transpose()?;
-    if let Some(u) = req.target_url.as_deref().filter(|u| u.starts_with("redis")) {
+    if let Some(u) = req.target_url.as_deref().filter(|u| u.starts_with("redis") || u.starts_with("nats")) {
         if let Some(pw) = url::Url::parse(u).ok().and_then(|x| x.password().map(str::to_string)) {
             if std::env::args().any(|a| a.contains(&pw)) {
                 bail!("--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead");
@@ -155,10 +155,23 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
                     crate::sources::postgres::redact_url(url)
                 );
             }
-            other => bail!(
-                "--target-url cannot restore {other} backups; use --output-dir (for NATS: then `nats-server -js -sd DIR/{}`)",
+            "nats" if m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot") => {
+                let file = scratch.path().join("snapshot.tar");
+                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
+                let done = crate::sources::nats_snapshot::restore(&file, url, req.clean).await?;
+                for (stream, state) in &done {
+                    println!(
+                        "restored stream {stream} of '{}' (backup {}): {} messages, last sequence {}",
+                        m.source, m.id, state["messages"], state["last_seq"]
+                    );
+                }
+            }
+            "nats" => bail!(
+                "'{}' was backed up in tarball mode: restore it with --output-dir, then `nats-server -js -sd DIR/{}`",
+                m.source,
                 m.source
             ),
+            other => bail!("--target-url cannot restore {other} backups; use --output-dir"),
         }
     } else if let Some(dir) = &req.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;

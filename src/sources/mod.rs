@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod nats;
+pub mod nats_snapshot;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -45,15 +45,23 @@ pub async fn stream_states(monitor_url: &str) -> Result<serde_json::Map<String, 
 }
 
 pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    let meta = std::fs::metadata(&src.data_dir).with_context(|| {
+    match src.mode {
+        crate::config::NatsMode::Tarball => tarball_dump(src).await,
+        crate::config::NatsMode::Snapshot => super::nats_snapshot::start_dump(src).await,
+    }
+}
+
+async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
+    let data_dir = src.data_dir.clone().ok_or_else(|| anyhow!("source '{}': tarball mode needs data_dir", src.name))?;
+    let meta = std::fs::metadata(&data_dir).with_context(|| {
         format!(
             "source '{}': cannot read data_dir {} (mount the NATS volume read-only on this host)",
             src.name,
-            src.data_dir.display()
+            data_dir.display()
         )
     })?;
     if !meta.is_dir() {
-        bail!("source '{}': data_dir {} is not a directory", src.name, src.data_dir.display());
+        bail!("source '{}': data_dir {} is not a directory", src.name, data_dir.display());
     }
     let mut facts = Facts::new();
     if let Some(m) = &src.monitor_url {
@@ -61,12 +69,12 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
         facts.insert("streams".into(), streams.into());
     }
     // `…/jetstream` is archived as `jetstream/…`, so the extract is an `-sd` directory.
-    let name = match src.data_dir.file_name().and_then(|n| n.to_str()) {
+    let name = match data_dir.file_name().and_then(|n| n.to_str()) {
         Some("jetstream") => "jetstream".to_string(),
         _ => String::new(),
     };
     let (reader, task) = tarball::start(tarball::Spec {
-        roots: vec![tarball::Root { path: src.data_dir.clone(), name }],
+        roots: vec![tarball::Root { path: data_dir.clone(), name }],
         exclude: globset::GlobSet::empty(),
         hash_files: false,
     });
