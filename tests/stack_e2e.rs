@@ -36,6 +36,8 @@ fn seed_redis(r: &Redis) {
     }
 }
 
+type RedisData = BTreeMap<(u32, Vec<u8>), (String, Vec<u8>, i64)>;
+
 /// A value in a canonical form (sets and hashes sorted), so equal data compares equal.
 fn redis_value(c: &mut redis::Connection, t: &str, k: &[u8]) -> Vec<u8> {
     let sorted = |mut v: Vec<Vec<u8>>| {
@@ -57,7 +59,7 @@ fn redis_value(c: &mut redis::Connection, t: &str, k: &[u8]) -> Vec<u8> {
 }
 
 /// Every key of dbs 0..16: type, value, and absolute expiry in ms (-1: none).
-fn redis_contents(url_of: impl Fn(u32) -> String) -> BTreeMap<(u32, Vec<u8>), (String, Vec<u8>, i64)> {
+fn redis_contents(url_of: impl Fn(u32) -> String) -> RedisData {
     let mut out = BTreeMap::new();
     for db in 0..16 {
         let mut c = redis::Client::open(url_of(db)).unwrap().get_connection().unwrap();
@@ -72,7 +74,7 @@ fn redis_contents(url_of: impl Fn(u32) -> String) -> BTreeMap<(u32, Vec<u8>), (S
     out
 }
 
-fn same_redis(a: &BTreeMap<(u32, Vec<u8>), (String, Vec<u8>, i64)>, b: &BTreeMap<(u32, Vec<u8>), (String, Vec<u8>, i64)>) {
+fn same_redis(a: &RedisData, b: &RedisData) {
     assert_eq!(a.len(), b.len(), "key counts differ");
     let mut with_ttl = 0;
     for (k, (t, d, ttl)) in a {

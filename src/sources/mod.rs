@@ -37,21 +37,21 @@ pub struct Dump {
 /// How a producer reports that it finished well, with facts only known at the end
 /// (per-file hashes, byte counts).
 pub enum Finish {
-    Process(process::Completion),
+    Process(Box<process::Completion>),
     Task(tokio::task::JoinHandle<Result<Facts>>),
 }
 
 impl Finish {
     pub async fn wait(self) -> Result<Facts> {
         match self {
-            Finish::Process(c) => c.wait().await.map(|_| Facts::new()),
+            Finish::Process(c) => (*c).wait().await.map(|_| Facts::new()),
             Finish::Task(h) => h.await.map_err(|e| anyhow!("producer task failed: {e}"))?,
         }
     }
 
     pub async fn kill(self) {
         match self {
-            Finish::Process(c) => c.kill().await,
+            Finish::Process(c) => (*c).kill().await,
             Finish::Task(h) => h.abort(),
         }
     }

@@ -150,15 +150,18 @@ async fn snapshot_stream(client: &async_nats::Client, stream: &str, w: &mut toki
     }))
 }
 
+/// A stream in a snapshot artifact: name, backup.json, and (offset, size) of each part.
+type StreamParts = (String, serde_json::Value, Vec<(u64, u64)>);
+
 /// Restores every stream of a snapshot-mode artifact (a tar file) into the server at `url`.
 /// Refuses streams that exist unless `clean`, in which case they are deleted first.
 pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Result<Vec<(String, serde_json::Value)>> {
     let client = connect(url).await?;
     // Group the archive's entries per stream, in order.
     let file = tar_file.to_path_buf();
-    let layout = tokio::task::spawn_blocking(move || -> Result<Vec<(String, serde_json::Value, Vec<(u64, u64)>)>> {
+    let layout = tokio::task::spawn_blocking(move || -> Result<Vec<StreamParts>> {
         let mut a = tar::Archive::new(std::fs::File::open(&file)?);
-        let mut out: Vec<(String, serde_json::Value, Vec<(u64, u64)>)> = Vec::new();
+        let mut out: Vec<StreamParts> = Vec::new();
         for e in a.entries()? {
             let mut e = e?;
             let path = e.path()?.to_string_lossy().into_owned();

@@ -314,7 +314,7 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         reader: Box::new(stdout),
         format: "pgdump",
         facts,
-        finish: Finish::Process(finish),
+        finish: Finish::Process(Box::new(finish)),
     })
 }
 

@@ -251,8 +251,8 @@ async fn replication_mode(
         break;
     }
     let line = line.trim_end().to_string();
-    if line.starts_with('-') {
-        bail!("source '{name}': SYNC refused: {}", &line[1..]);
+    if let Some(err) = line.strip_prefix('-') {
+        bail!("source '{name}': SYNC refused: {err}");
     }
     let keys_after = keyspace(&mut con).await?;
     record_keys(&mut facts, keys_before, keys_after);
