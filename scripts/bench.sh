@@ -40,6 +40,7 @@ make_db small $(( SIZE_MB / 4 ))
 "$DRCTL" keygen --output "$WORK/key.txt" > "$WORK/recipient.txt" 2>/dev/null
 RCPT=$(cat "$WORK/recipient.txt")
 for db in big small; do
+install -m 600 /dev/null "$WORK/$db.toml"
 cat > "$WORK/$db.toml" <<TOML
 [encryption]
 recipients = ["$RCPT"]

@@ -25,6 +25,7 @@ psql -d app -c "create table notes (id serial primary key, body text, at timesta
 
 echo "==> drctl keygen, config, validate"
 "$DRCTL" keygen --output "$WORK/identity.txt" > "$WORK/recipient.txt"
+touch "$WORK/drctl.toml"; chmod 600 "$WORK/drctl.toml"
 cat > "$WORK/drctl.toml" <<TOML
 [encryption]
 recipients = ["$(cat "$WORK/recipient.txt")"]

@@ -55,6 +55,25 @@ pub fn keygen(output: Option<&Path>) -> Result<String> {
     Ok(recipient)
 }
 
+/// Set to 1 to accept config and identity files that group or others can read.
+pub const ALLOW_INSECURE: &str = "DRCTL_ALLOW_INSECURE_PERMISSIONS";
+
+/// A config or identity file readable by group or others is refused: the config names the
+/// storage credentials, the identity decrypts every backup.
+pub fn check_private(path: &Path, what: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o077 == 0 || std::env::var(ALLOW_INSECURE).as_deref() == Ok("1") {
+        return None;
+    }
+    Some(format!(
+        "{what} file {} can be read by group or others (mode {:o}); run `chmod 600 {}` (or set {ALLOW_INSECURE}=1 to accept it)",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    ))
+}
+
 /// Loads every identity in an age identity file (the `age-keygen` format).
 pub fn load_identities(path: &Path) -> Result<Identities> {
     let meta = std::fs::metadata(path).with_context(|| {
@@ -65,6 +84,9 @@ pub fn load_identities(path: &Path) -> Result<Identities> {
     })?;
     if !meta.is_file() {
         bail!("identity file {} is not a regular file", path.display());
+    }
+    if let Some(e) = check_private(path, "identity") {
+        bail!(e);
     }
     let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned())
         .with_context(|| format!("cannot parse identity file {}", path.display()))?;

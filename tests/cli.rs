@@ -53,6 +53,7 @@ pasword_file = "typo"
 "#,
     )
     .unwrap();
+    private(&dir.path().join("drctl.toml"));
     let out = drctl_cmd(dir.path()).arg("validate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -113,4 +114,22 @@ fn validate_names_bad_cron_and_time_zone() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+}
+
+#[test]
+fn configs_and_identities_others_can_read_are_refused_with_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    let cfg = ws.write_config(&ws.fs_storage_toml("local"), "");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = ws.run(&["validate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("can be read by group or others (mode 644)") && err.contains(&format!("chmod 600 {}", cfg.display())), "{err}");
+    let (code, _, _) = ws.run_env(&["validate"], &[("DRCTL_ALLOW_INSECURE_PERMISSIONS", "1")]);
+    assert_eq!(code, 0, "the override is honoured");
+    private(&cfg);
+    std::fs::set_permissions(&ws.identity, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, _, err) = ws.run(&["verify", "--identity", ws.identity.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("identity file") && err.contains("chmod 600"), "{err}");
 }

@@ -58,6 +58,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             path.display()
         )])
     })?;
+    if let Some(e) = crate::keys::check_private(path, "config") {
+        return Err(fail(vec![e]));
+    }
     let base = path
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })

@@ -306,6 +306,7 @@ impl Workspace {
             self.recipient
         );
         std::fs::write(&p, text).unwrap();
+        private(&p);
         p
     }
 
@@ -314,6 +315,17 @@ impl Workspace {
         let p = self.path().join("drctl.toml");
         let cfg = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, cfg.replacen("[daemon]\n", &format!("[daemon]\n{keys}\n"), 1)).unwrap();
+    }
+
+    /// Replaces the config text (kept private, as drctl requires).
+    pub fn set_config(&self, text: &str) {
+        let p = self.path().join("drctl.toml");
+        std::fs::write(&p, text).unwrap();
+        private(&p);
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.path().join("drctl.toml")).unwrap()
     }
 
     /// `drctl` with this workspace's config, the test passwords in the environment.
@@ -357,6 +369,12 @@ impl Workspace {
     pub fn list_json(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
     }
+}
+
+/// chmod 600: drctl refuses configs and identities others can read.
+pub fn private(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 pub fn drctl_cmd(cwd: &Path) -> Command {
