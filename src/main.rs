@@ -11,7 +11,12 @@ fn init_logging(cli: &Cli) {
         1 => "drctl=debug,opendal=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // reqsign (OpenDAL's request signer) prints its credential providers, secret keys
+    // included, at debug level. No verbosity or RUST_LOG may turn that on.
+    for target in ["reqsign=warn", "reqsign_core=warn", "reqsign_aws_v4=warn", "reqsign_file_read_tokio=warn"] {
+        filter = filter.add_directive(target.parse().expect("static directive"));
+    }
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
