@@ -582,7 +582,7 @@ impl Sandbox {
                     *stopped = false;
                 }
                 run(
-                    as_user(&run_as, &bin.join("createdb")).args(["-h"]).arg(&sock).args(["-U", "postgres", "verify"]),
+                    as_user(&run_as, &bin.join("createdb")).args(["-h"]).arg(&sock).args(["-p", "5432", "-U", "postgres", "verify"]),
                     "createdb",
                 )?;
                 Ok(sb)
@@ -651,14 +651,20 @@ fn is_root() -> bool {
 }
 
 fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
-    match user {
+    let mut c = match user {
         Some(u) => {
             let mut c = StdCommand::new("runuser");
             c.args(["-u", u, "--"]).arg(prog);
             c
         }
         None => StdCommand::new(prog),
+    };
+    // The operator's libpq settings (a PGPORT exported for their real server) must not steer
+    // the sandbox's own tools elsewhere.
+    for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGOPTIONS", "PGSSLMODE"] {
+        c.env_remove(v);
     }
+    c
 }
 
 fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
