@@ -27,6 +27,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented starter config and a new identity (asks nothing)
+    Init(InitArgs),
     /// Check the config file and print every problem at once (no network)
     Validate,
     /// Create a new age identity (private key) and print its public recipient
@@ -110,6 +112,13 @@ pub struct UnlockArgs {
     /// Remove every lock, also live ones (only when you are sure no drctl runs)
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write drctl.toml and identity.txt
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

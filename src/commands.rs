@@ -16,6 +16,7 @@ fn load(cli: &Cli) -> Result<Config> {
 
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
+        Command::Init(a) => init(&a.dir),
         Command::Validate => {
             let path = config::resolve_path(cli.config.as_deref());
             let cfg = config::load(&path)?;
@@ -46,6 +47,37 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Status(a) => status(&load(&cli)?, a).await,
         Command::Verify(a) => verify(&load(&cli)?, a).await,
     }
+}
+
+const STARTER: &str = include_str!("starter.toml");
+
+fn init(dir: &std::path::Path) -> Result<i32> {
+    std::fs::create_dir_all(dir)?;
+    let config = dir.join("drctl.toml");
+    let identity = dir.join("identity.txt");
+    for p in [&config, &identity] {
+        if p.exists() {
+            bail!("{} already exists; refusing to overwrite it (choose another --dir)", p.display());
+        }
+    }
+    let recipient = crate::keys::keygen(Some(&identity))?;
+    let text = STARTER.replace("RECIPIENT", &recipient);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&config)?;
+        f.write_all(text.as_bytes())?;
+    }
+    println!("wrote {} (mode 0600): one local storage, no sources yet", config.display());
+    println!("wrote {} (mode 0600): the private key; public key {recipient}", identity.display());
+    println!();
+    println!("next:");
+    println!("  1. move {} OFF this machine: a password manager and a printed copy.", identity.display());
+    println!("     The server needs only the public key (already in drctl.toml); the identity is for restore and verify.");
+    println!("     Without it no backup can ever be restored.");
+    println!("  2. add your [[source]] blocks (examples are in the file), then: drctl validate --config {}", config.display());
+    println!("  3. drctl backup --config {}", config.display());
+    Ok(0)
 }
 
 /// SIGINT/SIGTERM cancel the token; the pipeline then aborts its uploads.

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod lock;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod retention;

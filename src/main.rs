@@ -31,6 +31,10 @@ fn init_logging(cli: &Cli) {
 fn main() {
     let cli = Cli::parse();
     init_logging(&cli);
+    {
+        use std::io::IsTerminal;
+        drctl::progress::enable(std::io::stderr().is_terminal() && matches!(cli.log_format, LogFormat::Text));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -167,6 +167,7 @@ async fn upload(
 struct Tallied<R> {
     inner: R,
     tally: Arc<Mutex<Tally>>,
+    progress: indicatif::ProgressBar,
 }
 
 impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Tallied<R> {
@@ -174,6 +175,7 @@ impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Tallied<R> {
         let p = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = &p {
             self.tally.lock().expect("tally lock").update(&buf[..*n]);
+            self.progress.inc(*n as u64);
         }
         p
     }
@@ -229,11 +231,13 @@ pub async fn open_into(
         .into_futures_async_read(..)
         .await?;
     let stored_tally = Arc::new(Mutex::new(Tally::default()));
+    let progress = crate::progress::bytes(m.stored.size, &m.source);
     let tallied = futures::io::BufReader::with_capacity(
         64 * 1024,
         Tallied {
             inner: reader,
             tally: stored_tally.clone(),
+            progress: progress.clone(),
         },
     );
     let decryptor = age::Decryptor::new_async_buffered(tallied)
@@ -267,6 +271,7 @@ pub async fn open_into(
         out.write_all(&buf[..n]).await?;
     }
     out.flush().await?;
+    progress.finish_and_clear();
     drop(plain_reader);
     let stored = std::mem::take(&mut *stored_tally.lock().expect("tally lock")).digest();
     let plain = plain.digest();

@@ -99,7 +99,12 @@ impl Storage {
             .chunk(CHUNK)
             .concurrent(CONCURRENT)
             .await
-            .with_context(|| format!("storage '{}': cannot start writing {key}", self.name))
+            .with_context(|| {
+                format!(
+                    "storage '{}': cannot start writing {key} (is the endpoint reachable and are the credentials right?)",
+                    self.name
+                )
+            })
     }
 
     /// A small object (manifest) in one request.
@@ -126,7 +131,12 @@ impl Storage {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(e).with_context(|| format!("storage '{}': cannot list {prefix}", self.name))
+                return Err(e).with_context(|| {
+                    format!(
+                        "storage '{}': cannot list {prefix} (is the endpoint reachable, the bucket there, and are the credentials right?)",
+                        self.name
+                    )
+                })
             }
         };
         Ok(entries

@@ -133,3 +133,53 @@ fn configs_and_identities_others_can_read_are_refused_with_a_hint() {
     assert_eq!(code, 1);
     assert!(err.contains("identity file") && err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn init_writes_a_valid_private_config_and_identity_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = drctl_cmd(dir.path()).args(["init", "--dir", "site"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OFF this machine") && stdout.contains("password manager"), "{stdout}");
+    let site = dir.path().join("site");
+    for f in ["drctl.toml", "identity.txt"] {
+        assert_eq!(std::fs::metadata(site.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    let recipient = String::from_utf8(
+        std::process::Command::new("age-keygen").arg("-y").arg(site.join("identity.txt")).output().unwrap().stdout,
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(site.join("drctl.toml")).unwrap().contains(recipient.trim()));
+    let v = drctl_cmd(dir.path()).args(["validate", "--config", "site/drctl.toml"]).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let again = drctl_cmd(dir.path()).args(["init", "--dir", "site"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn a_config_without_recipients_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("drctl.toml"), "[encryption]\nrecipients = []\n[[storage]]\nname = \"l\"\ntype = \"fs\"\nroot = \"b\"\n").unwrap();
+    private(&dir.path().join("drctl.toml"));
+    let out = drctl_cmd(dir.path()).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("encryption.recipients: empty") && err.contains("drctl keygen"), "{err}");
+}
+
+#[test]
+fn an_unreachable_storage_is_named_with_a_hint() {
+    let ws = Workspace::new();
+    let port = free_port();
+    ws.write_config(
+        &format!(
+            "[[storage]]\nname = \"r2\"\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"auto\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n"
+        ),
+        "",
+    );
+    let (code, _, err) = ws.run(&["list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("storage 'r2'") && err.contains("reachable"), "{err}");
+}
