@@ -1,31 +1,53 @@
 //! One backup of one source: start the dump, stream it into every storage, and commit —
-//! data first, manifest last — only when the source, the stream and every storage agree.
+//! data first, manifest last — only when the source, the stream and the storages agree.
+//!
+//! With several storages, one that fails mid-backup is left behind and the others commit: the
+//! result is *degraded* and says which storage missed it. With `[backup] require_all = true`
+//! nothing commits anywhere unless every storage has every byte.
 
 use crate::catalog::{self, Compression, Manifest, Object};
 use crate::config::{Config, SourceConfig};
-use crate::pipeline;
+use crate::events::StorageFailure;
+use crate::pipeline::{self, Target};
 use crate::storage::Storage;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-async fn abort_all(targets: &mut [(Storage, opendal::Writer)]) {
-    for (st, w) in targets.iter_mut() {
-        if let Err(e) = w.abort().await {
-            tracing::warn!(storage = %st.name, error = %e, "could not abort an upload; it will be cleaned as an orphan");
-        }
+pub struct Committed {
+    pub manifest: Manifest,
+    /// Storages that failed while the others committed: (storage, error).
+    pub missed: Vec<(String, String)>,
+}
+
+async fn abort_all(targets: &mut [Target]) {
+    for t in targets.iter_mut() {
+        abort_one(t).await;
     }
 }
 
-/// Backs up `src` to every storage in `storages`. On any failure nothing is committed: writers
-/// are aborted, objects already closed are deleted, and no manifest is written.
+async fn abort_one(t: &mut Target) {
+    if let Err(e) = t.writer.abort().await {
+        tracing::debug!(storage = %t.storage.name, error = %e, "abort after a failed write");
+    }
+    // An fs writer that failed (a full disk) may leave its temp file behind even when told
+    // to abort; remove it so a failed backup leaves nothing.
+    t.storage.remove_temp_of(&t.key).await;
+}
+
+fn nothing_committed(src: &SourceConfig, e: anyhow::Error) -> anyhow::Error {
+    e.context(format!("backup of '{}' failed; nothing was committed", src.name()))
+}
+
+/// Backs up `src` to `storages`. On failure nothing is committed: writers are aborted, objects
+/// already closed are deleted, and no manifest is written.
 pub async fn backup_source(
     cfg: &Config,
     src: &SourceConfig,
     storages: &[Storage],
     run_id: &str,
     cancel: &CancellationToken,
-) -> Result<Manifest> {
+) -> Result<Committed> {
     let recipients = cfg
         .encryption
         .recipients
@@ -37,32 +59,30 @@ pub async fn backup_source(
     let dump = crate::sources::start(src).await?;
     let key = catalog::data_key(src.name(), &id, dump.format, cfg.compression.algorithm);
 
-    let mut targets = Vec::with_capacity(storages.len());
+    let mut targets: Vec<Target> = Vec::with_capacity(storages.len());
+    let mut missed: Vec<(String, String)> = Vec::new();
     for st in storages {
         match st.writer(&key).await {
-            Ok(w) => targets.push((st.clone(), w)),
-            Err(e) => {
+            Ok(w) => targets.push(Target { storage: st.clone(), writer: w, failed: None, key: key.clone() }),
+            Err(e) if cfg.backup.require_all || storages.len() == 1 => {
                 abort_all(&mut targets).await;
                 dump.finish.kill().await;
-                return Err(e.context(crate::events::StorageFailure(st.name.clone())));
+                return Err(nothing_committed(src, e.context(StorageFailure(st.name.clone()))));
             }
+            Err(e) => missed.push((st.name.clone(), format!("{e:#}"))),
         }
     }
+    if targets.is_empty() {
+        dump.finish.kill().await;
+        return Err(nothing_committed(src, anyhow!("no storage could be written")));
+    }
 
-    let sealed = pipeline::seal_into(
-        dump.reader,
-        cfg.compression,
-        recipients,
-        &mut targets,
-        cancel,
-    )
-    .await;
-    let sealed = match sealed {
+    let sealed = match pipeline::seal_into(dump.reader, cfg.compression, recipients, &mut targets, cancel).await {
         Ok(s) => s,
         Err(e) => {
             abort_all(&mut targets).await;
             dump.finish.kill().await;
-            return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
+            return Err(nothing_committed(src, e));
         }
     };
     // The stream ended; only the producer's exit status says whether it ended because the
@@ -71,18 +91,14 @@ pub async fn backup_source(
         Ok(f) => f,
         Err(e) => {
             abort_all(&mut targets).await;
-            return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
+            return Err(nothing_committed(src, e));
         }
     };
     // Producers that know how many bytes they meant to send (an RDB file's size) say so.
     if let Some(n) = late_facts.get("expected_size").and_then(|v| v.as_u64()) {
         if n != sealed.plain.size {
             abort_all(&mut targets).await;
-            return Err(anyhow!(
-                "backup of '{}' failed; nothing was committed: read {} bytes, expected {n}",
-                src.name(),
-                sealed.plain.size
-            ));
+            return Err(nothing_committed(src, anyhow!("read {} bytes, expected {n}", sealed.plain.size)));
         }
     }
     if cancel.is_cancelled() {
@@ -90,53 +106,46 @@ pub async fn backup_source(
         return Err(pipeline::Interrupted.into());
     }
 
-    // Commit the data objects, then confirm each storage holds every byte.
-    let mut closed: Vec<&Storage> = Vec::new();
-    let mut failure = None;
-    for (st, w) in targets.iter_mut() {
-        if failure.is_some() {
-            let _ = w.abort().await;
+    // Commit the data objects on every storage still standing, then confirm each holds every byte.
+    let mut closed: Vec<Storage> = Vec::new();
+    for t in targets.iter_mut() {
+        if let Some(e) = t.failed.take() {
+            abort_one(t).await;
+            missed.push((t.storage.name.clone(), format!("{e:#}")));
             continue;
         }
-        match w.close().await {
-            Ok(_) => closed.push(st),
+        let result = match t.writer.close().await {
+            Ok(_) => match t.storage.size(&key).await {
+                Ok(n) if n == sealed.stored.size => Ok(()),
+                Ok(n) => Err(anyhow!("{key} holds {n} bytes after upload, expected {}", sealed.stored.size)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(anyhow!(e).context(format!("cannot complete {key}"))),
+        };
+        match result {
+            Ok(()) => closed.push(t.storage.clone()),
             Err(e) => {
-                failure = Some(
-                    anyhow!(e)
-                        .context(format!("cannot complete {key}"))
-                        .context(crate::events::StorageFailure(st.name.clone())),
-                )
+                abort_one(t).await;
+                let _ = t.storage.delete(&key).await;
+                missed.push((t.storage.name.clone(), format!("{:#}", e.context(StorageFailure(t.storage.name.clone())))));
             }
         }
     }
-    if failure.is_none() {
-        for st in &closed {
-            match st.size(&key).await {
-                Ok(n) if n == sealed.stored.size => {}
-                Ok(n) => {
-                    failure = Some(anyhow!(
-                        "storage '{}': {key} holds {n} bytes after upload, expected {}",
-                        st.name,
-                        sealed.stored.size
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-    }
-    if let Some(e) = failure {
+    if closed.is_empty() || (cfg.backup.require_all && !missed.is_empty()) {
         for st in &closed {
             let _ = st.delete(&key).await;
         }
-        return Err(e.context(format!("backup of '{}' failed; nothing was committed", src.name())));
+        let why = missed.iter().map(|(s, e)| format!("storage '{s}': {e}")).collect::<Vec<_>>().join("; ");
+        let extra = if cfg.backup.require_all && !closed.is_empty() { " (require_all = true)" } else { "" };
+        let mut err = anyhow!("{why}{extra}");
+        if let Some((s, _)) = missed.first() {
+            err = err.context(StorageFailure(s.clone()));
+        }
+        return Err(nothing_committed(src, err));
     }
 
-    let mut dump_facts = dump.facts;
-    dump_facts.extend(late_facts);
+    let mut facts = dump.facts;
+    facts.extend(late_facts);
     let manifest = Manifest {
         format_version: catalog::FORMAT_VERSION,
         id: id.clone(),
@@ -146,7 +155,7 @@ pub async fn backup_source(
         started_at,
         finished_at: Utc::now(),
         drctl_version: env!("CARGO_PKG_VERSION").to_string(),
-        facts: dump_facts,
+        facts,
         plain: sealed.plain,
         stored: sealed.stored.clone(),
         compression: Compression {
@@ -154,18 +163,19 @@ pub async fn backup_source(
             level: cfg.compression.effective_level(),
         },
         recipients: cfg.encryption.recipients.clone(),
-        objects: vec![Object {
-            key: key.clone(),
-            size: sealed.stored.size,
-        }],
-        storages: storages.iter().map(|s| s.name.clone()).collect(),
+        objects: vec![Object { key: key.clone(), size: sealed.stored.size }],
+        storages: closed.iter().map(|s| s.name.clone()).collect(),
     };
     let json = serde_json::to_vec_pretty(&manifest)?;
     let mkey = catalog::manifest_key(src.name(), &id);
-    for st in storages {
-        st.put(&mkey, json.clone())
-            .await
-            .with_context(|| format!("backup of '{}': data is stored but the manifest could not be written", src.name()))?;
+    for st in &closed {
+        if let Err(e) = st.put(&mkey, json.clone()).await {
+            // The data is there but invisible; the next prune sweeps it as an orphan.
+            missed.push((st.name.clone(), format!("{:#}", e.context("the manifest could not be written"))));
+        }
     }
-    Ok(manifest)
+    if missed.len() == storages.len() {
+        return Err(nothing_committed(src, anyhow!("no storage accepted the manifest")));
+    }
+    Ok(Committed { manifest, missed })
 }

@@ -49,6 +49,37 @@ pub enum Command {
     Status(StatusArgs),
     /// Restore the newest backups into throwaway servers and check them
     Verify(VerifyArgs),
+    /// Check that every backup's objects exist with the right sizes (and hashes)
+    Check(CheckArgs),
+    /// Copy complete backups that one storage lacks from another
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Also read every object and recompute its SHA-256
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read this share of the backups, chosen at random, e.g. 10%
+    #[arg(long)]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only backups made at or after this time
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value = "10m")]
+    pub lock_wait: String,
 }
 
 #[derive(Debug, Args)]

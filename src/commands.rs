@@ -1,7 +1,7 @@
 //! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
 
 use crate::catalog;
-use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs};
+use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs, CheckArgs, CopyArgs};
 use crate::lock;
 use crate::storage::Storage;
 use crate::config::{self, Config};
@@ -46,6 +46,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
         Command::Status(a) => status(&load(&cli)?, a).await,
         Command::Verify(a) => verify(&load(&cli)?, a).await,
+        Command::Check(a) => check(&load(&cli)?, a).await,
+        Command::Copy(a) => copy(&load(&cli)?, a).await,
     }
 }
 
@@ -144,7 +146,10 @@ async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
     for (name, e) in &out.failures {
         eprintln!("error: {name}: {e}");
     }
-    Ok(if out.ok() { 0 } else { 1 })
+    for (name, st, e) in &out.degraded {
+        eprintln!("degraded: {name}: storage '{st}' missed this backup: {e}");
+    }
+    Ok(out.exit_code())
 }
 
 fn events_for(cfg: &Config) -> crate::events::Events {
@@ -203,8 +208,8 @@ async fn prune_locked(
     let done = crate::prune::apply(&plan, storages).await?;
     if !a.json {
         println!(
-            "deleted {} backup(s) and {} orphaned object(s)",
-            done.backups_deleted, done.orphans_deleted
+            "deleted {} backup(s) and {} orphaned object(s), aborted {} unfinished upload(s)",
+            done.backups_deleted, done.orphans_deleted, done.uploads_aborted
         );
     }
     Ok(0)
@@ -359,6 +364,53 @@ async fn verify(cfg: &Config, a: &VerifyArgs) -> Result<i32> {
     }
     let failed = results.iter().any(|r| !matches!(r, Ok(rec) if rec.ok));
     Ok(if failed { 1 } else { 0 })
+}
+
+async fn check(cfg: &Config, a: &CheckArgs) -> Result<i32> {
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let read = match (a.read_data, &a.read_data_subset) {
+        (true, _) => crate::integrity::ReadData::All,
+        (false, Some(p)) => {
+            let n: u8 = p
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| anyhow::anyhow!("--read-data-subset: '{p}' is not a percentage like 10%"))?;
+            crate::integrity::ReadData::Subset(n)
+        }
+        _ => crate::integrity::ReadData::No,
+    };
+    let r = crate::integrity::check(cfg, &storages, read).await?;
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    for p in &r.problems {
+        println!("PROBLEM {p}");
+    }
+    println!(
+        "checked {} backup(s) on {} storage(s), read {} object(s): {} problem(s)",
+        r.backups,
+        storages.len(),
+        r.objects_read,
+        r.problems.len()
+    );
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
+}
+
+async fn copy(cfg: &Config, a: &CopyArgs) -> Result<i32> {
+    let from = storage::select(&cfg.storages, Some(&a.from))?.remove(0);
+    let to = storage::select(&cfg.storages, Some(&a.to))?.remove(0);
+    let since = a.since.as_deref().map(|t| catalog::parse_time(t, chrono::Utc::now())).transpose()?;
+    let locks = lock::acquire_all(std::slice::from_ref(&to), lock::Kind::Shared, "copy", duration_arg("--lock-wait", &a.lock_wait)?).await?;
+    let result = crate::integrity::copy(&from, &to, a.source.as_deref(), since).await;
+    lock::release_all(locks).await;
+    let copied = result?;
+    for m in &copied {
+        println!("copied {} {} ({}) from '{}' to '{}'", m.source, m.id, catalog::human_bytes(m.stored.size), a.from, a.to);
+    }
+    println!("{} backup(s) copied", copied.len());
+    Ok(0)
 }
 
 async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {

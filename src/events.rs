@@ -18,6 +18,8 @@ pub enum Event<'a> {
     RunStarted { job: &'a str, ping_url: Option<&'a str> },
     BackupSucceeded { manifest: &'a Manifest, seconds: f64 },
     BackupFailed { source: &'a str, error: &'a anyhow::Error, seconds: f64 },
+    /// Complete on some storages, missing on others: (storage, error).
+    BackupDegraded { source: &'a str, missed: &'a [(String, String)] },
     RunFinished { job: &'a str, ping_url: Option<&'a str>, failures: &'a [(String, String)] },
     Stale { source: &'a str, storage: &'a str, age: chrono::Duration, max_age: &'a str },
     BackupAge { source: &'a str, storage: &'a str, age: chrono::Duration },
@@ -106,6 +108,23 @@ impl Events {
                 self.state.record_failure(source, &text);
                 self.notify_all("backup_failed", source, &format!("backup of '{source}' failed: {}", tail(&text)))
                     .await;
+            }
+            Event::BackupDegraded { source, missed } => {
+                let names: Vec<&str> = missed.iter().map(|(s, _)| s.as_str()).collect();
+                let text = missed.iter().map(|(s, e)| format!("storage '{s}': {e}")).collect::<Vec<_>>().join("; ");
+                tracing::warn!(source, missed = ?names, error = %text, "backup degraded: complete on the other storages");
+                if let Some(mx) = &self.metrics {
+                    for s in &names {
+                        mx.storage_write_errors.get_or_create(&metrics::StorageLabel { storage: s.to_string() }).inc();
+                    }
+                }
+                self.state.record_failure(source, &format!("degraded: {text}"));
+                self.notify_all(
+                    "backup_degraded",
+                    source,
+                    &format!("backup of '{source}' is degraded: storage(s) {} missed it: {}", names.join(", "), tail(&text)),
+                )
+                .await;
             }
             Event::RunFinished { job, ping_url, failures } => {
                 if failures.is_empty() {

@@ -21,12 +21,25 @@ pub struct Outcome {
     pub manifests: Vec<Manifest>,
     /// (source, error) for every source that failed; prune failures are listed as "prune".
     pub failures: Vec<(String, String)>,
+    /// (source, storage, error) for storages that missed a backup the others hold.
+    pub degraded: Vec<(String, String, String)>,
     pub pruned: Vec<(String, crate::prune::Applied)>,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && self.degraded.is_empty()
+    }
+
+    /// 0 ok, 1 a backup failed, 3 degraded (complete on some storages, missing on others).
+    pub fn exit_code(&self) -> i32 {
+        if !self.failures.is_empty() {
+            1
+        } else if !self.degraded.is_empty() {
+            3
+        } else {
+            0
+        }
     }
 }
 
@@ -44,9 +57,36 @@ pub async fn run(
     let run_id = catalog::new_id(chrono::Utc::now());
     let fail = |out: &mut Outcome, source: &str, e: &anyhow::Error| out.failures.push((source.to_string(), format!("{e:#}")));
 
+    // A storage that cannot even be locked (down, refusing writes) is left out of this run:
+    // the others still get the backup, which is then degraded — unless require_all says
+    // all or nothing, or it was the only one.
+    let mut unreachable: Vec<(String, String)> = Vec::new();
     let setup = async {
-        let storages = storage::select(&cfg.storages, None)?;
-        let locks = lock::acquire_all(&storages, lock::Kind::Shared, &format!("backup ({job})"), opts.lock_wait).await?;
+        let all = storage::select(&cfg.storages, None)?;
+        let mut storages = Vec::new();
+        let mut locks = Vec::new();
+        let mut first_err = None;
+        for st in all {
+            match lock::acquire(&st, lock::Kind::Shared, &format!("backup ({job})"), opts.lock_wait).await {
+                Ok(l) => {
+                    locks.push(l);
+                    storages.push(st);
+                }
+                Err(e) => {
+                    unreachable.push((st.name.clone(), format!("{e:#}")));
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if storages.is_empty() || (cfg.backup.require_all && !unreachable.is_empty()) {
+            lock::release_all(locks).await;
+            let e = first_err.expect("a storage failed");
+            return Err(if cfg.backup.require_all && !storages.is_empty() {
+                e.context("a storage is unreachable and [backup] require_all = true: nothing was committed")
+            } else {
+                e.context("no storage is reachable: nothing was committed")
+            });
+        }
         Ok::<_, anyhow::Error>((storages, locks))
     }
     .await;
@@ -76,9 +116,16 @@ pub async fn run(
         };
         let seconds = t0.elapsed().as_secs_f64();
         match result {
-            Ok(m) => {
-                events.emit(Event::BackupSucceeded { manifest: &m, seconds }).await;
-                out.manifests.push(m);
+            Ok(mut c) => {
+                c.missed.extend(unreachable.iter().cloned());
+                events.emit(Event::BackupSucceeded { manifest: &c.manifest, seconds }).await;
+                if !c.missed.is_empty() {
+                    events.emit(Event::BackupDegraded { source: src.name(), missed: &c.missed }).await;
+                    for (st, e) in c.missed {
+                        out.degraded.push((src.name().to_string(), st, e));
+                    }
+                }
+                out.manifests.push(c.manifest);
             }
             Err(e) => {
                 events.emit(Event::BackupFailed { source: src.name(), error: &e, seconds }).await;
@@ -95,7 +142,9 @@ pub async fn run(
             out.failures.push(("prune".into(), format!("{e:#}")));
         }
     }
-    events.emit(Event::RunFinished { job, ping_url, failures: &out.failures }).await;
+    let mut alerts = out.failures.clone();
+    alerts.extend(out.degraded.iter().map(|(s, st, e)| (s.clone(), format!("degraded: storage '{st}' missed it: {e}"))));
+    events.emit(Event::RunFinished { job, ping_url, failures: &alerts }).await;
     out
 }
 

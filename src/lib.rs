@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod integrity;
 pub mod jobs;
 pub mod keys;
 pub mod lock;

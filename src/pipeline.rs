@@ -62,13 +62,24 @@ impl Tally {
 #[error("interrupted: the backup was stopped before it finished; nothing was committed")]
 pub struct Interrupted;
 
+/// One storage being written. A storage that fails mid-stream is marked and left behind; the
+/// others go on (the caller decides whether a partial set may commit).
+pub struct Target {
+    pub storage: Storage,
+    pub writer: opendal::Writer,
+    pub failed: Option<anyhow::Error>,
+    /// The object being written.
+    pub key: String,
+}
+
 /// Streams `source` through compression and age into every writer. Does not close or abort
 /// the writers: the caller commits only after the source, too, has reported success.
+/// Fails only when every target failed (or the source did).
 pub async fn seal_into(
     source: Box<dyn AsyncRead + Unpin + Send>,
     compression: CompressionConfig,
     recipients: Vec<age::x25519::Recipient>,
-    targets: &mut [(Storage, opendal::Writer)],
+    targets: &mut [Target],
     cancel: &CancellationToken,
 ) -> Result<Sealed> {
     let (pipe_w, pipe_r) = tokio::io::duplex(PIPE);
@@ -123,11 +134,7 @@ async fn encode(
     Ok(plain.digest())
 }
 
-async fn upload(
-    mut pipe: tokio::io::DuplexStream,
-    targets: &mut [(Storage, opendal::Writer)],
-    cancel: &CancellationToken,
-) -> Result<Digest> {
+async fn upload(mut pipe: tokio::io::DuplexStream, targets: &mut [Target], cancel: &CancellationToken) -> Result<Digest> {
     let mut stored = Tally::default();
     loop {
         let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
@@ -145,16 +152,19 @@ async fn upload(
         if !buf.is_empty() {
             let bytes = buf.freeze();
             stored.update(&bytes);
-            let writes = targets.iter_mut().map(|(st, w)| {
+            let writes = targets.iter_mut().filter(|t| t.failed.is_none()).map(|t| {
                 let b = bytes.clone();
                 async move {
-                    w.write(b)
-                        .await
-                        .context(crate::events::StorageFailure(st.name.clone()))
+                    if let Err(e) = t.writer.write(b).await {
+                        tracing::warn!(storage = %t.storage.name, error = %e, "storage failed mid-backup; continuing with the others");
+                        t.failed = Some(anyhow::Error::from(e).context(crate::events::StorageFailure(t.storage.name.clone())));
+                    }
                 }
             });
-            for r in futures::future::join_all(writes).await {
-                r?;
+            futures::future::join_all(writes).await;
+            if targets.iter().all(|t| t.failed.is_some()) {
+                let first = targets.iter_mut().find_map(|t| t.failed.take()).expect("at least one target");
+                return Err(first);
             }
         }
         if eof {

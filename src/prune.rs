@@ -41,6 +41,8 @@ pub struct Plan {
     pub now: Option<DateTime<Utc>>,
     pub items: Vec<Item>,
     pub orphans: Vec<Orphan>,
+    /// Unfinished S3 multipart uploads old enough to be abandoned (a killed backup).
+    pub uploads: Vec<crate::storage::Upload>,
 }
 
 impl Plan {
@@ -66,6 +68,9 @@ impl Plan {
         }
         for o in &self.orphans {
             println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
+        }
+        for u in &self.uploads {
+            println!("  unfinished upload on '{}': {} (started {})", u.storage, u.key, u.initiated.to_rfc3339());
         }
         println!(
             "{} kept, {} to drop, {} orphaned objects",
@@ -144,6 +149,11 @@ pub async fn plan(
             .filter(|k| !referenced.contains(k))
             .filter(|k| source.is_none_or(|s| k.starts_with(&format!("data/{s}/"))))
             .collect();
+        for u in crate::storage::open_uploads(st).await? {
+            if now - u.initiated >= orphan_age && source.is_none_or(|s| u.key.starts_with(&format!("data/{s}/"))) {
+                plan.uploads.push(u);
+            }
+        }
         if st.kind == "fs" && source.is_none() {
             candidates.extend(st.list(".tmp/").await?);
         }
@@ -172,6 +182,7 @@ pub async fn plan(
 pub struct Applied {
     pub backups_deleted: usize,
     pub orphans_deleted: usize,
+    pub uploads_aborted: usize,
 }
 
 /// Deletes what the plan says: per backup the manifest first, then its data.
@@ -192,6 +203,12 @@ pub async fn apply(plan: &Plan, storages: &[Storage]) -> Result<Applied> {
         st.delete(&o.key).await?;
         tracing::info!(storage = %st.name, key = %o.key, "removed orphaned object");
         done.orphans_deleted += 1;
+    }
+    for u in &plan.uploads {
+        let Some(st) = by_name(&u.storage) else { continue };
+        crate::storage::abort_upload(st, u).await?;
+        tracing::info!(storage = %st.name, key = %u.key, "aborted an unfinished upload");
+        done.uploads_aborted += 1;
     }
     Ok(done)
 }

@@ -63,6 +63,7 @@ fn every_config_field_is_in_the_readme_reference() {
         ("encryption", fields::<EncryptionConfig>()),
         ("compression", fields::<CompressionConfig>()),
         ("prune", fields::<PruneConfig>()),
+        ("backup", fields::<BackupConfig>()),
         ("daemon", fields::<DaemonConfig>()),
         ("verify", fields::<VerifyConfig>()),
         ("fs storage", fields::<FsStorage>()),

@@ -14,12 +14,22 @@ pub struct Config {
     pub storages: Vec<StorageConfig>,
     pub sources: Vec<SourceConfig>,
     pub prune: PruneConfig,
+    pub backup: BackupConfig,
     pub daemon: DaemonConfig,
     pub verify: VerifyConfig,
     pub jobs: Vec<JobConfig>,
     pub notify: Vec<NotifyConfig>,
     /// Retention per source name, resolved from files or inline tables at load time.
     pub policies: std::collections::BTreeMap<String, Policy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// With several storages: commit nowhere unless every storage has every byte. Off by
+    /// default: one storage failing leaves a degraded but complete backup on the others.
+    #[serde(default)]
+    pub require_all: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +359,13 @@ pub struct S3Storage {
     /// Path-style requests are the default (MinIO, R2 and most S3 clones want them).
     #[serde(default)]
     pub virtual_host_style: bool,
+    /// Per request; a stalled request is retried (4 times, with backoff) after this.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+}
+
+fn default_timeout() -> String {
+    "60s".into()
 }
 
 fn default_region() -> String {
@@ -579,6 +596,7 @@ pub(super) struct RawSections {
     encryption: Option<toml::Value>,
     compression: Option<toml::Value>,
     prune: Option<toml::Value>,
+    backup: Option<toml::Value>,
     daemon: Option<toml::Value>,
     verify: Option<toml::Value>,
     job: Vec<toml::Value>,
@@ -593,6 +611,7 @@ impl RawSections {
             encryption: None,
             compression: None,
             prune: None,
+            backup: None,
             daemon: None,
             verify: None,
             job: Vec::new(),
@@ -605,6 +624,7 @@ impl RawSections {
                 "encryption" => raw.encryption = Some(v),
                 "compression" => raw.compression = Some(v),
                 "prune" => raw.prune = Some(v),
+                "backup" => raw.backup = Some(v),
                 "daemon" => raw.daemon = Some(v),
                 "verify" => raw.verify = Some(v),
                 "storage" | "source" | "job" | "notify" => match v {
@@ -617,7 +637,7 @@ impl RawSections {
                     _ => errors.push(format!("{k}: must be an array of tables, written [[{k}]]")),
                 },
                 other => errors.push(format!(
-                    "{other}: unknown key (expected encryption, compression, prune, daemon, verify, storage, source, job, notify)"
+                    "{other}: unknown key (expected encryption, compression, backup, prune, daemon, verify, storage, source, job, notify)"
                 )),
             }
         }
@@ -645,6 +665,10 @@ impl RawSections {
                 errors.push(format!("prune.orphan_age: {e}"));
             }
         }
+        let backup = match self.backup {
+            Some(v) => section::<BackupConfig>("backup", v, errors),
+            None => Some(BackupConfig::default()),
+        };
         let daemon = match self.daemon {
             Some(v) => section::<DaemonConfig>("daemon", v, errors),
             None => Some(DaemonConfig::default()),
@@ -704,6 +728,7 @@ impl RawSections {
         let complete = encryption.is_some()
             && compression.is_some()
             && prune.is_some()
+            && backup.is_some()
             && daemon.is_some()
             && verify.is_some()
             && jobs.iter().all(Option::is_some)
@@ -740,6 +765,7 @@ impl RawSections {
             storages,
             sources,
             prune: prune?,
+            backup: backup?,
             daemon: daemon?,
             verify: verify?,
             jobs,
