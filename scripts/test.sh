@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test against real servers. Installs what the tests need when it is missing:
-# PostgreSQL server binaries and client, Redis, NATS, age, zstd (Debian packages) and an
-# S3-compatible server (moto, from PyPI). Safe to run again: installs are skipped when present.
+# PostgreSQL server binaries and client, Redis, NATS, age, zstd, sshd (SFTP), rclone (WebDAV)
+# (Debian packages) and an S3-compatible server (moto, from PyPI). Safe to run again: installs are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,9 @@ command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-check-rdb >/dev/null || need_apt+=(redis-tools)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
+command -v rclone >/dev/null || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

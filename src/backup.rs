@@ -62,7 +62,7 @@ pub async fn backup_source(
     let mut targets: Vec<Target> = Vec::with_capacity(storages.len());
     let mut missed: Vec<(String, String)> = Vec::new();
     for st in storages {
-        match st.writer(&key).await {
+        match st.sink(&key).await {
             Ok(w) => targets.push(Target { storage: st.clone(), writer: w, failed: None, key: key.clone() }),
             Err(e) if cfg.backup.require_all || storages.len() == 1 => {
                 abort_all(&mut targets).await;
@@ -107,23 +107,34 @@ pub async fn backup_source(
     }
 
     // Commit the data objects on every storage still standing, then confirm each holds every byte.
-    let mut closed: Vec<Storage> = Vec::new();
+    let mut closed: Vec<(Storage, Vec<Object>)> = Vec::new();
     for t in targets.iter_mut() {
         if let Some(e) = t.failed.take() {
             abort_one(t).await;
             missed.push((t.storage.name.clone(), format!("{e:#}")));
             continue;
         }
-        let result = match t.writer.close().await {
-            Ok(_) => match t.storage.size(&key).await {
-                Ok(n) if n == sealed.stored.size => Ok(()),
-                Ok(n) => Err(anyhow!("{key} holds {n} bytes after upload, expected {}", sealed.stored.size)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(anyhow!(e).context(format!("cannot complete {key}"))),
+        let result = match t.writer.close(&key, sealed.stored.size).await {
+            Ok(objects) => {
+                let mut held = 0u64;
+                let mut err = None;
+                for o in &objects {
+                    match t.storage.size(&o.key).await {
+                        Ok(n) if n == o.size => held += n,
+                        Ok(n) => err = Some(anyhow!("{} holds {n} bytes after upload, expected {}", o.key, o.size)),
+                        Err(e) => err = Some(e),
+                    }
+                }
+                match err {
+                    Some(e) => Err(e),
+                    None if held != sealed.stored.size => Err(anyhow!("{key}: {held} bytes stored, expected {}", sealed.stored.size)),
+                    None => Ok(objects),
+                }
+            }
+            Err(e) => Err(e.context(format!("cannot complete {key}"))),
         };
         match result {
-            Ok(()) => closed.push(t.storage.clone()),
+            Ok(objects) => closed.push((t.storage.clone(), objects)),
             Err(e) => {
                 abort_one(t).await;
                 let _ = t.storage.delete(&key).await;
@@ -132,8 +143,10 @@ pub async fn backup_source(
         }
     }
     if closed.is_empty() || (cfg.backup.require_all && !missed.is_empty()) {
-        for st in &closed {
-            let _ = st.delete(&key).await;
+        for (st, objects) in &closed {
+            for o in objects {
+                let _ = st.delete(&o.key).await;
+            }
         }
         let why = missed.iter().map(|(s, e)| format!("storage '{s}': {e}")).collect::<Vec<_>>().join("; ");
         let extra = if cfg.backup.require_all && !closed.is_empty() { " (require_all = true)" } else { "" };
@@ -164,12 +177,15 @@ pub async fn backup_source(
         },
         recipients: cfg.encryption.recipients.clone(),
         objects: vec![Object { key: key.clone(), size: sealed.stored.size }],
-        storages: closed.iter().map(|s| s.name.clone()).collect(),
+        storages: closed.iter().map(|(s, _)| s.name.clone()).collect(),
     };
-    let json = serde_json::to_vec_pretty(&manifest)?;
     let mkey = catalog::manifest_key(src.name(), &id);
-    for st in &closed {
-        if let Err(e) = st.put(&mkey, json.clone()).await {
+    // Each storage's manifest lists that storage's own objects (one, or numbered parts).
+    for (st, objects) in &closed {
+        let mut m = manifest.clone();
+        m.objects = objects.clone();
+        let json = serde_json::to_vec_pretty(&m)?;
+        if let Err(e) = st.put(&mkey, json).await {
             // The data is there but invisible; the next prune sweeps it as an orphan.
             missed.push((st.name.clone(), format!("{:#}", e.context("the manifest could not be written"))));
         }

@@ -81,6 +81,14 @@ pub fn manifest_key(source: &str, id: &str) -> String {
 pub struct Entry {
     pub manifest: Manifest,
     pub storages: Vec<String>,
+    /// Each storage's own object list (parts on storages that cannot stream).
+    pub objects: BTreeMap<String, Vec<Object>>,
+}
+
+impl Entry {
+    pub fn objects_on(&self, storage: &str) -> &[Object] {
+        self.objects.get(storage).map(Vec::as_slice).unwrap_or(&self.manifest.objects)
+    }
 }
 
 /// Reads every manifest from every storage. A storage that cannot be listed is an error
@@ -100,13 +108,14 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entr
             let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
                 anyhow!("storage '{}': manifest {key} is not valid ({e}); move it aside or restore it from another storage", st.name)
             })?;
-            by_key
-                .entry((m.source.clone(), m.id.clone()))
-                .and_modify(|e| e.storages.push(st.name.clone()))
-                .or_insert(Entry {
-                    manifest: m,
-                    storages: vec![st.name.clone()],
-                });
+            let objects = m.objects.clone();
+            let e = by_key.entry((m.source.clone(), m.id.clone())).or_insert(Entry {
+                manifest: m,
+                storages: Vec::new(),
+                objects: BTreeMap::new(),
+            });
+            e.storages.push(st.name.clone());
+            e.objects.insert(st.name.clone(), objects);
         }
     }
     let mut v: Vec<Entry> = by_key.into_values().collect();
@@ -221,6 +230,7 @@ mod tests {
                 storages: vec![],
             },
             storages: vec!["local".into()],
+            objects: BTreeMap::new(),
         }
     }
 

@@ -5,7 +5,6 @@ use crate::catalog::{self, Entry, Manifest};
 use crate::config::Config;
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context, Result};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
@@ -25,23 +24,22 @@ pub struct Report {
     pub objects_read: usize,
 }
 
-/// Streams an object, returning its SHA-256 and size.
-async fn hash_object(st: &Storage, key: &str, total: u64, what: &str) -> Result<(String, u64)> {
-    let progress = crate::progress::bytes(total, what);
-    let mut stream = st
-        .op
-        .reader_with(key)
-        .chunk(crate::storage::CHUNK)
-        .await?
-        .into_bytes_stream(..)
-        .await?;
+/// Streams a backup's stored bytes (all its objects), returning their SHA-256 and size.
+async fn hash_stored(st: &Storage, m: &Manifest, objects: &[catalog::Object]) -> Result<(String, u64)> {
+    use futures::AsyncReadExt;
+    let progress = crate::progress::bytes(m.stored.size, &m.source);
+    let mut r = crate::pipeline::stored_reader(st, m, objects).await?;
     let mut h = Sha256::new();
     let mut n = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        h.update(&chunk);
-        n += chunk.len() as u64;
-        progress.inc(chunk.len() as u64);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let k = r.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+        progress.inc(k as u64);
     }
     progress.finish_and_clear();
     Ok((hex::encode(h.finalize()), n))
@@ -83,12 +81,14 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 ReadData::Subset(p) => rand::random::<u8>() % 100 < p,
             };
             if read_this && sizes_ok {
-                let (sha, n) = hash_object(st, &m.objects[0].key, m.stored.size, &m.source).await?;
-                r.objects_read += 1;
+                let (sha, n) = hash_stored(st, m, &m.objects).await?;
+                r.objects_read += m.objects.len();
                 if sha != m.stored.sha256 || n != m.stored.size {
+                    let keys: Vec<&str> = m.objects.iter().map(|o| o.key.as_str()).collect();
                     r.problems.push(format!(
                         "{name}: object {} has SHA-256 {sha}, the manifest says {}: it was altered or damaged",
-                        m.objects[0].key, m.stored.sha256
+                        keys.join(" + "),
+                        m.stored.sha256
                     ));
                 }
             }
@@ -158,8 +158,11 @@ pub async fn copy(
         .collect();
     let mut copied = Vec::new();
     for e in todo.into_iter().rev() {
+        let objects = e.objects_on(&from.name).to_vec();
         let mut m = e.manifest;
-        copy_objects(from, to, &m).await.with_context(|| format!("copying backup {} of '{}'", m.id, m.source))?;
+        m.objects = copy_objects(from, to, &m, &objects)
+            .await
+            .with_context(|| format!("copying backup {} of '{}'", m.id, m.source))?;
         if !m.storages.contains(&to.name) {
             m.storages.push(to.name.clone());
         }
@@ -170,20 +173,30 @@ pub async fn copy(
     Ok(copied)
 }
 
-async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest) -> Result<()> {
-    let key = &m.objects.first().ok_or_else(|| anyhow!("manifest lists no objects"))?.key;
+async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest, objects: &[catalog::Object]) -> Result<Vec<catalog::Object>> {
+    use futures::AsyncReadExt;
+    // The artifact's key without a part suffix: the target stores it its own way.
+    let first = &objects.first().ok_or_else(|| anyhow!("manifest lists no objects"))?.key;
+    let key = match first.rfind(".part") {
+        Some(i) if objects.len() > 1 || first[i + 5..].chars().all(|c| c.is_ascii_digit()) => first[..i].to_string(),
+        _ => first.clone(),
+    };
     let progress = crate::progress::bytes(m.stored.size, &m.source);
-    let mut stream = from.op.reader_with(key).chunk(crate::storage::CHUNK).await?.into_bytes_stream(..).await?;
-    let mut w = to.writer(key).await?;
+    let mut r = crate::pipeline::stored_reader(from, m, objects).await?;
+    let mut sink = to.sink(&key).await?;
     let mut h = Sha256::new();
     let mut n = 0u64;
     let result = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.with_context(|| format!("storage '{}': reading {key}", from.name))?;
-            h.update(&chunk);
-            n += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
-            w.write(chunk).await.with_context(|| format!("storage '{}': writing {key}", to.name))?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let k = r.read(&mut buf).await.with_context(|| format!("storage '{}': reading {key}", from.name))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+            progress.inc(k as u64);
+            sink.write(bytes::Bytes::copy_from_slice(&buf[..k])).await.with_context(|| format!("storage '{}': writing {key}", to.name))?;
         }
         let sha = hex::encode(h.clone().finalize());
         if sha != m.stored.sha256 || n != m.stored.size {
@@ -198,19 +211,20 @@ async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest) -> Result<()> 
     }
     .await;
     progress.finish_and_clear();
-    match result {
-        Ok(()) => {
-            w.close().await.with_context(|| format!("storage '{}': completing {key}", to.name))?;
-            let size = to.size(key).await?;
-            if size != m.stored.size {
-                let _ = to.delete(key).await;
-                bail!("storage '{}': {key} holds {size} bytes after the copy, expected {}", to.name, m.stored.size);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = w.abort().await;
-            Err(e)
-        }
+    if let Err(e) = result {
+        let _ = sink.abort().await;
+        return Err(e);
     }
+    let written = sink.close(&key, n).await.with_context(|| format!("storage '{}': completing {key}", to.name))?;
+    let mut held = 0;
+    for o in &written {
+        held += to.size(&o.key).await?;
+    }
+    if held != m.stored.size {
+        for o in &written {
+            let _ = to.delete(&o.key).await;
+        }
+        bail!("storage '{}': {key} holds {held} bytes after the copy, expected {}", to.name, m.stored.size);
+    }
+    Ok(written)
 }

@@ -66,7 +66,7 @@ pub struct Interrupted;
 /// others go on (the caller decides whether a partial set may commit).
 pub struct Target {
     pub storage: Storage,
-    pub writer: opendal::Writer,
+    pub writer: crate::storage::Sink,
     pub failed: Option<anyhow::Error>,
     /// The object being written.
     pub key: String,
@@ -211,35 +211,65 @@ fn describe_decrypt_error(e: age::DecryptError, m: &Manifest, key: &str, storage
 /// Fetches the backup's object from `storage`, checks it, decrypts and decompresses it into
 /// `out`. Returns only after both hashes and sizes match the manifest: callers write to a
 /// scratch place and use the result only on `Ok`.
+/// The stored bytes of a backup on one storage: its objects (one, or numbered parts) read one
+/// after the other, each checked against its recorded size first.
+pub async fn stored_reader(
+    storage: &Storage,
+    m: &Manifest,
+    objects: &[crate::catalog::Object],
+) -> Result<Box<dyn futures::AsyncRead + Unpin + Send>> {
+    use futures::AsyncReadExt as _;
+    if objects.is_empty() {
+        bail!("manifest {} of '{}' lists no objects", m.id, m.source);
+    }
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    if total != m.stored.size {
+        bail!("manifest {} of '{}' is inconsistent: its objects add up to {total} bytes, not {}", m.id, m.source, m.stored.size);
+    }
+    let mut reader: Option<Box<dyn futures::AsyncRead + Unpin + Send>> = None;
+    for obj in objects {
+        let actual = match storage.op.stat(&obj.key).await {
+            Ok(meta) => meta.content_length(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => bail!(
+                "backup {} of '{}': object {} on storage '{}' is missing; try another storage with --storage",
+                m.id,
+                m.source,
+                obj.key,
+                storage.name
+            ),
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("storage '{}': cannot stat {}", storage.name, obj.key))),
+        };
+        if actual != obj.size {
+            bail!(
+                "backup {} of '{}': object {} on storage '{}' is {} bytes but the manifest says {}: it was truncated or replaced; try another storage with --storage",
+                m.id,
+                m.source,
+                obj.key,
+                storage.name,
+                actual,
+                obj.size
+            );
+        }
+        let r: Box<dyn futures::AsyncRead + Unpin + Send> = Box::new(
+            storage.op.reader_with(&obj.key).chunk(crate::storage::CHUNK).await?.into_futures_async_read(..).await?,
+        );
+        reader = Some(match reader {
+            None => r,
+            Some(prev) => Box::new(prev.chain(r)),
+        });
+    }
+    Ok(reader.expect("at least one object"))
+}
+
 pub async fn open_into(
     storage: &Storage,
     m: &Manifest,
+    objects: &[crate::catalog::Object],
     identities: &Identities,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<Sealed> {
-    let obj = m
-        .objects
-        .first()
-        .ok_or_else(|| anyhow!("manifest {} of '{}' lists no objects", m.id, m.source))?;
-    let actual = storage.size(&obj.key).await?;
-    if actual != m.stored.size {
-        bail!(
-            "backup {} of '{}': object {} on storage '{}' is {} bytes but the manifest says {}: it was truncated or replaced; try another storage with --storage",
-            m.id,
-            m.source,
-            obj.key,
-            storage.name,
-            actual,
-            m.stored.size
-        );
-    }
-    let reader = storage
-        .op
-        .reader_with(&obj.key)
-        .chunk(crate::storage::CHUNK)
-        .await?
-        .into_futures_async_read(..)
-        .await?;
+    let obj = &objects.first().ok_or_else(|| anyhow!("manifest {} of '{}' lists no objects", m.id, m.source))?.clone();
+    let reader = stored_reader(storage, m, objects).await?;
     let stored_tally = Arc::new(Mutex::new(Tally::default()));
     let progress = crate::progress::bytes(m.stored.size, &m.source);
     let tallied = futures::io::BufReader::with_capacity(

@@ -23,6 +23,89 @@ pub struct Storage {
     /// For S3 storages: what the multipart-upload housekeeping needs (OpenDAL has no API
     /// to list unfinished uploads).
     pub s3: Option<crate::config::S3Storage>,
+    /// For storages whose writer cannot stream (OpenDAL's WebDAV writer holds the whole
+    /// object in memory): artifacts are stored as numbered parts of at most this size.
+    pub part_size: Option<usize>,
+}
+
+/// Where one artifact is being written: a streaming writer, or numbered part objects.
+pub enum Sink {
+    Stream { writer: opendal::Writer, op: Operator, key: String },
+    Parts {
+        op: Operator,
+        key: String,
+        part_size: usize,
+        buf: bytes::BytesMut,
+        written: Vec<crate::catalog::Object>,
+    },
+}
+
+pub fn part_key(key: &str, n: usize) -> String {
+    format!("{key}.part{n:06}")
+}
+
+impl Sink {
+    pub async fn write(&mut self, b: bytes::Bytes) -> Result<()> {
+        match self {
+            Sink::Stream { writer, .. } => Ok(writer.write(b).await?),
+            Sink::Parts { op, key, part_size, buf, written } => {
+                buf.extend_from_slice(&b);
+                while buf.len() >= *part_size {
+                    let chunk = buf.split_to(*part_size).freeze();
+                    let k = part_key(key, written.len() + 1);
+                    let n = chunk.len() as u64;
+                    op.write(&k, chunk).await?;
+                    written.push(crate::catalog::Object { key: k, size: n });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Finishes the artifact; returns the objects that now hold it, in order.
+    pub async fn close(&mut self, single_key: &str, total: u64) -> Result<Vec<crate::catalog::Object>> {
+        match self {
+            Sink::Stream { writer, .. } => {
+                writer.close().await?;
+                Ok(vec![crate::catalog::Object { key: single_key.to_string(), size: total }])
+            }
+            Sink::Parts { op, key, buf, written, .. } => {
+                if !buf.is_empty() || written.is_empty() {
+                    let chunk = std::mem::take(buf).freeze();
+                    let k = part_key(key, written.len() + 1);
+                    let n = chunk.len() as u64;
+                    op.write(&k, chunk).await?;
+                    written.push(crate::catalog::Object { key: k, size: n });
+                }
+                Ok(written.clone())
+            }
+        }
+    }
+
+    pub async fn abort(&mut self) -> Result<()> {
+        match self {
+            Sink::Stream { writer, op, key } => match writer.abort().await {
+                Ok(()) => Ok(()),
+                // SFTP writes in place and cannot abort: finish the partial file and delete it,
+                // so a failed backup leaves nothing under its final name.
+                Err(e) if e.kind() == opendal::ErrorKind::Unsupported => {
+                    let _ = writer.close().await;
+                    match op.delete(key).await {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            },
+            Sink::Parts { op, written, .. } => {
+                for o in written.drain(..) {
+                    let _ = op.delete(&o.key).await;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -64,6 +147,33 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
             b = b.disable_ec2_metadata();
             Operator::new(b)?
         }
+        StorageConfig::B2(b2) => Operator::new(
+            services::B2::default()
+                .bucket(&b2.bucket)
+                .bucket_id(&b2.bucket_id)
+                .application_key_id(&b2.application_key_id)
+                .application_key(&b2.application_key)
+                .root(b2.root.as_deref().unwrap_or("/")),
+        )?,
+        StorageConfig::Sftp(sf) => Operator::new(
+            services::Sftp::default()
+                // openssh takes a port only in the ssh:// form.
+                .endpoint(&if sf.endpoint.starts_with("ssh://") { sf.endpoint.clone() } else { format!("ssh://{}", sf.endpoint) })
+                .user(&sf.user)
+                .key(&sf.key.to_string_lossy())
+                .root(sf.root.as_deref().unwrap_or("/"))
+                .known_hosts_strategy(&sf.known_hosts),
+        )?,
+        StorageConfig::Webdav(w) => {
+            let mut b = services::Webdav::default().endpoint(&w.endpoint).root(w.root.as_deref().unwrap_or("/"));
+            if let Some(u) = &w.username {
+                b = b.username(u);
+            }
+            if let Some(p) = &w.password {
+                b = b.password(p);
+            }
+            Operator::new(b)?
+        }
     };
     let timeout = match cfg {
         StorageConfig::S3(s) => crate::retention::parse_duration(&s.timeout)
@@ -90,6 +200,10 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
             StorageConfig::S3(s) => Some(s.clone()),
             _ => None,
         },
+        part_size: match cfg {
+            StorageConfig::Webdav(w) => Some(crate::config::parse_size(&w.part_size).unwrap_or(16 << 20) as usize),
+            _ => None,
+        },
     })
 }
 
@@ -108,6 +222,20 @@ pub fn select(cfgs: &[StorageConfig], only: Option<&str>) -> Result<Vec<Storage>
 }
 
 impl Storage {
+    /// A sink for one artifact: streaming where the storage streams, parts where it cannot.
+    pub async fn sink(&self, key: &str) -> Result<Sink> {
+        match self.part_size {
+            Some(part_size) => Ok(Sink::Parts {
+                op: self.op.clone(),
+                key: key.to_string(),
+                part_size,
+                buf: bytes::BytesMut::new(),
+                written: Vec::new(),
+            }),
+            None => Ok(Sink::Stream { writer: self.writer(key).await?, op: self.op.clone(), key: key.to_string() }),
+        }
+    }
+
     pub async fn writer(&self, key: &str) -> Result<opendal::Writer> {
         self.op
             .writer_with(key)

@@ -42,12 +42,12 @@ fn reference() -> String {
 
 #[test]
 fn readme_reference_parses_with_unknown_keys_rejected() {
-    for v in ["SCRATCH_PG_PASSWORD", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "REDIS_PASSWORD"] {
+    for v in ["SCRATCH_PG_PASSWORD", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "REDIS_PASSWORD", "B2_KEY_ID", "B2_APPLICATION_KEY", "STORAGEBOX_PASSWORD"] {
         std::env::set_var(v, "x");
     }
     let cfg = parse(&reference(), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(cfg.sources.len(), 4);
-    assert_eq!(cfg.storages.len(), 2);
+    assert_eq!(cfg.storages.len(), 5);
 }
 
 #[test]
@@ -68,6 +68,9 @@ fn every_config_field_is_in_the_readme_reference() {
         ("verify", fields::<VerifyConfig>()),
         ("fs storage", fields::<FsStorage>()),
         ("s3 storage", fields::<S3Storage>()),
+        ("b2 storage", fields::<B2Storage>()),
+        ("sftp storage", fields::<SftpStorage>()),
+        ("webdav storage", fields::<WebdavStorage>()),
         ("postgres source", fields::<PostgresSource>()),
         ("redis source", fields::<RedisSource>()),
         ("nats source", fields::<NatsSource>()),

@@ -332,6 +332,107 @@ impl CompressionConfig {
 pub enum StorageConfig {
     Fs(FsStorage),
     S3(S3Storage),
+    B2(B2Storage),
+    Sftp(SftpStorage),
+    Webdav(WebdavStorage),
+}
+
+/// Backblaze B2 through its native API (for B2's S3 endpoint use `type = "s3"`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct B2Storage {
+    pub name: String,
+    pub bucket: String,
+    pub bucket_id: String,
+    pub application_key_id: String,
+    pub application_key: String,
+    #[serde(default)]
+    pub root: Option<String>,
+}
+
+impl fmt::Debug for B2Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("B2Storage")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("root", &self.root)
+            .field("application_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// SFTP, e.g. a Hetzner Storage Box on port 23 with key authentication. Uses the system `ssh`
+/// client; the server's host key must be in the drctl user's `~/.ssh/known_hosts`
+/// (`ssh-keyscan -p 23 HOST >> ~/.ssh/known_hosts`) unless `known_hosts` says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpStorage {
+    pub name: String,
+    /// `host:port`, e.g. "u123456.your-storagebox.de:23".
+    pub endpoint: String,
+    pub user: String,
+    /// Private key file (no passphrase, or loaded in an ssh-agent).
+    pub key: PathBuf,
+    #[serde(default)]
+    pub root: Option<String>,
+    /// "strict" (default: the host key must already be known), "accept" (accept a new host key
+    /// once, then pin it), or "add".
+    #[serde(default = "default_known_hosts")]
+    pub known_hosts: String,
+}
+
+fn default_known_hosts() -> String {
+    "strict".into()
+}
+
+/// WebDAV (a Storage Box also speaks it). OpenDAL's WebDAV writer holds a whole object in
+/// memory, so artifacts are stored as numbered parts of at most `part_size`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebdavStorage {
+    pub name: String,
+    /// e.g. "https://u123456.your-storagebox.de"
+    pub endpoint: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub root: Option<String>,
+    #[serde(default = "default_part_size")]
+    pub part_size: String,
+}
+
+fn default_part_size() -> String {
+    "16MiB".into()
+}
+
+impl fmt::Debug for WebdavStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebdavStorage")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("root", &self.root)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// "16MiB", "512KiB", "1GiB", "1000000" → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split].parse().map_err(|_| format!("'{s}' is not a size like 16MiB"))?;
+    let mult = match t[split..].trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("'{s}': unknown unit '{other}' (use KiB, MiB, GiB)")),
+    };
+    Ok(n * mult)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,6 +493,9 @@ impl fmt::Debug for StorageConfig {
         match self {
             StorageConfig::Fs(s) => s.fmt(f),
             StorageConfig::S3(s) => s.fmt(f),
+            StorageConfig::B2(s) => s.fmt(f),
+            StorageConfig::Sftp(s) => s.fmt(f),
+            StorageConfig::Webdav(s) => s.fmt(f),
         }
     }
 }
@@ -401,12 +505,18 @@ impl StorageConfig {
         match self {
             StorageConfig::Fs(s) => &s.name,
             StorageConfig::S3(s) => &s.name,
+            StorageConfig::B2(s) => &s.name,
+            StorageConfig::Sftp(s) => &s.name,
+            StorageConfig::Webdav(s) => &s.name,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             StorageConfig::Fs(_) => "fs",
             StorageConfig::S3(_) => "s3",
+            StorageConfig::B2(_) => "b2",
+            StorageConfig::Sftp(_) => "sftp",
+            StorageConfig::Webdav(_) => "webdav",
         }
     }
 }
@@ -816,8 +926,10 @@ impl Config {
             resolve(base, p);
         }
         for s in &mut self.storages {
-            if let StorageConfig::Fs(fs) = s {
-                resolve(base, &mut fs.root);
+            match s {
+                StorageConfig::Fs(fs) => resolve(base, &mut fs.root),
+                StorageConfig::Sftp(sf) => resolve(base, &mut sf.key),
+                _ => {}
             }
         }
         for s in &mut self.sources {
@@ -944,9 +1056,38 @@ fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
                     ));
                 }
             }
+            StorageConfig::Sftp(sf) => {
+                if !["strict", "accept", "add"].contains(&sf.known_hosts.as_str()) {
+                    errors.push(format!("storage[{i}] ('{}').known_hosts: '{}' must be strict, accept or add", sf.name, sf.known_hosts));
+                }
+                if which("ssh").is_none() {
+                    errors.push(format!(
+                        "storage[{i}] ('{}'): type sftp needs the system ssh client, and none is on PATH (apt-get install openssh-client)",
+                        sf.name
+                    ));
+                }
+            }
+            StorageConfig::Webdav(w) => {
+                if url::Url::parse(&w.endpoint).is_err() {
+                    errors.push(format!("storage[{i}] ('{}').endpoint: '{}' is not a URL", w.name, w.endpoint));
+                }
+                match parse_size(&w.part_size) {
+                    Ok(n) if (1 << 20..=1 << 30).contains(&n) => {}
+                    Ok(_) => errors.push(format!("storage[{i}] ('{}').part_size: must be between 1MiB and 1GiB", w.name)),
+                    Err(e) => errors.push(format!("storage[{i}] ('{}').part_size: {e}", w.name)),
+                }
+            }
             _ => {}
         }
     }
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
 }
 
 fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {

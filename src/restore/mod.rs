@@ -236,7 +236,7 @@ pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Ide
     for st in holders {
         let result = async {
             let mut f = open_private(&partial).await?;
-            pipeline::open_into(st, m, identities, &mut f).await?;
+            pipeline::open_into(st, m, entry.objects_on(&st.name), identities, &mut f).await?;
             f.sync_all().await?;
             Ok::<_, anyhow::Error>(())
         }
