@@ -157,7 +157,7 @@ async fn upload(mut pipe: tokio::io::DuplexStream, targets: &mut [Target], cance
                 async move {
                     if let Err(e) = t.writer.write(b).await {
                         tracing::warn!(storage = %t.storage.name, error = %e, "storage failed mid-backup; continuing with the others");
-                        t.failed = Some(anyhow::Error::from(e).context(crate::events::StorageFailure(t.storage.name.clone())));
+                        t.failed = Some(e.context(crate::events::StorageFailure(t.storage.name.clone())));
                     }
                 }
             });
