@@ -226,8 +226,28 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     };
     tracing::info!(config = %config_path.display(), jobs = ctx.cfg.jobs.len(), "daemon started");
 
+    // tokio-cron-scheduler fixes a job's UTC offset when the job is created. Rebuild the
+    // schedule when the zone's offset changes (a DST switch), so "0 3 * * *" stays 03:00 local.
+    let offset = |c: &Config| {
+        use chrono::Offset;
+        crate::schedule::parse_tz(&c.daemon.timezone)
+            .map(|tz| chrono::Utc::now().with_timezone(&tz).offset().fix().local_minus_utc())
+            .unwrap_or(0)
+    };
+    let mut built_offset = offset(&ctx.cfg);
+    let mut dst_check = tokio::time::interval(Duration::from_secs(60));
+
     loop {
         tokio::select! {
+            _ = dst_check.tick() => {
+                let now_offset = offset(&ctx.cfg);
+                if now_offset != built_offset {
+                    let _ = sched.shutdown().await;
+                    sched = build_scheduler(&ctx).await?;
+                    built_offset = now_offset;
+                    tracing::info!(utc_offset_seconds = now_offset, "time zone offset changed (DST): schedule rebuilt");
+                }
+            }
             _ = hup.recv() => {
                 match config::load(&config_path) {
                     Ok(new) => {
@@ -235,6 +255,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
                         ctx = make_ctx(Arc::new(new));
                         *stale_ctx.lock().expect("ctx") = ctx.clone();
                         sched = build_scheduler(&ctx).await?;
+                        built_offset = offset(&ctx.cfg);
                         tracing::info!(jobs = ctx.cfg.jobs.len(), "config reloaded");
                     }
                     Err(e) => {

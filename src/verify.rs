@@ -152,6 +152,18 @@ fn check(name: &str, r: Result<String>) -> Check {
     }
 }
 
+/// The first check of every kind: fetch, hash and decrypt the backup into `file`.
+async fn download(storages: &[Storage], entry: &Entry, identities: &Identities, file: &Path) -> (Check, bool) {
+    let m = &entry.manifest;
+    let fetched = crate::restore::fetch_to_file(storages, entry, identities, file).await;
+    let ok = fetched.is_ok();
+    let c = check(
+        "download, hashes and decryption",
+        fetched.map(|_| format!("{} stored bytes and {} plain bytes match the manifest's SHA-256", m.stored.size, m.plain.size)),
+    );
+    (c, ok)
+}
+
 /// Returns the checks, the measured restore time, and the sandbox used.
 async fn verify_postgres(
     cfg: &Config,
@@ -172,12 +184,8 @@ async fn verify_postgres(
     };
     let name = sandbox.describe();
     let file = sandbox.work.path().join("dump.pgdump");
-    let fetched = crate::restore::fetch_to_file(storages, entry, identities, &file).await;
-    let ok = fetched.is_ok();
-    checks.push(check(
-        "download, hashes and decryption",
-        fetched.map(|_| format!("{} stored bytes and {} plain bytes match the manifest's SHA-256", m.stored.size, m.plain.size)),
-    ));
+    let (c, ok) = download(storages, entry, identities, &file).await;
+    checks.push(c);
     if !ok {
         sandbox.stop().await;
         return (checks, None, name);
@@ -211,12 +219,8 @@ async fn verify_artifact(
         }
     };
     let file = work.path().join("artifact");
-    let fetched = crate::restore::fetch_to_file(storages, entry, identities, &file).await;
-    let ok = fetched.is_ok();
-    checks.push(check(
-        "download, hashes and decryption",
-        fetched.map(|_| format!("{} stored bytes and {} plain bytes match the manifest's SHA-256", m.stored.size, m.plain.size)),
-    ));
+    let (c, ok) = download(storages, entry, identities, &file).await;
+    checks.push(c);
     if !ok {
         return (checks, None, "local".into());
     }

@@ -270,26 +270,10 @@ fn slow_pg_dump(dir: &Path) -> String {
     format!("pg_dump_path = \"{}\"\n", slow.display())
 }
 
-/// moto's list of open multipart uploads in the bucket.
-fn open_multipart_uploads(s3: &S3Server) -> usize {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", s3.port)).unwrap();
-    write!(s, "GET /{}?uploads HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s3.bucket, s3.port).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    resp.matches("<Upload>").count()
-}
-
 #[test]
 fn sigterm_during_a_large_backup_exits_0_within_grace_and_commits_nothing() {
-    let pg = Postgres::start();
-    pg.createdb("app");
-    // ~24 MiB of incompressible bytes: several multipart parts are in flight when the signal comes.
-    pg.psql(
-        "app",
-        "create table blobs (id int, b bytea); insert into blobs select g, decode(string_agg(md5(random()::text), ''), 'hex') \
-         from generate_series(1, 3000) g, generate_series(1, 512) h group by g;",
-    );
+    // Several multipart parts are in flight when the signal comes.
+    let pg = big_pg();
     let s3 = S3Server::start();
     let ws = Workspace::new();
     let src = pg_source_toml("app-db", &pg, "app");
@@ -305,7 +289,7 @@ fn sigterm_during_a_large_backup_exits_0_within_grace_and_commits_nothing() {
     assert!(secs < 8.0, "took {secs}s for a 2s grace period:\n{log}");
     assert!(log.contains("grace period over"), "{log}");
     assert_eq!(ws.list_json().len(), 0, "no manifest may exist");
-    assert_eq!(open_multipart_uploads(&s3), 0, "multipart uploads were not aborted");
+    assert_eq!(s3.open_multipart_uploads(), 0, "multipart uploads were not aborted");
     // The next run succeeds.
     ws.write_config(&s3.storage_toml("s3"), &src);
     ws.ok(&["backup"]);

@@ -14,18 +14,6 @@ fn seeded_pg(rows: u32) -> Postgres {
     pg
 }
 
-/// ~24 MiB of incompressible data: several multipart parts.
-fn big_pg() -> Postgres {
-    let pg = Postgres::start();
-    pg.createdb("app");
-    pg.psql(
-        "app",
-        "create table blobs (id int, b bytea); insert into blobs select g, decode(string_agg(md5(random()::text), ''), 'hex') \
-         from generate_series(1, 3000) g, generate_series(1, 512) h group by g;",
-    );
-    pg
-}
-
 fn restore_out(ws: &Workspace, extra: &[&str]) -> (i32, String, String) {
     let dir = ws.path().join(format!("out-{}", rand_suffix()));
     let mut args = vec!["restore", "--at", "now", "--identity", ws.identity.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()];

@@ -812,3 +812,15 @@ impl Drop for Sftp {
             .status();
     }
 }
+
+/// A database holding ~24 MiB of incompressible bytes: enough for several multipart parts.
+pub fn big_pg() -> Postgres {
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql(
+        "app",
+        "create table blobs (id int, b bytea); insert into blobs select g, decode(string_agg(md5(random()::text), ''), 'hex') \
+         from generate_series(1, 3000) g, generate_series(1, 512) h group by g;",
+    );
+    pg
+}
