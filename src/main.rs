@@ -51,5 +51,9 @@ fn main() {
             }
         }
     };
+    // Drop the runtime, and with it every task and storage, before exiting: an SFTP storage's
+    // ssh control master is closed by its Drop (ssh -O exit); process::exit would skip that and
+    // leave a master process behind for every run.
+    drop(rt);
     std::process::exit(code);
 }

@@ -143,4 +143,7 @@ fn backup_and_restore_on_webdav_and_sftp_and_by_hand_from_parts() {
     let sftp = Sftp::start();
     let ws2 = Workspace::new();
     round_trip(&ws2, &pg, &sftp.storage_toml("box"));
+    // Every drctl run closed its ssh connection: no control master is left behind.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sftp.ssh_processes().is_empty(), "ssh processes left: {:?}", sftp.ssh_processes());
 }

@@ -375,8 +375,9 @@ pub struct SftpStorage {
     pub key: PathBuf,
     #[serde(default)]
     pub root: Option<String>,
-    /// "strict" (default: the host key must already be known), "accept" (accept a new host key
-    /// once, then pin it), or "add".
+    /// "strict" (default: the host key must already be in ~/.ssh/known_hosts), "add" (trust a
+    /// new host on first use and pin its key: ssh's accept-new), or "accept" (no host key
+    /// checking at all: only for throwaway setups).
     #[serde(default = "default_known_hosts")]
     pub known_hosts: String,
 }
@@ -1058,7 +1059,7 @@ fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
             }
             StorageConfig::Sftp(sf) => {
                 if !["strict", "accept", "add"].contains(&sf.known_hosts.as_str()) {
-                    errors.push(format!("storage[{i}] ('{}').known_hosts: '{}' must be strict, accept or add", sf.name, sf.known_hosts));
+                    errors.push(format!("storage[{i}] ('{}').known_hosts: '{}' must be strict, add or accept", sf.name, sf.known_hosts));
                 }
                 if which("ssh").is_none() {
                     errors.push(format!(

@@ -747,8 +747,8 @@ impl Drop for WebDav {
 }
 
 /// A throwaway sshd with SFTP, key authentication only, for the current user. Host-key trust
-/// is established with `known_hosts = "accept"`; the entry it adds to ~/.ssh/known_hosts is
-/// removed on drop.
+/// is established with `known_hosts = "add"` (trust on first use, then pinned); the entry it
+/// adds to ~/.ssh/known_hosts is removed on drop.
 pub struct Sftp {
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -790,9 +790,19 @@ impl Sftp {
         Sftp { port, key: d.join("client"), user, dir, child }
     }
 
+    /// ssh processes (control masters) still connected to this server.
+    pub fn ssh_processes(&self) -> Vec<String> {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ssh ") && l.contains(&format!("-p {} ", self.port)))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn storage_toml(&self, name: &str) -> String {
         format!(
-            "[[storage]]\nname = \"{name}\"\ntype = \"sftp\"\nendpoint = \"127.0.0.1:{}\"\nuser = \"{}\"\nkey = \"{}\"\nroot = \"{}\"\nknown_hosts = \"accept\"\n",
+            "[[storage]]\nname = \"{name}\"\ntype = \"sftp\"\nendpoint = \"127.0.0.1:{}\"\nuser = \"{}\"\nkey = \"{}\"\nroot = \"{}\"\nknown_hosts = \"add\"\n",
             self.port,
             self.user,
             self.key.display(),
