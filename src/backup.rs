@@ -63,7 +63,12 @@ pub async fn backup_source(
     let mut missed: Vec<(String, String)> = Vec::new();
     for st in storages {
         match st.sink(&key).await {
-            Ok(w) => targets.push(Target { storage: st.clone(), writer: w, failed: None, key: key.clone() }),
+            Ok(w) => targets.push(Target {
+                storage: st.clone(),
+                writer: w,
+                failed: None,
+                key: key.clone(),
+            }),
             Err(e) if cfg.backup.require_all || storages.len() == 1 => {
                 abort_all(&mut targets).await;
                 dump.finish.kill().await;
@@ -98,7 +103,10 @@ pub async fn backup_source(
     if let Some(n) = late_facts.get("expected_size").and_then(|v| v.as_u64()) {
         if n != sealed.plain.size {
             abort_all(&mut targets).await;
-            return Err(nothing_committed(src, anyhow!("read {} bytes, expected {n}", sealed.plain.size)));
+            return Err(nothing_committed(
+                src,
+                anyhow!("read {} bytes, expected {n}", sealed.plain.size),
+            ));
         }
     }
     if cancel.is_cancelled() {
@@ -127,7 +135,9 @@ pub async fn backup_source(
                 }
                 match err {
                     Some(e) => Err(e),
-                    None if held != sealed.stored.size => Err(anyhow!("{key}: {held} bytes stored, expected {}", sealed.stored.size)),
+                    None if held != sealed.stored.size => {
+                        Err(anyhow!("{key}: {held} bytes stored, expected {}", sealed.stored.size))
+                    }
                     None => Ok(objects),
                 }
             }
@@ -138,7 +148,10 @@ pub async fn backup_source(
             Err(e) => {
                 abort_one(t).await;
                 let _ = t.storage.delete(&key).await;
-                missed.push((t.storage.name.clone(), format!("{:#}", e.context(StorageFailure(t.storage.name.clone())))));
+                missed.push((
+                    t.storage.name.clone(),
+                    format!("{:#}", e.context(StorageFailure(t.storage.name.clone()))),
+                ));
             }
         }
     }
@@ -148,8 +161,16 @@ pub async fn backup_source(
                 let _ = st.delete(&o.key).await;
             }
         }
-        let why = missed.iter().map(|(s, e)| format!("storage '{s}': {e}")).collect::<Vec<_>>().join("; ");
-        let extra = if cfg.backup.require_all && !closed.is_empty() { " (require_all = true)" } else { "" };
+        let why = missed
+            .iter()
+            .map(|(s, e)| format!("storage '{s}': {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let extra = if cfg.backup.require_all && !closed.is_empty() {
+            " (require_all = true)"
+        } else {
+            ""
+        };
         let mut err = anyhow!("{why}{extra}");
         if let Some((s, _)) = missed.first() {
             err = err.context(StorageFailure(s.clone()));
@@ -176,7 +197,10 @@ pub async fn backup_source(
             level: cfg.compression.effective_level(),
         },
         recipients: cfg.encryption.recipients.clone(),
-        objects: vec![Object { key: key.clone(), size: sealed.stored.size }],
+        objects: vec![Object {
+            key: key.clone(),
+            size: sealed.stored.size,
+        }],
         storages: closed.iter().map(|(s, _)| s.name.clone()).collect(),
     };
     let mkey = catalog::manifest_key(src.name(), &id);
@@ -187,7 +211,10 @@ pub async fn backup_source(
         let json = serde_json::to_vec_pretty(&m)?;
         if let Err(e) = st.put(&mkey, json).await {
             // The data is there but invisible; the next prune sweeps it as an orphan.
-            missed.push((st.name.clone(), format!("{:#}", e.context("the manifest could not be written"))));
+            missed.push((
+                st.name.clone(),
+                format!("{:#}", e.context("the manifest could not be written")),
+            ));
         }
     }
     if missed.len() == storages.len() {

@@ -87,7 +87,10 @@ pub struct Entry {
 
 impl Entry {
     pub fn objects_on(&self, storage: &str) -> &[Object] {
-        self.objects.get(storage).map(Vec::as_slice).unwrap_or(&self.manifest.objects)
+        self.objects
+            .get(storage)
+            .map(Vec::as_slice)
+            .unwrap_or(&self.manifest.objects)
     }
 }
 
@@ -106,7 +109,10 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entr
             }
             let bytes = st.get(&key).await?;
             let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow!("storage '{}': manifest {key} is not valid ({e}); move it aside or restore it from another storage", st.name)
+                anyhow!(
+                    "storage '{}': manifest {key} is not valid ({e}); move it aside or restore it from another storage",
+                    st.name
+                )
             })?;
             let objects = m.objects.clone();
             let e = by_key.entry((m.source.clone(), m.id.clone())).or_insert(Entry {
@@ -119,7 +125,12 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entr
         }
     }
     let mut v: Vec<Entry> = by_key.into_values().collect();
-    v.sort_by(|a, b| b.manifest.started_at.cmp(&a.manifest.started_at).then(b.manifest.id.cmp(&a.manifest.id)));
+    v.sort_by(|a, b| {
+        b.manifest
+            .started_at
+            .cmp(&a.manifest.started_at)
+            .then(b.manifest.id.cmp(&a.manifest.id))
+    });
     Ok(v)
 }
 
@@ -128,7 +139,12 @@ pub fn pick<'a>(entries: &'a [Entry], source: &str, at: DateTime<Utc>) -> Option
     entries
         .iter()
         .filter(|e| e.manifest.source == source && e.manifest.started_at <= at)
-        .max_by(|a, b| a.manifest.started_at.cmp(&b.manifest.started_at).then(a.manifest.id.cmp(&b.manifest.id)))
+        .max_by(|a, b| {
+            a.manifest
+                .started_at
+                .cmp(&b.manifest.started_at)
+                .then(a.manifest.id.cmp(&b.manifest.id))
+        })
 }
 
 /// TIME for `--at`: RFC 3339, `YYYY-MM-DD` (end of that day is *not* implied: midnight),
@@ -141,12 +157,23 @@ pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S%:z", "%Y-%m-%d %H:%M%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M %z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%:z",
+        "%Y-%m-%d %H:%M%:z",
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%d %H:%M %z",
+    ] {
         if let Ok(d) = DateTime::parse_from_str(t, f) {
             return Ok(d.with_timezone(&Utc));
         }
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
             return Ok(Utc.from_utc_datetime(&d));
         }
@@ -201,11 +228,20 @@ mod tests {
     fn time_formats() {
         let now = t("2026-11-23T10:00:00Z");
         assert_eq!(parse_time("now", now).unwrap(), now);
-        assert_eq!(parse_time("2026-11-20T03:00:00+01:00", now).unwrap(), t("2026-11-20T02:00:00Z"));
+        assert_eq!(
+            parse_time("2026-11-20T03:00:00+01:00", now).unwrap(),
+            t("2026-11-20T02:00:00Z")
+        );
         assert_eq!(parse_time("2026-11-20", now).unwrap(), t("2026-11-20T00:00:00Z"));
         assert_eq!(parse_time("2026-11-20 03:04", now).unwrap(), t("2026-11-20T03:04:00Z"));
-        assert_eq!(parse_time("2026-11-20 03:04:05", now).unwrap(), t("2026-11-20T03:04:05Z"));
-        assert_eq!(parse_time("2026-11-20 03:04:05+02:00", now).unwrap(), t("2026-11-20T01:04:05Z"));
+        assert_eq!(
+            parse_time("2026-11-20 03:04:05", now).unwrap(),
+            t("2026-11-20T03:04:05Z")
+        );
+        assert_eq!(
+            parse_time("2026-11-20 03:04:05+02:00", now).unwrap(),
+            t("2026-11-20T01:04:05Z")
+        );
         let e = parse_time("yesterday", now).unwrap_err().to_string();
         assert!(e.contains("'yesterday'") && e.contains("RFC 3339"), "{e}");
     }
@@ -222,9 +258,18 @@ mod tests {
                 finished_at: t(at),
                 drctl_version: "0".into(),
                 facts: Default::default(),
-                plain: Digest { size: 0, sha256: String::new() },
-                stored: Digest { size: 0, sha256: String::new() },
-                compression: Compression { algorithm: Algorithm::Zstd, level: 3 },
+                plain: Digest {
+                    size: 0,
+                    sha256: String::new(),
+                },
+                stored: Digest {
+                    size: 0,
+                    sha256: String::new(),
+                },
+                compression: Compression {
+                    algorithm: Algorithm::Zstd,
+                    level: 3,
+                },
                 recipients: vec![],
                 objects: vec![],
                 storages: vec![],

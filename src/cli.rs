@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "drctl", version, about = "Backups you have restored: PostgreSQL (and soon Redis, NATS, files) → zstd → age → object storage")]
+#[command(
+    name = "drctl",
+    version,
+    about = "Backups you have restored: PostgreSQL (and soon Redis, NATS, files) → zstd → age → object storage"
+)]
 pub struct Cli {
     /// Config file [default: ./drctl.toml]
     #[arg(long, short, global = true, env = "DRCTL_CONFIG")]

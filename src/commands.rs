@@ -1,11 +1,13 @@
 //! Subcommand bodies: glue between the CLI and the library. Returns the exit code.
 
 use crate::catalog;
-use crate::cli::{BackupArgs, Cli, Command, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs, CheckArgs, CopyArgs};
-use crate::lock;
-use crate::storage::Storage;
+use crate::cli::{
+    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs,
+};
 use crate::config::{self, Config};
+use crate::lock;
 use crate::storage;
+use crate::storage::Storage;
 use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +33,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Keygen(a) => {
             let recipient = crate::keys::keygen(a.output.as_deref())?;
             if let Some(p) = &a.output {
-                eprintln!("wrote identity to {} (mode 0600); keep a copy offline: without it no backup can be restored", p.display());
+                eprintln!(
+                    "wrote identity to {} (mode 0600); keep a copy offline: without it no backup can be restored",
+                    p.display()
+                );
                 println!("{recipient}");
             } else {
                 eprintln!("public key: {recipient}");
@@ -59,7 +64,10 @@ fn init(dir: &std::path::Path) -> Result<i32> {
     let identity = dir.join("identity.txt");
     for p in [&config, &identity] {
         if p.exists() {
-            bail!("{} already exists; refusing to overwrite it (choose another --dir)", p.display());
+            bail!(
+                "{} already exists; refusing to overwrite it (choose another --dir)",
+                p.display()
+            );
         }
     }
     let recipient = crate::keys::keygen(Some(&identity))?;
@@ -67,17 +75,35 @@ fn init(dir: &std::path::Path) -> Result<i32> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&config)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)?;
         f.write_all(text.as_bytes())?;
     }
-    println!("wrote {} (mode 0600): one local storage, no sources yet", config.display());
-    println!("wrote {} (mode 0600): the private key; public key {recipient}", identity.display());
+    println!(
+        "wrote {} (mode 0600): one local storage, no sources yet",
+        config.display()
+    );
+    println!(
+        "wrote {} (mode 0600): the private key; public key {recipient}",
+        identity.display()
+    );
     println!();
     println!("next:");
-    println!("  1. move {} OFF this machine: a password manager and a printed copy.", identity.display());
-    println!("     The server needs only the public key (already in drctl.toml); the identity is for restore and verify.");
+    println!(
+        "  1. move {} OFF this machine: a password manager and a printed copy.",
+        identity.display()
+    );
+    println!(
+        "     The server needs only the public key (already in drctl.toml); the identity is for restore and verify."
+    );
     println!("     Without it no backup can ever be restored.");
-    println!("  2. add your [[source]] blocks (examples are in the file), then: drctl validate --config {}", config.display());
+    println!(
+        "  2. add your [[source]] blocks (examples are in the file), then: drctl validate --config {}",
+        config.display()
+    );
     println!("  3. drctl backup --config {}", config.display());
     Ok(0)
 }
@@ -182,7 +208,13 @@ async fn prune(cfg: &Config, a: &PruneArgs) -> Result<i32> {
     let locks = if a.dry_run {
         Vec::new()
     } else {
-        lock::acquire_all(&storages, lock::Kind::Exclusive, "prune", duration_arg("--lock-wait", &a.lock_wait)?).await?
+        lock::acquire_all(
+            &storages,
+            lock::Kind::Exclusive,
+            "prune",
+            duration_arg("--lock-wait", &a.lock_wait)?,
+        )
+        .await?
     };
     let result = prune_locked(cfg, a, &storages, now, orphan_age).await;
     lock::release_all(locks).await;
@@ -226,7 +258,9 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
         match catalog::list(std::slice::from_ref(st), None).await {
             Ok(entries) => {
                 for e in entries {
-                    newest.entry((e.manifest.source.clone(), st.name.clone())).or_insert(e.manifest);
+                    newest
+                        .entry((e.manifest.source.clone(), st.name.clone()))
+                        .or_insert(e.manifest);
                 }
             }
             Err(e) => storage_errors.push((st.name.clone(), format!("{e:#}"))),
@@ -271,20 +305,33 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": rows, "storage_errors": storage_errors }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "sources": rows, "storage_errors": storage_errors }))?
+        );
         return Ok(0);
     }
     for r in &rows {
         println!("source '{}'", r["source"].as_str().unwrap_or_default());
         match r["last_success"].as_object() {
-            Some(o) => println!("  last success  {} ({})", o["at"].as_str().unwrap_or_default(), o["id"].as_str().unwrap_or_default()),
+            Some(o) => println!(
+                "  last success  {} ({})",
+                o["at"].as_str().unwrap_or_default(),
+                o["id"].as_str().unwrap_or_default()
+            ),
             None => println!("  last success  never (on this host)"),
         }
         if let Some(o) = r["last_failure"].as_object() {
-            println!("  last failure  {}: {}", o["at"].as_str().unwrap_or_default(), o["error"].as_str().unwrap_or_default());
+            println!(
+                "  last failure  {}: {}",
+                o["at"].as_str().unwrap_or_default(),
+                o["error"].as_str().unwrap_or_default()
+            );
         }
         for st in r["storages"].as_array().into_iter().flatten() {
-            let age = st["age_seconds"].as_i64().map(|s| catalog::human_duration(chrono::Duration::seconds(s)));
+            let age = st["age_seconds"]
+                .as_i64()
+                .map(|s| catalog::human_duration(chrono::Duration::seconds(s)));
             println!(
                 "  storage {:<10} newest {}",
                 st["storage"].as_str().unwrap_or_default(),
@@ -301,7 +348,11 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
                 v["backup_id"].as_str().unwrap_or_default(),
                 v["rto_seconds"].as_f64().unwrap_or_default()
             ),
-            Some(v) => println!("  verification  FAILED {}: {}", v["at"].as_str().unwrap_or_default(), v["failures"]),
+            Some(v) => println!(
+                "  verification  FAILED {}: {}",
+                v["at"].as_str().unwrap_or_default(),
+                v["failures"]
+            ),
             None => println!("  verified      never"),
         }
         match r["next_run"].as_str() {
@@ -317,12 +368,17 @@ async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
 
 async fn verify(cfg: &Config, a: &VerifyArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
-    let at = a.at.as_deref().map(|t| catalog::parse_time(t, chrono::Utc::now())).transpose()?;
+    let at =
+        a.at.as_deref()
+            .map(|t| catalog::parse_time(t, chrono::Utc::now()))
+            .transpose()?;
     let identity = a
         .identity
         .clone()
         .or_else(|| cfg.encryption.identity_file.clone())
-        .ok_or_else(|| anyhow::anyhow!("verify needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("verify needs the private identity: pass --identity FILE or set encryption.identity_file")
+        })?;
     let identities = crate::keys::load_identities(&identity)?;
     let sources: Vec<String> = if a.sources.is_empty() {
         cfg.sources.iter().map(|s| s.name().to_string()).collect()
@@ -338,10 +394,18 @@ async fn verify(cfg: &Config, a: &VerifyArgs) -> Result<i32> {
         _ = cancel.cancelled() => bail!("verification interrupted; the sandbox was removed"),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results.iter().map(|r| match r {
-            Ok(rec) => serde_json::to_value(rec).expect("record serializes"),
-            Err((s, e)) => serde_json::json!({ "source": s, "ok": false, "error": e }),
-        }).collect::<Vec<_>>())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &results
+                    .iter()
+                    .map(|r| match r {
+                        Ok(rec) => serde_json::to_value(rec).expect("record serializes"),
+                        Err((s, e)) => serde_json::json!({ "source": s, "ok": false, "error": e }),
+                    })
+                    .collect::<Vec<_>>()
+            )?
+        );
     } else {
         for r in &results {
             match r {
@@ -401,13 +465,30 @@ async fn check(cfg: &Config, a: &CheckArgs) -> Result<i32> {
 async fn copy(cfg: &Config, a: &CopyArgs) -> Result<i32> {
     let from = storage::select(&cfg.storages, Some(&a.from))?.remove(0);
     let to = storage::select(&cfg.storages, Some(&a.to))?.remove(0);
-    let since = a.since.as_deref().map(|t| catalog::parse_time(t, chrono::Utc::now())).transpose()?;
-    let locks = lock::acquire_all(std::slice::from_ref(&to), lock::Kind::Shared, "copy", duration_arg("--lock-wait", &a.lock_wait)?).await?;
+    let since = a
+        .since
+        .as_deref()
+        .map(|t| catalog::parse_time(t, chrono::Utc::now()))
+        .transpose()?;
+    let locks = lock::acquire_all(
+        std::slice::from_ref(&to),
+        lock::Kind::Shared,
+        "copy",
+        duration_arg("--lock-wait", &a.lock_wait)?,
+    )
+    .await?;
     let result = crate::integrity::copy(&from, &to, a.source.as_deref(), since).await;
     lock::release_all(locks).await;
     let copied = result?;
     for m in &copied {
-        println!("copied {} {} ({}) from '{}' to '{}'", m.source, m.id, catalog::human_bytes(m.stored.size), a.from, a.to);
+        println!(
+            "copied {} {} ({}) from '{}' to '{}'",
+            m.source,
+            m.id,
+            catalog::human_bytes(m.stored.size),
+            a.from,
+            a.to
+        );
     }
     println!("{} backup(s) copied", copied.len());
     Ok(0)
@@ -419,10 +500,17 @@ async fn unlock(cfg: &Config, a: &UnlockArgs) -> Result<i32> {
     for st in &storages {
         for (key, info) in lock::list(st).await? {
             let stale = info.as_ref().is_none_or(|i| i.is_stale(now));
-            let what = info.as_ref().map(|i| i.describe()).unwrap_or_else(|| "an unreadable lock".into());
+            let what = info
+                .as_ref()
+                .map(|i| i.describe())
+                .unwrap_or_else(|| "an unreadable lock".into());
             if stale || a.force {
                 st.delete(&key).await?;
-                println!("storage '{}': removed {} lock: {what}", st.name, if stale { "stale" } else { "live" });
+                println!(
+                    "storage '{}': removed {} lock: {what}",
+                    st.name,
+                    if stale { "stale" } else { "live" }
+                );
             } else {
                 println!(
                     "storage '{}': kept live lock: {what} (pass --force only if you are sure it is not running)",
@@ -506,7 +594,10 @@ async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
 async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
     let at = catalog::parse_time(&a.at, chrono::Utc::now())?;
     let jobs = a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
     });
     let req = crate::restore::Request {
         at,

@@ -39,7 +39,9 @@ fn duration(s: &str) -> Duration {
 }
 
 async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
-    let sched = JobScheduler::new().await.map_err(|e| anyhow!("cannot create scheduler: {e}"))?;
+    let sched = JobScheduler::new()
+        .await
+        .map_err(|e| anyhow!("cannot create scheduler: {e}"))?;
     let tz = crate::schedule::parse_tz(&ctx.cfg.daemon.timezone).map_err(anyhow::Error::msg)?;
     for job in &ctx.cfg.jobs {
         let name = job.name.clone();
@@ -66,7 +68,10 @@ async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
             })
         })
         .map_err(|e| anyhow!("job '{}': schedule '{}': {e}", job.name, job.schedule))?;
-        sched.add(j).await.map_err(|e| anyhow!("cannot add job '{}': {e}", job.name))?;
+        sched
+            .add(j)
+            .await
+            .map_err(|e| anyhow!("cannot add job '{}': {e}", job.name))?;
         tracing::info!(job = %job.name, schedule = %job.schedule, timezone = %ctx.cfg.daemon.timezone, "scheduled");
     }
     // Scheduled restore verification, where this host holds an identity to decrypt with.
@@ -88,12 +93,18 @@ async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
             })
         })
         .map_err(|e| anyhow!("verify.schedule '{schedule}': {e}"))?;
-        sched.add(j).await.map_err(|e| anyhow!("cannot add the verification job: {e}"))?;
+        sched
+            .add(j)
+            .await
+            .map_err(|e| anyhow!("cannot add the verification job: {e}"))?;
         tracing::info!(schedule = %schedule, "restore verification scheduled");
     } else {
         tracing::info!("restore verification not scheduled: no encryption.identity_file on this host (run `drctl verify` where the identity is)");
     }
-    sched.start().await.map_err(|e| anyhow!("cannot start scheduler: {e}"))?;
+    sched
+        .start()
+        .await
+        .map_err(|e| anyhow!("cannot start scheduler: {e}"))?;
     Ok(sched)
 }
 
@@ -105,7 +116,16 @@ async fn run_job(ctx: Arc<Ctx>, name: String) {
         prune: true,
         lock_wait: Duration::from_secs(600),
     };
-    crate::jobs::run(&cfg, &sources, &opts, &name, job.ping_url.as_deref(), &ctx.events, &ctx.cancel).await;
+    crate::jobs::run(
+        &cfg,
+        &sources,
+        &opts,
+        &name,
+        job.ping_url.as_deref(),
+        &ctx.events,
+        &ctx.cancel,
+    )
+    .await;
 }
 
 async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
@@ -129,7 +149,13 @@ async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
             let msg = format!("{e:#}");
             for s in &sources {
                 ctx.events
-                    .emit(Event::VerifyFinished { source: s, backup: "-", ok: false, rto_seconds: 0.0, detail: &msg })
+                    .emit(Event::VerifyFinished {
+                        source: s,
+                        backup: "-",
+                        ok: false,
+                        rto_seconds: 0.0,
+                        detail: &msg,
+                    })
                     .await;
             }
         }
@@ -156,12 +182,23 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
         };
         for job in &cfg.jobs {
             for src in cfg.job_sources(job) {
-                let newest = entries.iter().find(|e| e.manifest.source == src.name()).map(|e| e.manifest.started_at);
+                let newest = entries
+                    .iter()
+                    .find(|e| e.manifest.source == src.name())
+                    .map(|e| e.manifest.started_at);
                 if let Some(t) = newest {
-                    events.emit(Event::BackupAge { source: src.name(), storage: &st.name, age: now - t }).await;
+                    events
+                        .emit(Event::BackupAge {
+                            source: src.name(),
+                            storage: &st.name,
+                            age: now - t,
+                        })
+                        .await;
                 }
                 let Some(max) = job.max_age.as_deref() else { continue };
-                let Ok(limit) = crate::retention::parse_duration(max) else { continue };
+                let Ok(limit) = crate::retention::parse_duration(max) else {
+                    continue;
+                };
                 // No backup at all counts as stale from the daemon's start of checking.
                 let age = newest.map(|t| now - t);
                 let key = (src.name().to_string(), st.name.clone());
@@ -200,7 +237,11 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     let running = Arc::new(Mutex::new(HashMap::new()));
     let make_ctx = |cfg: Arc<Config>| {
         Arc::new(Ctx {
-            events: Events::new(StateDir::new(cfg.daemon.state_dir()), cfg.notify.clone(), Some(metrics.clone())),
+            events: Events::new(
+                StateDir::new(cfg.daemon.state_dir()),
+                cfg.notify.clone(),
+                Some(metrics.clone()),
+            ),
             cfg,
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -276,7 +317,10 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     tracker.close();
     let grace = duration(&ctx.cfg.daemon.grace_period);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(grace_seconds = grace.as_secs(), "grace period over: aborting running backups; nothing of them will be committed");
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "grace period over: aborting running backups; nothing of them will be committed"
+        );
         cancel.cancel();
         tracker.wait().await;
     }

@@ -15,15 +15,47 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const ERROR_TAIL: usize = 4000;
 
 pub enum Event<'a> {
-    RunStarted { job: &'a str, ping_url: Option<&'a str> },
-    BackupSucceeded { manifest: &'a Manifest, seconds: f64 },
-    BackupFailed { source: &'a str, error: &'a anyhow::Error, seconds: f64 },
+    RunStarted {
+        job: &'a str,
+        ping_url: Option<&'a str>,
+    },
+    BackupSucceeded {
+        manifest: &'a Manifest,
+        seconds: f64,
+    },
+    BackupFailed {
+        source: &'a str,
+        error: &'a anyhow::Error,
+        seconds: f64,
+    },
     /// Complete on some storages, missing on others: (storage, error).
-    BackupDegraded { source: &'a str, missed: &'a [(String, String)] },
-    RunFinished { job: &'a str, ping_url: Option<&'a str>, failures: &'a [(String, String)] },
-    Stale { source: &'a str, storage: &'a str, age: chrono::Duration, max_age: &'a str },
-    BackupAge { source: &'a str, storage: &'a str, age: chrono::Duration },
-    VerifyFinished { source: &'a str, backup: &'a str, ok: bool, rto_seconds: f64, detail: &'a str },
+    BackupDegraded {
+        source: &'a str,
+        missed: &'a [(String, String)],
+    },
+    RunFinished {
+        job: &'a str,
+        ping_url: Option<&'a str>,
+        failures: &'a [(String, String)],
+    },
+    Stale {
+        source: &'a str,
+        storage: &'a str,
+        age: chrono::Duration,
+        max_age: &'a str,
+    },
+    BackupAge {
+        source: &'a str,
+        storage: &'a str,
+        age: chrono::Duration,
+    },
+    VerifyFinished {
+        source: &'a str,
+        backup: &'a str,
+        ok: bool,
+        rto_seconds: f64,
+        detail: &'a str,
+    },
 }
 
 /// A storage named in a failure, attached as anyhow context where a storage operation fails.
@@ -62,7 +94,12 @@ impl Events {
             .user_agent(concat!("drctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("http client");
-        Events { metrics, notify, state, http }
+        Events {
+            metrics,
+            notify,
+            state,
+            http,
+        }
     }
 
     pub async fn emit(&self, ev: Event<'_>) {
@@ -80,7 +117,9 @@ impl Events {
                     mx.last_success.get_or_create(&l).set(m.finished_at.timestamp() as f64);
                     mx.last_duration.get_or_create(&l).set(seconds);
                     mx.read_bytes.get_or_create(&l).inc_by(m.plain.size);
-                    mx.stored_bytes.get_or_create(&l).inc_by(m.stored.size * m.storages.len() as u64);
+                    mx.stored_bytes
+                        .get_or_create(&l)
+                        .inc_by(m.stored.size * m.storages.len() as u64);
                 }
                 self.state.record_success(
                     &m.source,
@@ -106,27 +145,45 @@ impl Events {
                     }
                 }
                 self.state.record_failure(source, &text);
-                self.notify_all("backup_failed", source, &format!("backup of '{source}' failed: {}", tail(&text)))
-                    .await;
+                self.notify_all(
+                    "backup_failed",
+                    source,
+                    &format!("backup of '{source}' failed: {}", tail(&text)),
+                )
+                .await;
             }
             Event::BackupDegraded { source, missed } => {
                 let names: Vec<&str> = missed.iter().map(|(s, _)| s.as_str()).collect();
-                let text = missed.iter().map(|(s, e)| format!("storage '{s}': {e}")).collect::<Vec<_>>().join("; ");
+                let text = missed
+                    .iter()
+                    .map(|(s, e)| format!("storage '{s}': {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 tracing::warn!(source, missed = ?names, error = %text, "backup degraded: complete on the other storages");
                 if let Some(mx) = &self.metrics {
                     for s in &names {
-                        mx.storage_write_errors.get_or_create(&metrics::StorageLabel { storage: s.to_string() }).inc();
+                        mx.storage_write_errors
+                            .get_or_create(&metrics::StorageLabel { storage: s.to_string() })
+                            .inc();
                     }
                 }
                 self.state.record_failure(source, &format!("degraded: {text}"));
                 self.notify_all(
                     "backup_degraded",
                     source,
-                    &format!("backup of '{source}' is degraded: storage(s) {} missed it: {}", names.join(", "), tail(&text)),
+                    &format!(
+                        "backup of '{source}' is degraded: storage(s) {} missed it: {}",
+                        names.join(", "),
+                        tail(&text)
+                    ),
                 )
                 .await;
             }
-            Event::RunFinished { job, ping_url, failures } => {
+            Event::RunFinished {
+                job,
+                ping_url,
+                failures,
+            } => {
                 if failures.is_empty() {
                     tracing::info!(job, "run succeeded");
                 } else {
@@ -138,30 +195,53 @@ impl Events {
                         self.ping(u, None).await;
                     } else {
                         let body: Vec<String> = failures.iter().map(|(s, e)| format!("{s}: {e}")).collect();
-                        self.ping(&format!("{u}/fail"), Some(tail(&body.join("\n")).to_string())).await;
+                        self.ping(&format!("{u}/fail"), Some(tail(&body.join("\n")).to_string()))
+                            .await;
                     }
                 }
             }
             Event::BackupAge { source, storage, age } => {
                 if let Some(mx) = &self.metrics {
                     mx.newest_age
-                        .get_or_create(&metrics::SourceStorageLabel { source: source.into(), storage: storage.into() })
+                        .get_or_create(&metrics::SourceStorageLabel {
+                            source: source.into(),
+                            storage: storage.into(),
+                        })
                         .set(age.num_milliseconds() as f64 / 1000.0);
                 }
             }
-            Event::Stale { source, storage, age, max_age } => {
+            Event::Stale {
+                source,
+                storage,
+                age,
+                max_age,
+            } => {
                 let msg = format!(
                     "the newest backup of '{source}' on storage '{storage}' is {} old (max_age {max_age}); backups may have stopped",
                     crate::catalog::human_duration(age)
                 );
-                tracing::warn!(source, storage, age_seconds = age.num_seconds(), max_age, "backup is stale");
+                tracing::warn!(
+                    source,
+                    storage,
+                    age_seconds = age.num_seconds(),
+                    max_age,
+                    "backup is stale"
+                );
                 self.notify_all("backup_stale", source, &msg).await;
             }
-            Event::VerifyFinished { source, backup, ok, rto_seconds, detail } => {
+            Event::VerifyFinished {
+                source,
+                backup,
+                ok,
+                rto_seconds,
+                detail,
+            } => {
                 if let Some(mx) = &self.metrics {
                     let l = metrics::source(source);
                     if ok {
-                        mx.verify_last_success.get_or_create(&l).set(chrono::Utc::now().timestamp() as f64);
+                        mx.verify_last_success
+                            .get_or_create(&l)
+                            .set(chrono::Utc::now().timestamp() as f64);
                         mx.verify_rto.get_or_create(&l).set(rto_seconds);
                     } else {
                         mx.verify_failures.get_or_create(&l).inc();
@@ -174,7 +254,10 @@ impl Events {
                     self.notify_all(
                         "verify_failed",
                         source,
-                        &format!("restore verification of '{source}' (backup {backup}) failed: {}", tail(detail)),
+                        &format!(
+                            "restore verification of '{source}' (backup {backup}) failed: {}",
+                            tail(detail)
+                        ),
                     )
                     .await;
                 }
@@ -235,4 +318,3 @@ pub fn peak_rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
-

@@ -63,7 +63,12 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                     Ok(meta) if meta.content_length() == o.size => {}
                     Ok(meta) => {
                         sizes_ok = false;
-                        r.problems.push(format!("{name}: object {} is {} bytes, the manifest says {}", o.key, meta.content_length(), o.size));
+                        r.problems.push(format!(
+                            "{name}: object {} is {} bytes, the manifest says {}",
+                            o.key,
+                            meta.content_length(),
+                            o.size
+                        ));
                     }
                     Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
                         sizes_ok = false;
@@ -105,7 +110,10 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 .and_then(|m| m.last_modified())
                 .map(|t| now.timestamp() - t.into_inner().as_second() >= orphan_age.num_seconds())
                 .unwrap_or(true);
-            let line = format!("storage '{}': orphaned object {key} (no manifest refers to it; `drctl prune` removes it)", st.name);
+            let line = format!(
+                "storage '{}': orphaned object {key} (no manifest refers to it; `drctl prune` removes it)",
+                st.name
+            );
             if old {
                 r.problems.push(line);
             } else {
@@ -114,9 +122,19 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
         }
         for (key, info) in crate::lock::list(st).await? {
             match info {
-                Some(i) if !i.is_stale(now) => r.notes.push(format!("storage '{}': live lock {key}: {}", st.name, i.describe())),
-                Some(i) => r.problems.push(format!("storage '{}': stale lock {key}: {} (`drctl unlock` removes it)", st.name, i.describe())),
-                None => r.problems.push(format!("storage '{}': unreadable lock {key} (`drctl unlock` removes it)", st.name)),
+                Some(i) if !i.is_stale(now) => {
+                    r.notes
+                        .push(format!("storage '{}': live lock {key}: {}", st.name, i.describe()))
+                }
+                Some(i) => r.problems.push(format!(
+                    "storage '{}': stale lock {key}: {} (`drctl unlock` removes it)",
+                    st.name,
+                    i.describe()
+                )),
+                None => r.problems.push(format!(
+                    "storage '{}': unreadable lock {key} (`drctl unlock` removes it)",
+                    st.name
+                )),
             }
         }
         for u in crate::storage::open_uploads(st).await? {
@@ -166,14 +184,20 @@ pub async fn copy(
         if !m.storages.contains(&to.name) {
             m.storages.push(to.name.clone());
         }
-        to.put(&catalog::manifest_key(&m.source, &m.id), serde_json::to_vec_pretty(&m)?).await?;
+        to.put(&catalog::manifest_key(&m.source, &m.id), serde_json::to_vec_pretty(&m)?)
+            .await?;
         tracing::info!(from = %from.name, to = %to.name, source = %m.source, id = %m.id, "copied backup");
         copied.push(m);
     }
     Ok(copied)
 }
 
-async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest, objects: &[catalog::Object]) -> Result<Vec<catalog::Object>> {
+async fn copy_objects(
+    from: &Storage,
+    to: &Storage,
+    m: &Manifest,
+    objects: &[catalog::Object],
+) -> Result<Vec<catalog::Object>> {
     use futures::AsyncReadExt;
     // The artifact's key without a part suffix: the target stores it its own way.
     let first = &objects.first().ok_or_else(|| anyhow!("manifest lists no objects"))?.key;
@@ -215,7 +239,10 @@ async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest, objects: &[cat
         let _ = sink.abort().await;
         return Err(e);
     }
-    let written = sink.close(&key, n).await.with_context(|| format!("storage '{}': completing {key}", to.name))?;
+    let written = sink
+        .close(&key, n)
+        .await
+        .with_context(|| format!("storage '{}': completing {key}", to.name))?;
     let mut held = 0;
     for o in &written {
         held += to.size(&o.key).await?;
@@ -224,7 +251,11 @@ async fn copy_objects(from: &Storage, to: &Storage, m: &Manifest, objects: &[cat
         for o in &written {
             let _ = to.delete(&o.key).await;
         }
-        bail!("storage '{}': {key} holds {held} bytes after the copy, expected {}", to.name, m.stored.size);
+        bail!(
+            "storage '{}': {key} holds {held} bytes after the copy, expected {}",
+            to.name,
+            m.stored.size
+        );
     }
     Ok(written)
 }

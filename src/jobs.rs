@@ -55,7 +55,8 @@ pub async fn run(
     events.emit(Event::RunStarted { job, ping_url }).await;
     let mut out = Outcome::default();
     let run_id = catalog::new_id(chrono::Utc::now());
-    let fail = |out: &mut Outcome, source: &str, e: &anyhow::Error| out.failures.push((source.to_string(), format!("{e:#}")));
+    let fail =
+        |out: &mut Outcome, source: &str, e: &anyhow::Error| out.failures.push((source.to_string(), format!("{e:#}")));
 
     // A storage that cannot even be locked (down, refusing writes) is left out of this run:
     // the others still get the backup, which is then degraded — unless require_all says
@@ -94,10 +95,22 @@ pub async fn run(
         Ok(x) => x,
         Err(e) => {
             for s in sources {
-                events.emit(Event::BackupFailed { source: s.name(), error: &e, seconds: 0.0 }).await;
+                events
+                    .emit(Event::BackupFailed {
+                        source: s.name(),
+                        error: &e,
+                        seconds: 0.0,
+                    })
+                    .await;
                 fail(&mut out, s.name(), &e);
             }
-            events.emit(Event::RunFinished { job, ping_url, failures: &out.failures }).await;
+            events
+                .emit(Event::RunFinished {
+                    job,
+                    ping_url,
+                    failures: &out.failures,
+                })
+                .await;
             return out;
         }
     };
@@ -105,7 +118,13 @@ pub async fn run(
     for src in sources {
         if cancel.is_cancelled() {
             let e = anyhow::Error::from(crate::pipeline::Interrupted);
-            events.emit(Event::BackupFailed { source: src.name(), error: &e, seconds: 0.0 }).await;
+            events
+                .emit(Event::BackupFailed {
+                    source: src.name(),
+                    error: &e,
+                    seconds: 0.0,
+                })
+                .await;
             fail(&mut out, src.name(), &e);
             continue;
         }
@@ -118,9 +137,19 @@ pub async fn run(
         match result {
             Ok(mut c) => {
                 c.missed.extend(unreachable.iter().cloned());
-                events.emit(Event::BackupSucceeded { manifest: &c.manifest, seconds }).await;
+                events
+                    .emit(Event::BackupSucceeded {
+                        manifest: &c.manifest,
+                        seconds,
+                    })
+                    .await;
                 if !c.missed.is_empty() {
-                    events.emit(Event::BackupDegraded { source: src.name(), missed: &c.missed }).await;
+                    events
+                        .emit(Event::BackupDegraded {
+                            source: src.name(),
+                            missed: &c.missed,
+                        })
+                        .await;
                     for (st, e) in c.missed {
                         out.degraded.push((src.name().to_string(), st, e));
                     }
@@ -128,7 +157,13 @@ pub async fn run(
                 out.manifests.push(c.manifest);
             }
             Err(e) => {
-                events.emit(Event::BackupFailed { source: src.name(), error: &e, seconds }).await;
+                events
+                    .emit(Event::BackupFailed {
+                        source: src.name(),
+                        error: &e,
+                        seconds,
+                    })
+                    .await;
                 fail(&mut out, src.name(), &e);
             }
         }
@@ -143,8 +178,18 @@ pub async fn run(
         }
     }
     let mut alerts = out.failures.clone();
-    alerts.extend(out.degraded.iter().map(|(s, st, e)| (s.clone(), format!("degraded: storage '{st}' missed it: {e}"))));
-    events.emit(Event::RunFinished { job, ping_url, failures: &alerts }).await;
+    alerts.extend(
+        out.degraded
+            .iter()
+            .map(|(s, st, e)| (s.clone(), format!("degraded: storage '{st}' missed it: {e}"))),
+    );
+    events
+        .emit(Event::RunFinished {
+            job,
+            ping_url,
+            failures: &alerts,
+        })
+        .await;
     out
 }
 

@@ -14,7 +14,12 @@ fn init_logging(cli: &Cli) {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // reqsign (OpenDAL's request signer) prints its credential providers, secret keys
     // included, at debug level. No verbosity or RUST_LOG may turn that on.
-    for target in ["reqsign=warn", "reqsign_core=warn", "reqsign_aws_v4=warn", "reqsign_file_read_tokio=warn"] {
+    for target in [
+        "reqsign=warn",
+        "reqsign_core=warn",
+        "reqsign_aws_v4=warn",
+        "reqsign_file_read_tokio=warn",
+    ] {
         filter = filter.add_directive(target.parse().expect("static directive"));
     }
     use std::io::IsTerminal;

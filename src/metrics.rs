@@ -73,22 +73,46 @@ impl Metrics {
             m.last_duration.clone(),
         );
         // prometheus-client appends _total to counters.
-        registry.register("drctl_backup_read_bytes", "Bytes read from the source (plain dump)", m.read_bytes.clone());
-        registry.register("drctl_backup_stored_bytes", "Bytes stored per storage copy (compressed, encrypted)", m.stored_bytes.clone());
-        registry.register("drctl_backup_failures", "Failed backups of the source", m.failures.clone());
+        registry.register(
+            "drctl_backup_read_bytes",
+            "Bytes read from the source (plain dump)",
+            m.read_bytes.clone(),
+        );
+        registry.register(
+            "drctl_backup_stored_bytes",
+            "Bytes stored per storage copy (compressed, encrypted)",
+            m.stored_bytes.clone(),
+        );
+        registry.register(
+            "drctl_backup_failures",
+            "Failed backups of the source",
+            m.failures.clone(),
+        );
         registry.register(
             "drctl_backup_newest_age_seconds",
             "Age of the newest complete backup of the source in the storage",
             m.newest_age.clone(),
         );
-        registry.register("drctl_storage_write_errors", "Backups that failed on this storage", m.storage_write_errors.clone());
+        registry.register(
+            "drctl_storage_write_errors",
+            "Backups that failed on this storage",
+            m.storage_write_errors.clone(),
+        );
         registry.register(
             "drctl_verify_last_success_timestamp_seconds",
             "Unix time of the last passing restore verification",
             m.verify_last_success.clone(),
         );
-        registry.register("drctl_verify_rto_seconds", "Restore time measured by the last verification", m.verify_rto.clone());
-        registry.register("drctl_verify_failures", "Failed restore verifications", m.verify_failures.clone());
+        registry.register(
+            "drctl_verify_rto_seconds",
+            "Restore time measured by the last verification",
+            m.verify_rto.clone(),
+        );
+        registry.register(
+            "drctl_verify_failures",
+            "Failed restore verifications",
+            m.verify_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -116,7 +140,10 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>)
                 let m = metrics.clone();
                 async move {
                     (
-                        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         m.encode(),
                     )
                 }

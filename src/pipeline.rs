@@ -87,9 +87,7 @@ pub async fn seal_into(
     let uploaded = upload(pipe_r, targets, cancel).await;
     match uploaded {
         Ok(stored) => {
-            let plain = encoder
-                .await
-                .map_err(|e| anyhow!("encoder task failed: {e}"))??;
+            let plain = encoder.await.map_err(|e| anyhow!("encoder task failed: {e}"))??;
             Ok(Sealed { plain, stored })
         }
         Err(e) => {
@@ -134,7 +132,11 @@ async fn encode(
     Ok(plain.digest())
 }
 
-async fn upload(mut pipe: tokio::io::DuplexStream, targets: &mut [Target], cancel: &CancellationToken) -> Result<Digest> {
+async fn upload(
+    mut pipe: tokio::io::DuplexStream,
+    targets: &mut [Target],
+    cancel: &CancellationToken,
+) -> Result<Digest> {
     let mut stored = Tally::default();
     loop {
         let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
@@ -163,7 +165,10 @@ async fn upload(mut pipe: tokio::io::DuplexStream, targets: &mut [Target], cance
             });
             futures::future::join_all(writes).await;
             if targets.iter().all(|t| t.failed.is_some()) {
-                let first = targets.iter_mut().find_map(|t| t.failed.take()).expect("at least one target");
+                let first = targets
+                    .iter_mut()
+                    .find_map(|t| t.failed.take())
+                    .expect("at least one target");
                 return Err(first);
             }
         }
@@ -224,7 +229,12 @@ pub async fn stored_reader(
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     if total != m.stored.size {
-        bail!("manifest {} of '{}' is inconsistent: its objects add up to {total} bytes, not {}", m.id, m.source, m.stored.size);
+        bail!(
+            "manifest {} of '{}' is inconsistent: its objects add up to {total} bytes, not {}",
+            m.id,
+            m.source,
+            m.stored.size
+        );
     }
     let mut reader: Option<Box<dyn futures::AsyncRead + Unpin + Send>> = None;
     for obj in objects {
@@ -237,7 +247,11 @@ pub async fn stored_reader(
                 obj.key,
                 storage.name
             ),
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("storage '{}': cannot stat {}", storage.name, obj.key))),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::from(e).context(format!("storage '{}': cannot stat {}", storage.name, obj.key))
+                )
+            }
         };
         if actual != obj.size {
             bail!(
@@ -251,7 +265,13 @@ pub async fn stored_reader(
             );
         }
         let r: Box<dyn futures::AsyncRead + Unpin + Send> = Box::new(
-            storage.op.reader_with(&obj.key).chunk(crate::storage::CHUNK).await?.into_futures_async_read(..).await?,
+            storage
+                .op
+                .reader_with(&obj.key)
+                .chunk(crate::storage::CHUNK)
+                .await?
+                .into_futures_async_read(..)
+                .await?,
         );
         reader = Some(match reader {
             None => r,
@@ -268,7 +288,10 @@ pub async fn open_into(
     identities: &Identities,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<Sealed> {
-    let obj = &objects.first().ok_or_else(|| anyhow!("manifest {} of '{}' lists no objects", m.id, m.source))?.clone();
+    let obj = &objects
+        .first()
+        .ok_or_else(|| anyhow!("manifest {} of '{}' lists no objects", m.id, m.source))?
+        .clone();
     let reader = stored_reader(storage, m, objects).await?;
     let stored_tally = Arc::new(Mutex::new(Tally::default()));
     let progress = crate::progress::bytes(m.stored.size, &m.source);

@@ -70,7 +70,12 @@ impl Plan {
             println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
         }
         for u in &self.uploads {
-            println!("  unfinished upload on '{}': {} (started {})", u.storage, u.key, u.initiated.to_rfc3339());
+            println!(
+                "  unfinished upload on '{}': {} (started {})",
+                u.storage,
+                u.key,
+                u.initiated.to_rfc3339()
+            );
         }
         println!(
             "{} kept, {} to drop, {} orphaned objects",
@@ -110,13 +115,19 @@ pub async fn plan(
                 .map(|e| Backup {
                     id: e.manifest.id.clone(),
                     time: e.manifest.started_at,
-                    verified: verified.get(&(e.manifest.source.clone(), e.manifest.id.clone())).map(|r| r.ok),
+                    verified: verified
+                        .get(&(e.manifest.source.clone(), e.manifest.id.clone()))
+                        .map(|r| r.ok),
                 })
                 .collect();
-            let decisions = retention::apply(&policy, &backups, now)
-                .map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?;
+            let decisions =
+                retention::apply(&policy, &backups, now).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?;
             for d in decisions {
-                let m = &es.iter().find(|e| e.manifest.id == d.id).expect("decided backup exists").manifest;
+                let m = &es
+                    .iter()
+                    .find(|e| e.manifest.id == d.id)
+                    .expect("decided backup exists")
+                    .manifest;
                 plan.items.push(Item {
                     storage: st.name.clone(),
                     source: name.to_string(),
@@ -162,9 +173,9 @@ pub async fn plan(
                 Ok(m) => m,
                 Err(_) => continue, // gone meanwhile
             };
-            let modified = meta.last_modified().map(|t| {
-                DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0).unwrap_or(now)
-            });
+            let modified = meta
+                .last_modified()
+                .map(|t| DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0).unwrap_or(now));
             if modified.is_none_or(|m| now - m >= orphan_age) {
                 plan.orphans.push(Orphan {
                     storage: st.name.clone(),

@@ -87,7 +87,9 @@ impl Policy {
         }
         if let Some(tz) = &self.timezone {
             if tz.parse::<Tz>().is_err() {
-                errors.push(format!("timezone: '{tz}' is not an IANA time zone (e.g. UTC, Europe/Berlin)"));
+                errors.push(format!(
+                    "timezone: '{tz}' is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+                ));
             }
         }
         errors
@@ -178,11 +180,17 @@ impl Rule {
             }
             Rule::Monthly => (
                 format!("monthly {}-{:02}", d.year(), d.month()),
-                NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first").and_hms_opt(0, 0, 0).expect("midnight"),
+                NaiveDate::from_ymd_opt(d.year(), d.month(), 1)
+                    .expect("first")
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight"),
             ),
             Rule::Yearly => (
                 format!("yearly {}", d.year()),
-                NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("jan 1").and_hms_opt(0, 0, 0).expect("midnight"),
+                NaiveDate::from_ymd_opt(d.year(), 1, 1)
+                    .expect("jan 1")
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight"),
             ),
         };
         (label, local_to_utc(tz, start))
@@ -207,7 +215,12 @@ pub fn apply(policy: &Policy, backups: &[Backup], now: DateTime<Utc>) -> Result<
     }
     let tz = policy.tz();
     let mut order: Vec<usize> = (0..backups.len()).collect();
-    order.sort_by(|&a, &b| backups[b].time.cmp(&backups[a].time).then(backups[b].id.cmp(&backups[a].id)));
+    order.sort_by(|&a, &b| {
+        backups[b]
+            .time
+            .cmp(&backups[a].time)
+            .then(backups[b].id.cmp(&backups[a].id))
+    });
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); backups.len()];
 
     // Future-dated backups: kept, flagged, and left out of everything else.

@@ -103,8 +103,14 @@ mod tests {
         let after: DateTime<Utc> = "2026-11-23T01:00:00Z".parse().unwrap();
         let berlin = parse_tz("Europe/Berlin").unwrap();
         // 03:00 in Berlin (CET, UTC+1) is 02:00 UTC.
-        assert_eq!(next_after("0 3 * * *", berlin, after).unwrap(), "2026-11-23T02:00:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert_eq!(next_after("0 3 * * *", Tz::UTC, after).unwrap(), "2026-11-23T03:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            next_after("0 3 * * *", berlin, after).unwrap(),
+            "2026-11-23T02:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            next_after("0 3 * * *", Tz::UTC, after).unwrap(),
+            "2026-11-23T03:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         assert!(parse_tz("Mars/Base").is_err());
     }
 }

@@ -53,7 +53,10 @@ impl StateDir {
         let path = self.file(source);
         let dir = path.parent().expect("status dir");
         std::fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create state dir {} (set [daemon] state_dir to a writable place)", dir.display())
+            format!(
+                "cannot create state dir {} (set [daemon] state_dir to a writable place)",
+                dir.display()
+            )
         })?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
@@ -85,7 +88,10 @@ impl StateDir {
     pub fn lock_source(&self, source: &str) -> Result<std::fs::File> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir).with_context(|| {
-            format!("cannot create {} (set [daemon] state_dir to a writable place)", dir.display())
+            format!(
+                "cannot create {} (set [daemon] state_dir to a writable place)",
+                dir.display()
+            )
         })?;
         let path = dir.join(format!("{source}.lock"));
         let f = std::fs::OpenOptions::new()

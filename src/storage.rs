@@ -30,7 +30,11 @@ pub struct Storage {
 
 /// Where one artifact is being written: a streaming writer, or numbered part objects.
 pub enum Sink {
-    Stream { writer: opendal::Writer, op: Operator, key: String },
+    Stream {
+        writer: opendal::Writer,
+        op: Operator,
+        key: String,
+    },
     Parts {
         op: Operator,
         key: String,
@@ -48,7 +52,13 @@ impl Sink {
     pub async fn write(&mut self, b: bytes::Bytes) -> Result<()> {
         match self {
             Sink::Stream { writer, .. } => Ok(writer.write(b).await?),
-            Sink::Parts { op, key, part_size, buf, written } => {
+            Sink::Parts {
+                op,
+                key,
+                part_size,
+                buf,
+                written,
+            } => {
                 buf.extend_from_slice(&b);
                 while buf.len() >= *part_size {
                     let chunk = buf.split_to(*part_size).freeze();
@@ -67,9 +77,14 @@ impl Sink {
         match self {
             Sink::Stream { writer, .. } => {
                 writer.close().await?;
-                Ok(vec![crate::catalog::Object { key: single_key.to_string(), size: total }])
+                Ok(vec![crate::catalog::Object {
+                    key: single_key.to_string(),
+                    size: total,
+                }])
             }
-            Sink::Parts { op, key, buf, written, .. } => {
+            Sink::Parts {
+                op, key, buf, written, ..
+            } => {
                 if !buf.is_empty() || written.is_empty() {
                     let chunk = std::mem::take(buf).freeze();
                     let k = part_key(key, written.len() + 1);
@@ -158,14 +173,20 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
         StorageConfig::Sftp(sf) => Operator::new(
             services::Sftp::default()
                 // openssh takes a port only in the ssh:// form.
-                .endpoint(&if sf.endpoint.starts_with("ssh://") { sf.endpoint.clone() } else { format!("ssh://{}", sf.endpoint) })
+                .endpoint(&if sf.endpoint.starts_with("ssh://") {
+                    sf.endpoint.clone()
+                } else {
+                    format!("ssh://{}", sf.endpoint)
+                })
                 .user(&sf.user)
                 .key(&sf.key.to_string_lossy())
                 .root(sf.root.as_deref().unwrap_or("/"))
                 .known_hosts_strategy(&sf.known_hosts),
         )?,
         StorageConfig::Webdav(w) => {
-            let mut b = services::Webdav::default().endpoint(&w.endpoint).root(w.root.as_deref().unwrap_or("/"));
+            let mut b = services::Webdav::default()
+                .endpoint(&w.endpoint)
+                .root(w.root.as_deref().unwrap_or("/"));
             if let Some(u) = &w.username {
                 b = b.username(u);
             }
@@ -232,7 +253,11 @@ impl Storage {
                 buf: bytes::BytesMut::new(),
                 written: Vec::new(),
             }),
-            None => Ok(Sink::Stream { writer: self.writer(key).await?, op: self.op.clone(), key: key.to_string() }),
+            None => Ok(Sink::Stream {
+                writer: self.writer(key).await?,
+                op: self.op.clone(),
+                key: key.to_string(),
+            }),
         }
     }
 
@@ -335,7 +360,11 @@ fn s3_parts(s3: &crate::config::S3Storage) -> Result<(rusty_s3::Bucket, String, 
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", s3.region));
-    let style = if s3.virtual_host_style { rusty_s3::UrlStyle::VirtualHost } else { rusty_s3::UrlStyle::Path };
+    let style = if s3.virtual_host_style {
+        rusty_s3::UrlStyle::VirtualHost
+    } else {
+        rusty_s3::UrlStyle::Path
+    };
     let bucket = rusty_s3::Bucket::new(url::Url::parse(&endpoint)?, style, s3.bucket.clone(), s3.region.clone())
         .map_err(|e| anyhow::anyhow!("storage '{}': {e}", s3.name))?;
     let root = s3.root.as_deref().unwrap_or("").trim_matches('/').to_string();
@@ -355,7 +384,11 @@ fn xml_field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
 pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
     let Some(s3) = &st.s3 else { return Ok(Vec::new()) };
     let (bucket, root, key, secret) = s3_parts(s3)?;
-    let prefix = if root.is_empty() { "data/".to_string() } else { format!("{root}/data/") };
+    let prefix = if root.is_empty() {
+        "data/".to_string()
+    } else {
+        format!("{root}/data/")
+    };
     let url = rusty_s3::signing::sign(
         &jiff::Timestamp::now(),
         rusty_s3::Method::Get,
@@ -377,13 +410,20 @@ pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
         .await?;
     let mut out = Vec::new();
     for block in body.split("<Upload>").skip(1) {
-        let (Some(k), Some(id)) = (xml_field(block, "Key"), xml_field(block, "UploadId")) else { continue };
+        let (Some(k), Some(id)) = (xml_field(block, "Key"), xml_field(block, "UploadId")) else {
+            continue;
+        };
         let initiated = xml_field(block, "Initiated")
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(chrono::Utc::now);
         let rel = k.strip_prefix(&format!("{root}/")).unwrap_or(k).to_string();
-        out.push(Upload { storage: st.name.clone(), key: rel, upload_id: id.to_string(), initiated });
+        out.push(Upload {
+            storage: st.name.clone(),
+            key: rel,
+            upload_id: id.to_string(),
+            initiated,
+        });
     }
     Ok(out)
 }
@@ -391,7 +431,11 @@ pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
 pub async fn abort_upload(st: &Storage, u: &Upload) -> Result<()> {
     let Some(s3) = &st.s3 else { return Ok(()) };
     let (bucket, root, key, secret) = s3_parts(s3)?;
-    let full = if root.is_empty() { u.key.clone() } else { format!("{root}/{}", u.key) };
+    let full = if root.is_empty() {
+        u.key.clone()
+    } else {
+        format!("{root}/{}", u.key)
+    };
     let url = rusty_s3::signing::sign(
         &jiff::Timestamp::now(),
         rusty_s3::Method::Delete,

@@ -48,7 +48,11 @@ pub struct Record {
 
 impl Record {
     pub fn failures(&self) -> Vec<String> {
-        self.checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect()
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect()
     }
 }
 
@@ -98,7 +102,13 @@ pub async fn run_all(
             Err(e) => {
                 let msg = format!("{e:#}");
                 events
-                    .emit(crate::events::Event::VerifyFinished { source: s, backup: "-", ok: false, rto_seconds: 0.0, detail: &msg })
+                    .emit(crate::events::Event::VerifyFinished {
+                        source: s,
+                        backup: "-",
+                        ok: false,
+                        rto_seconds: 0.0,
+                        detail: &msg,
+                    })
                     .await;
                 out.push(Err((s.clone(), msg)));
             }
@@ -147,8 +157,16 @@ pub async fn verify_source(
 
 fn check(name: &str, r: Result<String>) -> Check {
     match r {
-        Ok(detail) => Check { name: name.into(), ok: true, detail },
-        Err(e) => Check { name: name.into(), ok: false, detail: format!("{e:#}") },
+        Ok(detail) => Check {
+            name: name.into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Check {
+            name: name.into(),
+            ok: false,
+            detail: format!("{e:#}"),
+        },
     }
 }
 
@@ -159,7 +177,12 @@ async fn download(storages: &[Storage], entry: &Entry, identities: &Identities, 
     let ok = fetched.is_ok();
     let c = check(
         "download, hashes and decryption",
-        fetched.map(|_| format!("{} stored bytes and {} plain bytes match the manifest's SHA-256", m.stored.size, m.plain.size)),
+        fetched.map(|_| {
+            format!(
+                "{} stored bytes and {} plain bytes match the manifest's SHA-256",
+                m.stored.size, m.plain.size
+            )
+        }),
     );
     (c, ok)
 }
@@ -211,7 +234,10 @@ async fn verify_artifact(
     let m = &entry.manifest;
     let t0 = Instant::now();
     let mut checks = Vec::new();
-    let work = match tempfile::Builder::new().prefix("drctl-verify-").tempdir_in(cfg.verify.work_dir()) {
+    let work = match tempfile::Builder::new()
+        .prefix("drctl-verify-")
+        .tempdir_in(cfg.verify.work_dir())
+    {
         Ok(w) => w,
         Err(e) => {
             checks.push(check("work dir", Err(e.into())));
@@ -237,16 +263,29 @@ async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Ve
     let mut checks = Vec::new();
     let out = tokio::process::Command::new("redis-check-rdb").arg(rdb).output().await;
     let read = match &out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("[info] ").and_then(|r| r.strip_suffix(" keys read")).and_then(|n| n.trim().parse::<u64>().ok())),
+        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+            l.strip_prefix("[info] ")
+                .and_then(|r| r.strip_suffix(" keys read"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        }),
         Err(_) => None,
     };
     checks.push(check(
         "redis-check-rdb",
         match out {
-            Ok(o) if o.status.success() => Ok(format!("RDB looks OK, {} keys", read.map(|n| n.to_string()).unwrap_or_else(|| "?".into()))),
-            Ok(o) => Err(anyhow!("{}", String::from_utf8_lossy(&o.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" / "))),
+            Ok(o) if o.status.success() => Ok(format!(
+                "RDB looks OK, {} keys",
+                read.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            )),
+            Ok(o) => Err(anyhow!(
+                "{}",
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
             Err(e) => Err(anyhow!("cannot run redis-check-rdb (install redis-tools): {e}")),
         },
     ));
@@ -264,7 +303,11 @@ async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Ve
     }
     .await;
     let recorded = m.facts.get("key_counts").and_then(|v| v.as_object()).cloned();
-    let exact = m.facts.get("key_counts_exact").and_then(|v| v.as_bool()).unwrap_or(false);
+    let exact = m
+        .facts
+        .get("key_counts_exact")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     checks.push(check(
         "key counts",
         loaded.and_then(|ks| match (recorded, exact) {
@@ -276,11 +319,16 @@ async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Ve
                     let got = ks.get(db).and_then(|x| x["keys"].as_u64()).unwrap_or(0);
                     // Keys whose TTL ran out since the backup are dropped on load.
                     if got > want || want - got > expires {
-                        diffs.push(format!("{db}: loaded {got} keys, recorded {want} ({expires} with a TTL)"));
+                        diffs.push(format!(
+                            "{db}: loaded {got} keys, recorded {want} ({expires} with a TTL)"
+                        ));
                     }
                 }
                 if diffs.is_empty() {
-                    Ok(format!("{} databases, counts equal to those recorded at backup time", rec.len()))
+                    Ok(format!(
+                        "{} databases, counts equal to those recorded at backup time",
+                        rec.len()
+                    ))
                 } else {
                     Err(anyhow!("key counts differ: {}", diffs.join("; ")))
                 }
@@ -312,7 +360,16 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
     let port = free_port();
     let mon = free_port();
     let child = std::process::Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &mon.to_string(), "-sd"])
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &mon.to_string(),
+            "-sd",
+        ])
         .arg(&store)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -320,7 +377,10 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            checks.push(check("start nats-server", Err(anyhow!("cannot start nats-server (install nats-server): {e}"))));
+            checks.push(check(
+                "start nats-server",
+                Err(anyhow!("cannot start nats-server (install nats-server): {e}")),
+            ));
             return (checks, None);
         }
     };
@@ -338,7 +398,10 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let ok = restored.is_ok();
-        checks.push(check("restore the snapshots through the JetStream API", restored.map(|r| format!("{} streams", r.len()))));
+        checks.push(check(
+            "restore the snapshots through the JetStream API",
+            restored.map(|r| format!("{} streams", r.len())),
+        ));
         if !ok {
             let _ = child.kill();
             let _ = child.wait();
@@ -375,12 +438,18 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
                     }
                 }
                 if diffs.is_empty() {
-                    Ok(format!("{} streams, message counts and last sequences equal to those recorded", rec.len()))
+                    Ok(format!(
+                        "{} streams, message counts and last sequences equal to those recorded",
+                        rec.len()
+                    ))
                 } else {
                     Err(anyhow!("streams differ: {}", diffs.join("; ")))
                 }
             }
-            None => Ok(format!("server started with {} streams; no counts were recorded (set monitor_url)", got.len())),
+            None => Ok(format!(
+                "server started with {} streams; no counts were recorded (set monitor_url)",
+                got.len()
+            )),
         }),
     ));
     let _ = child.kill();
@@ -402,7 +471,12 @@ async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) ->
         return (checks, None);
     }
     let rto = t0.elapsed().as_secs_f64();
-    let files = m.facts.get("files").and_then(|v| v.as_object()).cloned().unwrap_or_default();
+    let files = m
+        .facts
+        .get("files")
+        .and_then(|v| v.as_object())
+        .cloned()
+        .unwrap_or_default();
     let mut bad = Vec::new();
     for (name, want) in &files {
         use sha2::Digest;
@@ -428,11 +502,17 @@ async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) ->
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
 }
 
 async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig>) -> Vec<Check> {
@@ -452,7 +532,11 @@ async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig
             return checks;
         }
     };
-    match m.facts.get("row_counts").and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, i64>>(v.clone()).ok()) {
+    match m
+        .facts
+        .get("row_counts")
+        .and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, i64>>(v.clone()).ok())
+    {
         Some(recorded) => {
             let r = async {
                 let restored = count_rows(&client).await?;
@@ -468,7 +552,11 @@ async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig
                     diffs.push(format!("{t}: in the restore but not recorded at backup time"));
                 }
                 if diffs.is_empty() {
-                    Ok(format!("{} tables, {} rows, all equal to the counts taken in the dump's snapshot", recorded.len(), recorded.values().sum::<i64>()))
+                    Ok(format!(
+                        "{} tables, {} rows, all equal to the counts taken in the dump's snapshot",
+                        recorded.len(),
+                        recorded.values().sum::<i64>()
+                    ))
                 } else {
                     Err(anyhow!("row counts differ: {}", diffs.join("; ")))
                 }
@@ -511,8 +599,17 @@ struct Sandbox {
 }
 
 enum Kind {
-    Local { bin: PathBuf, data: PathBuf, run_as: Option<String>, stopped: bool },
-    Url { admin: ConnInfo, db: String, dropped: bool },
+    Local {
+        bin: PathBuf,
+        data: PathBuf,
+        run_as: Option<String>,
+        stopped: bool,
+    },
+    Url {
+        admin: ConnInfo,
+        db: String,
+        dropped: bool,
+    },
 }
 
 impl Sandbox {
@@ -524,7 +621,9 @@ impl Sandbox {
     }
 
     async fn start(cfg: &Config, m: &Manifest) -> Result<Sandbox> {
-        let work = tempfile::Builder::new().prefix("drctl-verify-").tempdir_in(cfg.verify.work_dir())?;
+        let work = tempfile::Builder::new()
+            .prefix("drctl-verify-")
+            .tempdir_in(cfg.verify.work_dir())?;
         match &cfg.verify.sandbox {
             VerifySandbox::Local => {
                 let major = m
@@ -559,12 +658,26 @@ impl Sandbox {
                         dbname: Some("verify".into()),
                         params: Vec::new(),
                     },
-                    kind: Kind::Local { bin: bin.clone(), data: data.clone(), run_as: run_as.clone(), stopped: true },
+                    kind: Kind::Local {
+                        bin: bin.clone(),
+                        data: data.clone(),
+                        run_as: run_as.clone(),
+                        stopped: true,
+                    },
                     work,
                 };
                 run(
                     as_user(&run_as, &bin.join("initdb"))
-                        .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"])
+                        .args([
+                            "-U",
+                            "postgres",
+                            "--auth=trust",
+                            "--no-sync",
+                            "-E",
+                            "UTF8",
+                            "--locale=C",
+                            "-D",
+                        ])
                         .arg(&data),
                     "initdb",
                 )?;
@@ -586,20 +699,38 @@ impl Sandbox {
                     *stopped = false;
                 }
                 run(
-                    as_user(&run_as, &bin.join("createdb")).args(["-h"]).arg(&sock).args(["-p", "5432", "-U", "postgres", "verify"]),
+                    as_user(&run_as, &bin.join("createdb"))
+                        .args(["-h"])
+                        .arg(&sock)
+                        .args(["-p", "5432", "-U", "postgres", "verify"]),
                     "createdb",
                 )?;
                 Ok(sb)
             }
             VerifySandbox::Url => {
-                let url = cfg.verify.url.as_deref().ok_or_else(|| anyhow!("[verify] sandbox = \"url\" needs url"))?;
+                let url = cfg
+                    .verify
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("[verify] sandbox = \"url\" needs url"))?;
                 let admin = ConnInfo::parse(url).map_err(|e| anyhow!("[verify] url: {e}"))?;
                 let db = format!("drctl_verify_{:08x}", rand::random::<u32>());
                 let client = connect(&admin).await?;
-                client.batch_execute(&format!("create database {db}")).await.context("cannot create the scratch database")?;
+                client
+                    .batch_execute(&format!("create database {db}"))
+                    .await
+                    .context("cannot create the scratch database")?;
                 let mut conn = admin.clone();
                 conn.dbname = Some(db.clone());
-                Ok(Sandbox { conn, work, kind: Kind::Url { admin, db, dropped: false } })
+                Ok(Sandbox {
+                    conn,
+                    work,
+                    kind: Kind::Url {
+                        admin,
+                        db,
+                        dropped: false,
+                    },
+                })
             }
         }
     }
@@ -607,7 +738,10 @@ impl Sandbox {
     async fn stop(mut self) {
         if let Kind::Url { admin, db, dropped } = &mut self.kind {
             match connect(admin).await {
-                Ok(c) => match c.batch_execute(&format!("drop database if exists {db} with (force)")).await {
+                Ok(c) => match c
+                    .batch_execute(&format!("drop database if exists {db} with (force)"))
+                    .await
+                {
                     Ok(()) => *dropped = true,
                     Err(e) => tracing::warn!(db = %db, error = %e, "cannot drop the scratch database"),
                 },
@@ -621,7 +755,12 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         match &mut self.kind {
-            Kind::Local { bin, data, run_as, stopped } if !*stopped => {
+            Kind::Local {
+                bin,
+                data,
+                run_as,
+                stopped,
+            } if !*stopped => {
                 let _ = as_user(run_as, &bin.join("pg_ctl"))
                     .arg("-D")
                     .arg(&*data)
@@ -640,7 +779,10 @@ impl Drop for Sandbox {
 }
 
 async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
-    let (client, connection) = pg_config(c)?.connect(tokio_postgres::NoTls).await.with_context(|| format!("cannot connect to {}", c.display()))?;
+    let (client, connection) = pg_config(c)?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {}", c.display()))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -650,7 +792,11 @@ async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -665,14 +811,27 @@ fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
     };
     // The operator's libpq settings (a PGPORT exported for their real server) must not steer
     // the sandbox's own tools elsewhere.
-    for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGOPTIONS", "PGSSLMODE"] {
+    for v in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+    ] {
         c.env_remove(v);
     }
     c
 }
 
 fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
-    let out = cmd.stdin(std::process::Stdio::null()).output().with_context(|| format!("cannot run {what}"))?;
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -9,7 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 fn keygen_writes_0600_refuses_overwrite_and_matches_age_keygen_format() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.txt");
-    let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&key).output().unwrap();
+    let out = drctl_cmd(dir.path())
+        .args(["keygen", "--output"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
@@ -17,14 +21,25 @@ fn keygen_writes_0600_refuses_overwrite_and_matches_age_keygen_format() {
     assert!(text.contains(&format!("# public key: {recipient}")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("AGE-SECRET-KEY-1")), "{text}");
     // Stock age derives the same public key from it.
-    let y = std::process::Command::new("age-keygen").arg("-y").arg(&key).output().unwrap();
+    let y = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8(y.stdout).unwrap().trim(), recipient);
 
     let before = std::fs::read(&key).unwrap();
-    let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&key).output().unwrap();
+    let out = drctl_cmd(dir.path())
+        .args(["keygen", "--output"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already exists") && err.contains("refusing to overwrite"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("refusing to overwrite"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&key).unwrap(), before, "identity was changed");
 }
 
@@ -92,7 +107,10 @@ fn restore_refuses_a_password_on_the_command_line() {
         "postgres://u:topsecret@127.0.0.1:1/db",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("password on the command line") && err.contains("PGPASSWORD"), "{err}");
+    assert!(
+        err.contains("password on the command line") && err.contains("PGPASSWORD"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -124,7 +142,11 @@ fn configs_and_identities_others_can_read_are_refused_with_a_hint() {
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, _, err) = ws.run(&["validate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("can be read by group or others (mode 644)") && err.contains(&format!("chmod 600 {}", cfg.display())), "{err}");
+    assert!(
+        err.contains("can be read by group or others (mode 644)")
+            && err.contains(&format!("chmod 600 {}", cfg.display())),
+        "{err}"
+    );
     let (code, _, _) = ws.run_env(&["validate"], &[("DRCTL_ALLOW_INSECURE_PERMISSIONS", "1")]);
     assert_eq!(code, 0, "the override is honoured");
     private(&cfg);
@@ -138,20 +160,41 @@ fn configs_and_identities_others_can_read_are_refused_with_a_hint() {
 fn init_writes_a_valid_private_config_and_identity_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let out = drctl_cmd(dir.path()).args(["init", "--dir", "site"]).stdin(std::process::Stdio::null()).output().unwrap();
+    let out = drctl_cmd(dir.path())
+        .args(["init", "--dir", "site"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("OFF this machine") && stdout.contains("password manager"), "{stdout}");
+    assert!(
+        stdout.contains("OFF this machine") && stdout.contains("password manager"),
+        "{stdout}"
+    );
     let site = dir.path().join("site");
     for f in ["drctl.toml", "identity.txt"] {
-        assert_eq!(std::fs::metadata(site.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+        assert_eq!(
+            std::fs::metadata(site.join(f)).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
     }
     let recipient = String::from_utf8(
-        std::process::Command::new("age-keygen").arg("-y").arg(site.join("identity.txt")).output().unwrap().stdout,
+        std::process::Command::new("age-keygen")
+            .arg("-y")
+            .arg(site.join("identity.txt"))
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
-    assert!(std::fs::read_to_string(site.join("drctl.toml")).unwrap().contains(recipient.trim()));
-    let v = drctl_cmd(dir.path()).args(["validate", "--config", "site/drctl.toml"]).output().unwrap();
+    assert!(std::fs::read_to_string(site.join("drctl.toml"))
+        .unwrap()
+        .contains(recipient.trim()));
+    let v = drctl_cmd(dir.path())
+        .args(["validate", "--config", "site/drctl.toml"])
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     let again = drctl_cmd(dir.path()).args(["init", "--dir", "site"]).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
@@ -161,12 +204,19 @@ fn init_writes_a_valid_private_config_and_identity_and_refuses_to_overwrite() {
 #[test]
 fn a_config_without_recipients_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("drctl.toml"), "[encryption]\nrecipients = []\n[[storage]]\nname = \"l\"\ntype = \"fs\"\nroot = \"b\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("drctl.toml"),
+        "[encryption]\nrecipients = []\n[[storage]]\nname = \"l\"\ntype = \"fs\"\nroot = \"b\"\n",
+    )
+    .unwrap();
     private(&dir.path().join("drctl.toml"));
     let out = drctl_cmd(dir.path()).arg("validate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("encryption.recipients: empty") && err.contains("drctl keygen"), "{err}");
+    assert!(
+        err.contains("encryption.recipients: empty") && err.contains("drctl keygen"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -17,7 +17,12 @@ impl<'de> de::Deserializer<'de> for Capture {
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
         Err(de::Error::custom("not a struct"))
     }
-    fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], _: V) -> Result<V::Value, Self::Error> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
         FIELDS.with(|f| f.borrow_mut().extend_from_slice(fields));
         Err(de::Error::custom("captured"))
     }
@@ -35,17 +40,29 @@ fn fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
 
 fn reference() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let after = readme.split("## Config reference").nth(1).expect("README has a Config reference section");
+    let after = readme
+        .split("## Config reference")
+        .nth(1)
+        .expect("README has a Config reference section");
     let start = after.find("```toml\n").expect("a toml block") + 8;
     after[start..][..after[start..].find("```").unwrap()].to_string()
 }
 
 #[test]
 fn readme_reference_parses_with_unknown_keys_rejected() {
-    for v in ["SCRATCH_PG_PASSWORD", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "REDIS_PASSWORD", "B2_KEY_ID", "B2_APPLICATION_KEY", "STORAGEBOX_PASSWORD"] {
+    for v in [
+        "SCRATCH_PG_PASSWORD",
+        "R2_ACCESS_KEY_ID",
+        "R2_SECRET_ACCESS_KEY",
+        "REDIS_PASSWORD",
+        "B2_KEY_ID",
+        "B2_APPLICATION_KEY",
+        "STORAGEBOX_PASSWORD",
+    ] {
         std::env::set_var(v, "x");
     }
-    let cfg = parse(&reference(), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:#?}"));
+    let cfg =
+        parse(&reference(), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(cfg.sources.len(), 4);
     assert_eq!(cfg.storages.len(), 5);
 }

@@ -32,7 +32,10 @@ impl Receiver {
                     continue;
                 }
                 let mut parts = line.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_string(),
+                    parts.next().unwrap_or("").to_string(),
+                );
                 let mut len = 0usize;
                 loop {
                     let mut h = String::new();
@@ -45,7 +48,9 @@ impl Receiver {
                 }
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
-                g.lock().unwrap().push((method, path, String::from_utf8_lossy(&body).into_owned()));
+                g.lock()
+                    .unwrap()
+                    .push((method, path, String::from_utf8_lossy(&body).into_owned()));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
             }
         });
@@ -90,13 +95,20 @@ impl Daemon {
     fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Daemon) -> bool) {
         let t0 = Instant::now();
         while !cond(self) {
-            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; daemon log:\n{}", self.log());
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for {what}; daemon log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn signal(&self, sig: &str) {
-        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 
     /// SIGTERM and wait; returns (exit code, seconds it took).
@@ -133,17 +145,26 @@ fn scrape(port: u16) -> prometheus_parse::Scrape {
 }
 
 fn metric(scrape: &prometheus_parse::Scrape, name: &str, source: &str) -> Option<f64> {
-    scrape.samples.iter().find(|s| s.metric == name && s.labels.get("source") == Some(source)).map(|s| match s.value {
-        prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-        _ => f64::NAN,
-    })
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("source") == Some(source))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
 }
 
 fn setup(pg: &Postgres, extra: &str) -> Workspace {
     let ws = Workspace::new();
     ws.write_config(
         &ws.fs_storage_toml("local"),
-        &format!("{}retention = {{ keep_last = 2 }}\n\n{extra}", pg_source_toml("app-db", pg, "app")),
+        &format!(
+            "{}retention = {{ keep_last = 2 }}\n\n{extra}",
+            pg_source_toml("app-db", pg, "app")
+        ),
     );
     ws
 }
@@ -151,7 +172,10 @@ fn setup(pg: &Postgres, extra: &str) -> Workspace {
 fn seeded_pg() -> Postgres {
     let pg = Postgres::start();
     pg.createdb("app");
-    pg.psql("app", "create table t (x int, s text); insert into t select g, md5(g::text) from generate_series(1, 5000) g;");
+    pg.psql(
+        "app",
+        "create table t (x int, s text); insert into t select g, md5(g::text) from generate_series(1, 5000) g;",
+    );
     pg
 }
 
@@ -162,7 +186,9 @@ fn daemon_backs_up_on_schedule_prunes_and_exports_metrics() {
     ws.ok(&["validate"]);
     let mport = free_port();
     let d = Daemon::start(&ws, Some(mport));
-    d.wait_for("three successful runs", Duration::from_secs(40), |d| d.count("run succeeded") >= 3);
+    d.wait_for("three successful runs", Duration::from_secs(40), |d| {
+        d.count("run succeeded") >= 3
+    });
     let (code, secs, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(secs < 10.0);
@@ -185,7 +211,9 @@ fn metrics_are_prometheus_text_with_drctl_names() {
     ws.ok(&["validate"]);
     let mport = free_port();
     let d = Daemon::start(&ws, Some(mport));
-    d.wait_for("a successful run", Duration::from_secs(30), |d| d.count("run succeeded") >= 1);
+    d.wait_for("a successful run", Duration::from_secs(30), |d| {
+        d.count("run succeeded") >= 1
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let m = scrape(mport);
     let last = metric(&m, "drctl_backup_last_success_timestamp_seconds", "app-db").expect("last success metric");
@@ -219,26 +247,43 @@ fn a_failing_backup_is_noticed_and_nothing_is_pruned() {
     let mport = free_port();
     let d = Daemon::start(&ws, Some(mport));
     d.wait_for("a failed run", Duration::from_secs(30), |d| d.count("run failed") >= 1);
-    d.wait_for("the /fail ping", Duration::from_secs(15), |_| rx.requests().iter().any(|r| r.1 == "/ping/abc/fail"));
+    d.wait_for("the /fail ping", Duration::from_secs(15), |_| {
+        rx.requests().iter().any(|r| r.1 == "/ping/abc/fail")
+    });
     let m = scrape(mport);
     assert!(metric(&m, "drctl_backup_failures_total", "app-db").unwrap() >= 1.0);
     let (code, _, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
 
     let reqs = rx.requests();
-    assert!(reqs.iter().any(|r| r.0 == "GET" && r.1 == "/ping/abc/start"), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|r| r.0 == "GET" && r.1 == "/ping/abc/start"),
+        "{reqs:?}"
+    );
     let fail = reqs.iter().find(|r| r.1 == "/ping/abc/fail").unwrap();
-    assert!(fail.2.contains("app-db") && fail.2.contains("cannot connect"), "{fail:?}");
+    assert!(
+        fail.2.contains("app-db") && fail.2.contains("cannot connect"),
+        "{fail:?}"
+    );
     let hook = reqs.iter().find(|r| r.1 == "/hook").expect("webhook payload");
     let v: serde_json::Value = serde_json::from_str(&hook.2).unwrap();
     assert_eq!(v["event"], "backup_failed");
     assert_eq!(v["source"], "app-db");
     assert!(v["message"].as_str().unwrap().contains("cannot connect"), "{v}");
     assert!(log.contains("notifier failed"), "the broken notifier is logged: {log}");
-    assert!(!log.contains("unreachable-notifier"), "notifier URLs are secrets and stay out of logs");
+    assert!(
+        !log.contains("unreachable-notifier"),
+        "notifier URLs are secrets and stay out of logs"
+    );
 
     let status: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
-    assert!(status["sources"][0]["last_failure"]["error"].as_str().unwrap().contains("cannot connect"), "{status:#}");
+    assert!(
+        status["sources"][0]["last_failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{status:#}"
+    );
     assert_eq!(ws.list_json().len(), 3, "a failed run must not prune");
 }
 
@@ -254,7 +299,9 @@ fn a_stale_source_raises_an_alert() {
     ws.ok(&["backup"]);
     std::thread::sleep(Duration::from_secs(2));
     let d = Daemon::start(&ws, None);
-    d.wait_for("a stale alert", Duration::from_secs(20), |_| rx.requests().iter().any(|r| r.1 == "/discord"));
+    d.wait_for("a stale alert", Duration::from_secs(20), |_| {
+        rx.requests().iter().any(|r| r.1 == "/discord")
+    });
     let (code, _, _) = d.stop();
     assert_eq!(code, Some(0));
     let r = rx.requests().into_iter().find(|r| r.1 == "/discord").unwrap();
@@ -264,7 +311,11 @@ fn a_stale_source_raises_an_alert() {
 
 fn slow_pg_dump(dir: &Path) -> String {
     let slow = dir.join("slow-pg_dump");
-    std::fs::write(&slow, "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n").unwrap();
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     format!("pg_dump_path = \"{}\"\n", slow.display())
@@ -278,11 +329,16 @@ fn sigterm_during_a_large_backup_exits_0_within_grace_and_commits_nothing() {
     let ws = Workspace::new();
     let src = pg_source_toml("app-db", &pg, "app");
     let daemon_cfg = "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n";
-    ws.write_config(&s3.storage_toml("s3"), &format!("{src}{}\n{daemon_cfg}", slow_pg_dump(ws.path())));
+    ws.write_config(
+        &s3.storage_toml("s3"),
+        &format!("{src}{}\n{daemon_cfg}", slow_pg_dump(ws.path())),
+    );
     ws.daemon_settings("grace_period = \"2s\"");
     ws.ok(&["validate"]);
     let d = Daemon::start(&ws, None);
-    d.wait_for("pg_dump to start", Duration::from_secs(20), |d| d.count("starting pg_dump") >= 1);
+    d.wait_for("pg_dump to start", Duration::from_secs(20), |d| {
+        d.count("starting pg_dump") >= 1
+    });
     std::thread::sleep(Duration::from_secs(3)); // the dump is out; the upload waits for the end
     let (code, secs, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
@@ -302,17 +358,33 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     let ws = setup(&pg, "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n");
     let good = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
     let d = Daemon::start(&ws, None);
-    d.wait_for("a first run", Duration::from_secs(30), |d| d.count("run succeeded") >= 1);
-    std::fs::write(ws.path().join("drctl.toml"), good.replace("*/2 * * * * *", "0 61 * * *")).unwrap();
+    d.wait_for("a first run", Duration::from_secs(30), |d| {
+        d.count("run succeeded") >= 1
+    });
+    std::fs::write(
+        ws.path().join("drctl.toml"),
+        good.replace("*/2 * * * * *", "0 61 * * *"),
+    )
+    .unwrap();
     d.signal("HUP");
-    d.wait_for("the reload to be rejected", Duration::from_secs(10), |d| d.count("reload rejected") >= 1);
+    d.wait_for("the reload to be rejected", Duration::from_secs(10), |d| {
+        d.count("reload rejected") >= 1
+    });
     assert!(d.log().contains("hour 61 out of range"), "{}", d.log());
     let before = d.count("run succeeded");
-    d.wait_for("runs on the old schedule", Duration::from_secs(20), |d| d.count("run succeeded") >= before + 2);
+    d.wait_for("runs on the old schedule", Duration::from_secs(20), |d| {
+        d.count("run succeeded") >= before + 2
+    });
     // A good reload is taken.
-    std::fs::write(ws.path().join("drctl.toml"), good.replace("*/2 * * * * *", "*/3 * * * * *")).unwrap();
+    std::fs::write(
+        ws.path().join("drctl.toml"),
+        good.replace("*/2 * * * * *", "*/3 * * * * *"),
+    )
+    .unwrap();
     d.signal("HUP");
-    d.wait_for("the reload", Duration::from_secs(10), |d| d.count("config reloaded") >= 1);
+    d.wait_for("the reload", Duration::from_secs(10), |d| {
+        d.count("config reloaded") >= 1
+    });
     let (code, _, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
 }
@@ -321,18 +393,29 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
 fn scheduled_verification_alerts_on_a_damaged_backup_and_exports_rto() {
     let pg = seeded_pg();
     let rx = Receiver::start();
-    let ws = setup(&pg, &format!("[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n", rx.url("/hook")));
+    let ws = setup(
+        &pg,
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n",
+            rx.url("/hook")
+        ),
+    );
     let cfg = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
     std::fs::write(
         ws.path().join("drctl.toml"),
-        cfg.replace("[encryption]\n", &format!("[encryption]\nidentity_file = \"{}\"\n", ws.identity.display())),
+        cfg.replace(
+            "[encryption]\n",
+            &format!("[encryption]\nidentity_file = \"{}\"\n", ws.identity.display()),
+        ),
     )
     .unwrap();
     ws.ok(&["validate"]);
     ws.ok(&["backup"]);
     let mport = free_port();
     let d = Daemon::start(&ws, Some(mport));
-    d.wait_for("a passing verification", Duration::from_secs(40), |d| d.count("verification passed") >= 1);
+    d.wait_for("a passing verification", Duration::from_secs(40), |d| {
+        d.count("verification passed") >= 1
+    });
     let m = scrape(mport);
     assert!(metric(&m, "drctl_verify_rto_seconds", "app-db").unwrap() > 0.0);
     assert!(metric(&m, "drctl_verify_last_success_timestamp_seconds", "app-db").unwrap() > 0.0);
@@ -345,7 +428,9 @@ fn scheduled_verification_alerts_on_a_damaged_backup_and_exports_rto() {
     bytes[mid] ^= 1;
     std::fs::write(&data, bytes).unwrap();
     d.wait_for("a verify_failed notification", Duration::from_secs(40), |_| {
-        rx.requests().iter().any(|r| r.1 == "/hook" && r.2.contains("verify_failed"))
+        rx.requests()
+            .iter()
+            .any(|r| r.1 == "/hook" && r.2.contains("verify_failed"))
     });
     let m = scrape(mport);
     assert!(metric(&m, "drctl_verify_failures_total", "app-db").unwrap() >= 1.0);

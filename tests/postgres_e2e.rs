@@ -52,7 +52,12 @@ fn setup(kind: Kind) -> Setup {
     };
     ws.write_config(&storage_toml, &pg_source_toml("app-db", &pg, "app"));
     ws.ok(&["validate"]);
-    Setup { pg, ws, _s3: s3, storage }
+    Setup {
+        pg,
+        ws,
+        _s3: s3,
+        storage,
+    }
 }
 
 fn target_env(pg: &Postgres, db: &str) -> String {
@@ -86,7 +91,10 @@ fn round_trip(kind: Kind) {
     assert!(ts(newer) > ts(older), "list is newest first");
     assert_eq!(older["held_by"], serde_json::json!([s.storage]));
     assert_eq!(older["facts"]["database"], "app");
-    assert!(older["facts"]["server_version"].as_str().unwrap().starts_with(char::is_numeric));
+    assert!(older["facts"]["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with(char::is_numeric));
     assert_eq!(older["compression"]["algorithm"], "zstd");
     assert_eq!(older["plain"]["sha256"].as_str().unwrap().len(), 64);
     let between = ts(older) + (ts(newer) - ts(older)) / 2;
@@ -101,9 +109,17 @@ fn round_trip(kind: Kind) {
     s.pg.createdb("restored");
     let (code, out, err) = restore(&s, &at, "restored", &[]);
     assert_eq!(code, 0, "restore failed:\n{out}\n{err}");
-    assert_eq!(s.pg.contents("restored"), state1, "restored database differs from the first state");
+    assert_eq!(
+        s.pg.contents("restored"),
+        state1,
+        "restored database differs from the first state"
+    );
     // The view and index came back too.
-    assert_eq!(s.pg.psql("restored", "select count(*) from big_orders").trim(), s.pg.psql("restored", "select count(*) from orders where total > 1000").trim());
+    assert_eq!(
+        s.pg.psql("restored", "select count(*) from big_orders").trim(),
+        s.pg.psql("restored", "select count(*) from orders where total > 1000")
+            .trim()
+    );
 
     // A non-empty target is refused without --clean, and nothing changes.
     let (code, _, err) = restore(&s, "now", "restored", &[]);
@@ -160,7 +176,10 @@ fn damaged_object_is_refused(kind: Kind) {
     });
     let (code, _, err) = restore(&s, "now", "victim", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("damaged or was altered") || err.contains("SHA-256"), "{err}");
+    assert!(
+        err.contains("damaged or was altered") || err.contains("SHA-256"),
+        "{err}"
+    );
     assert!(err.contains("data/app-db/"), "error names the object: {err}");
     assert_eq!(s.pg.contents("victim"), "", "target was touched");
 
@@ -178,7 +197,15 @@ fn damaged_object_is_refused(kind: Kind) {
     // Also --output-dir leaves no file behind for a damaged backup.
     let out = s.ws.path().join("out");
     let ident = s.ws.identity.to_str().unwrap();
-    let (code, _, _) = s.ws.run(&["restore", "--at", "now", "--identity", ident, "--output-dir", out.to_str().unwrap()]);
+    let (code, _, _) = s.ws.run(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ident,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(files_under(&out).is_empty(), "{:?}", files_under(&out));
 }
@@ -241,14 +268,21 @@ fn pg_dump_failure_commits_nothing_and_carries_stderr() {
     assert!(err.contains("pg_dump for 'app-db' exited with status"), "{err}");
     assert!(err.contains("permission denied"), "pg_dump's stderr is carried: {err}");
     assert!(err.contains("nothing was committed"), "{err}");
-    assert_eq!(manifests_and_data(&ws, "local"), Vec::<String>::new(), "a failed dump left objects");
+    assert_eq!(
+        manifests_and_data(&ws, "local"),
+        Vec::<String>::new(),
+        "a failed dump left objects"
+    );
     assert_eq!(ws.list_json().len(), 0);
 
     // A stopped server: clear error naming the source and address.
     drop(pg);
     let (code, _, err) = ws.run(&["backup"]);
     assert_eq!(code, 1);
-    assert!(err.contains("source 'app-db': cannot connect to app@127.0.0.1"), "{err}");
+    assert!(
+        err.contains("source 'app-db': cannot connect to app@127.0.0.1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -267,11 +301,22 @@ fn interrupted_backup_leaves_nothing_and_next_run_succeeds() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     let src = pg_source_toml("app-db", &pg, "app");
-    ws.write_config(&ws.fs_storage_toml("local"), &format!("{src}pg_dump_path = \"{}\"\n", slow.display()));
-    let child = ws.drctl().arg("backup").stderr(std::process::Stdio::piped()).spawn().unwrap();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("{src}pg_dump_path = \"{}\"\n", slow.display()),
+    );
+    let child = ws
+        .drctl()
+        .arg("backup")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
     let t0 = std::time::Instant::now();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -300,7 +345,10 @@ fn sh(script: &str, env: &[(&str, &str)]) {
 }
 
 fn only_data_file(ws: &Workspace) -> PathBuf {
-    let files: Vec<String> = manifests_and_data(ws, "local").into_iter().filter(|f| f.starts_with("data/")).collect();
+    let files: Vec<String> = manifests_and_data(ws, "local")
+        .into_iter()
+        .filter(|f| f.starts_with("data/"))
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     ws.fs_root("local").join(&files[0])
 }
@@ -324,7 +372,11 @@ fn artifacts_restore_by_hand_with_stock_tools() {
         .unwrap();
         ws.ok(&["backup"]);
         let obj = only_data_file(&ws);
-        let suffix = if alg == "zstd" { ".pgdump.zst.age" } else { ".pgdump.gz.age" };
+        let suffix = if alg == "zstd" {
+            ".pgdump.zst.age"
+        } else {
+            ".pgdump.gz.age"
+        };
         assert!(obj.to_str().unwrap().ends_with(suffix), "{}", obj.display());
         let db = format!("byhand_{alg}");
         pg.createdb(&db);
@@ -344,7 +396,10 @@ fn artifacts_restore_by_hand_with_stock_tools() {
         assert_eq!(pg.contents(&db), state, "{alg}: by-hand restore differs");
         if alg == "zstd" {
             // Frame checksums are on: zstd itself can test the stream.
-            sh(&format!("age -d -i '{}' '{}' | zstd -t -q", ws.identity.display(), obj.display()), &[]);
+            sh(
+                &format!("age -d -i '{}' '{}' | zstd -t -q", ws.identity.display(), obj.display()),
+                &[],
+            );
         }
     }
 }
@@ -355,16 +410,34 @@ fn output_dir_writes_the_plain_dump_with_matching_hash() {
     s.ws.ok(&["backup"]);
     let out = s.ws.path().join("restore-out");
     let ident = s.ws.identity.to_str().unwrap();
-    s.ws.ok(&["restore", "--at", "now", "--identity", ident, "--output-dir", out.to_str().unwrap()]);
+    s.ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ident,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     let files = files_under(&out);
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(files[0].starts_with("app-db-") && files[0].ends_with(".pgdump"), "{files:?}");
+    assert!(
+        files[0].starts_with("app-db-") && files[0].ends_with(".pgdump"),
+        "{files:?}"
+    );
     let list = s.ws.list_json();
     let bytes = std::fs::read(out.join(&files[0])).unwrap();
     use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), list[0]["plain"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        list[0]["plain"]["sha256"].as_str().unwrap()
+    );
     assert!(bytes.starts_with(b"PGDMP"), "custom-format dump");
     let mode = std::fs::metadata(out.join(&files[0])).unwrap().permissions();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(mode.mode() & 0o077, 0, "decrypted dump must not be group/world readable");
+    assert_eq!(
+        mode.mode() & 0o077,
+        0,
+        "decrypted dump must not be group/world readable"
+    );
 }

@@ -15,7 +15,10 @@ struct Repo {
 fn repo(s3: bool, retention: &str) -> Repo {
     let pg = Postgres::start();
     pg.createdb("app");
-    pg.psql("app", "create table t (x int); insert into t select generate_series(1, 1000);");
+    pg.psql(
+        "app",
+        "create table t (x int); insert into t select generate_series(1, 1000);",
+    );
     let ws = Workspace::new();
     let (srv, storage) = if s3 {
         let srv = S3Server::start();
@@ -24,12 +27,18 @@ fn repo(s3: bool, retention: &str) -> Repo {
     } else {
         (None, ws.fs_storage_toml("store"))
     };
-    ws.write_config(&storage, &format!("{}retention = {retention}\n", pg_source_toml("app-db", &pg, "app")));
+    ws.write_config(
+        &storage,
+        &format!("{}retention = {retention}\n", pg_source_toml("app-db", &pg, "app")),
+    );
     Repo { pg, ws, _s3: srv }
 }
 
 fn ids(ws: &Workspace) -> Vec<String> {
-    ws.list_json().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+    ws.list_json()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn prune_plan_and_apply(s3: bool) {
@@ -47,8 +56,16 @@ fn prune_plan_and_apply(s3: bool) {
     assert_eq!(ids(&r.ws), before);
     let plan: serde_json::Value = serde_json::from_str(&r.ws.ok(&["prune", "--dry-run", "--json"])).unwrap();
     let items = plan["items"].as_array().unwrap();
-    let dropped: Vec<&str> = items.iter().filter(|i| !i["keep"].as_bool().unwrap()).map(|i| i["id"].as_str().unwrap()).collect();
-    assert_eq!(dropped, vec![before[2].as_str(), before[3].as_str()], "the two oldest are planned for deletion");
+    let dropped: Vec<&str> = items
+        .iter()
+        .filter(|i| !i["keep"].as_bool().unwrap())
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dropped,
+        vec![before[2].as_str(), before[3].as_str()],
+        "the two oldest are planned for deletion"
+    );
     assert!(items[0]["reasons"].as_array().unwrap().iter().any(|r| r == "newest"));
     assert_eq!(ids(&r.ws), before);
 
@@ -61,7 +78,10 @@ fn prune_plan_and_apply(s3: bool) {
         let data: Vec<&String> = files.iter().filter(|f| f.starts_with("data/")).collect();
         assert_eq!(data.len(), 2, "{files:?}");
         for id in &before[..2] {
-            assert!(files.iter().any(|f| f.contains(id.as_str()) && f.starts_with("data/")), "{files:?}");
+            assert!(
+                files.iter().any(|f| f.contains(id.as_str()) && f.starts_with("data/")),
+                "{files:?}"
+            );
         }
     }
     // Applying again changes nothing.
@@ -69,7 +89,15 @@ fn prune_plan_and_apply(s3: bool) {
     assert!(out.contains("deleted 0 backup(s)"), "{out}");
     // The kept backups still restore.
     let dir = r.ws.path().join("out");
-    r.ws.ok(&["restore", "--at", "now", "--identity", r.ws.identity.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    r.ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        r.ws.identity.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
 }
 
 #[test]
@@ -129,10 +157,22 @@ fn a_prune_interrupted_between_manifest_and_data_is_cleaned_by_the_next() {
     assert!(!files.iter().any(|f| f.contains(&old)), "{files:?}");
     assert!(!files.iter().any(|f| f.starts_with(".tmp/")), "{files:?}");
     // Consistent: one manifest, one data object, and it restores.
-    assert_eq!(files.iter().filter(|f| f.starts_with("manifests/")).count(), 1, "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("manifests/")).count(),
+        1,
+        "{files:?}"
+    );
     assert_eq!(files.iter().filter(|f| f.starts_with("data/")).count(), 1, "{files:?}");
     let dir = r.ws.path().join("out");
-    r.ws.ok(&["restore", "--at", "now", "--identity", r.ws.identity.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    r.ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        r.ws.identity.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
 }
 
 fn slow_pg_dump(ws: &Workspace, seconds: u32) -> String {
@@ -156,14 +196,29 @@ fn backup_and_prune_are_serialized_by_the_storage_lock() {
     std::fs::write(r.ws.path().join("drctl.toml"), format!("{cfg}{slow}")).unwrap();
 
     let t0 = Instant::now();
-    let backup = r.ws.drctl().args(["backup", "--no-prune"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let backup =
+        r.ws.drctl()
+            .args(["backup", "--no-prune"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // A prune that will not wait fails and names the holder.
     let (code, _, err) = r.ws.run(&["prune", "--lock-wait", "1s"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is locked by backup (manual) (shared lock)") && err.contains(&format!("pid {}", backup.id())), "{err}");
+    assert!(
+        err.contains("is locked by backup (manual) (shared lock)") && err.contains(&format!("pid {}", backup.id())),
+        "{err}"
+    );
     // A prune that waits runs after the backup has committed: it then sees both backups.
-    let prune = r.ws.drctl().args(["prune"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let prune =
+        r.ws.drctl()
+            .args(["prune"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let b = backup.wait_with_output().unwrap();
     let backup_done = t0.elapsed();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
@@ -172,9 +227,17 @@ fn backup_and_prune_are_serialized_by_the_storage_lock() {
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     assert!(prune_done >= backup_done);
     let out = String::from_utf8_lossy(&p.stdout);
-    assert!(out.contains("1 kept, 1 to drop"), "prune saw the finished backup: {out}");
+    assert!(
+        out.contains("1 kept, 1 to drop"),
+        "prune saw the finished backup: {out}"
+    );
     assert_eq!(ids(&r.ws).len(), 1);
-    assert!(files_under(&r.ws.fs_root("store")).iter().all(|f| !f.starts_with("locks/")), "locks released");
+    assert!(
+        files_under(&r.ws.fs_root("store"))
+            .iter()
+            .all(|f| !f.starts_with("locks/")),
+        "locks released"
+    );
 }
 
 #[test]
@@ -182,7 +245,10 @@ fn stale_and_live_locks_and_unlock() {
     let r = repo(false, "{ keep_last = 5 }");
     let locks = r.ws.fs_root("store").join("locks");
     std::fs::create_dir_all(&locks).unwrap();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
     let now = chrono::Utc::now().to_rfc3339();
     // A dead process on this host: stale at once.
     let mut dead = Command::new("true").spawn().unwrap();
@@ -203,9 +269,16 @@ fn stale_and_live_locks_and_unlock() {
     .unwrap();
     let (code, _, err) = r.ws.run(&["backup", "--lock-wait", "1s"]);
     assert_eq!(code, 1);
-    assert!(err.contains("locked by prune (exclusive lock) on host elsewhere") && err.contains("drctl unlock --storage store"), "{err}");
+    assert!(
+        err.contains("locked by prune (exclusive lock) on host elsewhere")
+            && err.contains("drctl unlock --storage store"),
+        "{err}"
+    );
     let out = r.ws.ok(&["unlock"]);
-    assert!(out.contains("removed stale lock") && out.contains("kept live lock"), "{out}");
+    assert!(
+        out.contains("removed stale lock") && out.contains("kept live lock"),
+        "{out}"
+    );
     assert!(locks.join("20200101T000000Z-live.json").exists());
     let out = r.ws.ok(&["unlock", "--force"]);
     assert!(out.contains("removed live lock"), "{out}");

@@ -50,7 +50,10 @@ fn run_runbook(name: &str, env: &[(&str, String)]) -> String {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_drctl")).parent().unwrap().to_path_buf();
     let mut cmd = Command::new("bash");
     cmd.arg("-c").arg(&script);
-    cmd.env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()));
+    cmd.env(
+        "PATH",
+        format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+    );
     cmd.env_remove("DRCTL_TARGET_URL").env("RUST_LOG", "drctl=warn");
     for (k, v) in env {
         cmd.env(k, v);
@@ -79,7 +82,10 @@ fn every_runbook_states_trigger_prerequisites_steps_check_and_time() {
         for needle in ["**Trigger:**", "## How to know it worked", "**Expected time:**"] {
             assert!(md.contains(needle), "{name} lacks {needle}");
         }
-        assert!(md.contains("**You need:**") || md.contains("**What it means:**") || i == 7, "{name} lacks prerequisites");
+        assert!(
+            md.contains("**You need:**") || md.contains("**What it means:**") || i == 7,
+            "{name} lacks prerequisites"
+        );
     }
 }
 
@@ -105,11 +111,20 @@ fn stack() -> Stack {
     let redis = Redis::start();
     let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
     for i in 0..200 {
-        redis::cmd("SET").arg(format!("session:{i}")).arg(i).arg("EX").arg(86400).query::<()>(&mut c).unwrap();
+        redis::cmd("SET")
+            .arg(format!("session:{i}"))
+            .arg(i)
+            .arg("EX")
+            .arg(86400)
+            .query::<()>(&mut c)
+            .unwrap();
     }
     let nats = Nats::start();
     let mut nc = nats.client();
-    nc.request_json("$JS.API.STREAM.CREATE.ORDERS", serde_json::json!({"name": "ORDERS", "subjects": ["orders.>"]}));
+    nc.request_json(
+        "$JS.API.STREAM.CREATE.ORDERS",
+        serde_json::json!({"name": "ORDERS", "subjects": ["orders.>"]}),
+    );
     for i in 0..50 {
         nc.request(&format!("orders.{i}"), b"order");
     }
@@ -129,7 +144,13 @@ fn stack() -> Stack {
     );
     ws.write_config(&ws.fs_storage_toml("store"), &sources);
     ws.ok(&["backup"]);
-    Stack { pg, redis, nats, app_dir, ws }
+    Stack {
+        pg,
+        redis,
+        nats,
+        app_dir,
+        ws,
+    }
 }
 
 /// With the `default` user spelled out: redis-cli sends an empty user name otherwise.
@@ -170,7 +191,10 @@ fn drill_runbooks_1_to_6() {
     env.push(("NATS_URL", format!("nats://127.0.0.1:{}", new_nats.port)));
     run_runbook("01-total-vps-loss.md", &env);
     assert_eq!(new_pg.contents("app"), source_db, "runbook 1 restored the database");
-    assert_eq!(std::fs::read_to_string(app_path(&s).join(".env")).unwrap(), "SECRET=drill\n");
+    assert_eq!(
+        std::fs::read_to_string(app_path(&s).join(".env")).unwrap(),
+        "SECRET=drill\n"
+    );
 
     // 2. A bad migration deleted users.
     s.pg.psql("app", "delete from users where id > 100");
@@ -178,13 +202,19 @@ fn drill_runbooks_1_to_6() {
     let mut env = base_env(&s, &rd.path().join("r"));
     env.push(("PGPORT", s.pg.port.to_string()));
     run_runbook("02-postgres-bad-migration.md", &env);
-    assert_eq!(s.pg.psql("app", "select count(*) from users").trim(), "300", "runbook 2 copied the rows back");
+    assert_eq!(
+        s.pg.psql("app", "select count(*) from users").trim(),
+        "300",
+        "runbook 2 copied the rows back"
+    );
 
     // 3. Redis poisoned, NATS stream damaged: both restored over the running servers.
     let mut c = redis::Client::open(s.redis.url()).unwrap().get_connection().unwrap();
     redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
     redis::cmd("SET").arg("poison").arg("1").query::<()>(&mut c).unwrap();
-    s.nats.client().request_json("$JS.API.STREAM.PURGE.ORDERS", serde_json::json!({}));
+    s.nats
+        .client()
+        .request_json("$JS.API.STREAM.PURGE.ORDERS", serde_json::json!({}));
     let rd = tempfile::tempdir().unwrap();
     let mut env = base_env(&s, &rd.path().join("r"));
     env.push(("REDIS_URL", redis_cli_url(&s.redis)));
@@ -192,14 +222,20 @@ fn drill_runbooks_1_to_6() {
     run_runbook("03-redis-and-nats.md", &env);
     let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n, 200, "runbook 3 restored Redis without the poison");
-    let info = s.nats.client().request_json("$JS.API.STREAM.INFO.ORDERS", serde_json::json!({}));
+    let info = s
+        .nats
+        .client()
+        .request_json("$JS.API.STREAM.INFO.ORDERS", serde_json::json!({}));
     assert_eq!(info["state"]["messages"], 50, "runbook 3 restored the stream");
 
     // 4. The .env is gone.
     std::fs::remove_file(app_path(&s).join(".env")).unwrap();
     let rd = tempfile::tempdir().unwrap();
     run_runbook("04-config-and-secrets-lost.md", &base_env(&s, &rd.path().join("r")));
-    assert_eq!(std::fs::read_to_string(app_path(&s).join(".env")).unwrap(), "SECRET=drill\n");
+    assert_eq!(
+        std::fs::read_to_string(app_path(&s).join(".env")).unwrap(),
+        "SECRET=drill\n"
+    );
 
     // 5. Without drctl: stock tools on a local copy of the storage.
     let work = tempfile::tempdir().unwrap();
@@ -208,7 +244,11 @@ fn drill_runbooks_1_to_6() {
     env.push(("WORK", work.path().join("w").display().to_string()));
     env.push(("PGPORT", s.pg.port.to_string()));
     run_runbook("05-restore-without-drctl.md", &env);
-    assert_eq!(s.pg.contents("app_manual"), source_db, "runbook 5 restored the database by hand");
+    assert_eq!(
+        s.pg.contents("app_manual"),
+        source_db,
+        "runbook 5 restored the database by hand"
+    );
 
     // 6. Key management (last: it edits the config).
     let keys = tempfile::tempdir().unwrap();
@@ -216,5 +256,8 @@ fn drill_runbooks_1_to_6() {
     let mut env = base_env(&s, &rd.path().join("r"));
     env.push(("KEYS", keys.path().join("k").display().to_string()));
     run_runbook("06-key-management.md", &env);
-    assert!(s.ws.config_text().matches("age1").count() >= 2, "runbook 6 added a recipient");
+    assert!(
+        s.ws.config_text().matches("age1").count() >= 2,
+        "runbook 6 added a recipient"
+    );
 }

@@ -9,14 +9,21 @@ use std::time::{Duration, Instant};
 fn secrets_never_appear_in_trace_logs_or_process_lists() {
     let pg = Postgres::start();
     pg.createdb("app");
-    pg.psql("app", "create table t (x int); insert into t select generate_series(1, 10000);");
+    pg.psql(
+        "app",
+        "create table t (x int); insert into t select generate_series(1, 10000);",
+    );
     let r = Redis::start();
     let s3 = S3Server::start();
     let ws = Workspace::new();
     let s3_secret = "S3-secret-Zq81-never-log-me";
     // A pg_dump that lingers, so the process list can be read while it runs.
     let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(&slow, "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nsleep 2\n").unwrap();
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nsleep 2\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     ws.write_config(
@@ -52,10 +59,18 @@ fn secrets_never_appear_in_trace_logs_or_process_lists() {
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(log.lines().count() > 50, "trace logging is on: {} lines", log.lines().count());
+    assert!(
+        log.lines().count() > 50,
+        "trace logging is on: {} lines",
+        log.lines().count()
+    );
     assert!(cmdlines.contains("--format=custom"), "pg_dump was seen running");
     for secret in [PG_PASSWORD, REDIS_PASSWORD, s3_secret] {
-        let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).map(|l| &l[..l.len().min(300)]).collect();
+        let leaks: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(secret))
+            .map(|l| &l[..l.len().min(300)])
+            .collect();
         assert!(leaks.is_empty(), "secret {secret:?} in the log:\n{}", leaks.join("\n"));
         assert!(!cmdlines.contains(secret), "secret {secret:?} in a command line");
     }

@@ -15,24 +15,39 @@ fn seed_redis(r: &Redis) {
     let mut p = redis::pipe();
     for i in 0..3000 {
         if i % 3 == 0 {
-            p.cmd("SET").arg(format!("s:{i}")).arg(format!("value {i}")).arg("EX").arg(3600 + i);
+            p.cmd("SET")
+                .arg(format!("s:{i}"))
+                .arg(format!("value {i}"))
+                .arg("EX")
+                .arg(3600 + i);
         } else {
             p.cmd("SET").arg(format!("s:{i}")).arg(format!("value {i}"));
         }
     }
     for i in 0..300 {
-        p.cmd("HSET").arg(format!("h:{i}")).arg("name").arg(format!("n{i}")).arg("n").arg(i);
+        p.cmd("HSET")
+            .arg(format!("h:{i}"))
+            .arg("name")
+            .arg(format!("n{i}"))
+            .arg("n")
+            .arg(i);
         p.cmd("RPUSH").arg(format!("l:{i}")).arg("a").arg("b").arg(i);
         p.cmd("SADD").arg(format!("set:{i}")).arg("x").arg("y").arg(i);
         p.cmd("ZADD").arg(format!("z:{i}")).arg(1.5).arg("a").arg(i).arg("b");
         p.cmd("XADD").arg(format!("st:{i}")).arg("*").arg("field").arg(i);
         p.cmd("PEXPIRE").arg(format!("h:{i}")).arg(7_200_000);
     }
-    p.cmd("SET").arg(b"bin\x00key".as_slice()).arg(b"\xff\x00\x01".as_slice());
+    p.cmd("SET")
+        .arg(b"bin\x00key".as_slice())
+        .arg(b"\xff\x00\x01".as_slice());
     p.query::<()>(&mut c).unwrap();
     let mut c3 = redis::Client::open(r.url_db(3)).unwrap().get_connection().unwrap();
     for i in 0..100 {
-        redis::cmd("SET").arg(format!("db3:{i}")).arg(i).query::<()>(&mut c3).unwrap();
+        redis::cmd("SET")
+            .arg(format!("db3:{i}"))
+            .arg(i)
+            .query::<()>(&mut c3)
+            .unwrap();
     }
 }
 
@@ -46,14 +61,36 @@ fn redis_value(c: &mut redis::Connection, t: &str, k: &[u8]) -> Vec<u8> {
     };
     match t {
         "string" => redis::cmd("GET").arg(k).query(c).unwrap(),
-        "list" => redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query::<Vec<Vec<u8>>>(c).unwrap().concat(),
+        "list" => redis::cmd("LRANGE")
+            .arg(k)
+            .arg(0)
+            .arg(-1)
+            .query::<Vec<Vec<u8>>>(c)
+            .unwrap()
+            .concat(),
         "set" => sorted(redis::cmd("SMEMBERS").arg(k).query(c).unwrap()),
         "hash" => {
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(k).query(c).unwrap();
             sorted(pairs.into_iter().map(|(a, b)| [a, b].concat()).collect())
         }
-        "zset" => redis::cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES").query::<Vec<Vec<u8>>>(c).unwrap().concat(),
-        "stream" => format!("{:?}", redis::cmd("XRANGE").arg(k).arg("-").arg("+").query::<redis::Value>(c).unwrap()).into_bytes(),
+        "zset" => redis::cmd("ZRANGE")
+            .arg(k)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query::<Vec<Vec<u8>>>(c)
+            .unwrap()
+            .concat(),
+        "stream" => format!(
+            "{:?}",
+            redis::cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .query::<redis::Value>(c)
+                .unwrap()
+        )
+        .into_bytes(),
         other => panic!("unexpected type {other}"),
     }
 }
@@ -139,10 +176,17 @@ fn redis_round_trip(mode: &str, server_args: &[&str], transfer: Option<&str>) {
     let obj = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
     assert!(obj.to_str().unwrap().ends_with(".rdb.zst.age"));
     let hand = tempfile::tempdir().unwrap();
-    sh(&format!("age -d -i '{ident}' '{}' | zstd -d -q > '{}/dump.rdb'", obj.display(), hand.path().display()));
+    sh(&format!(
+        "age -d -i '{ident}' '{}' | zstd -d -q > '{}/dump.rdb'",
+        obj.display(),
+        hand.path().display()
+    ));
     let rdb = std::fs::read(hand.path().join("dump.rdb")).unwrap();
     assert!(rdb.starts_with(b"REDIS00"), "a plain RDB, no transfer framing");
-    let check = Command::new("redis-check-rdb").arg(hand.path().join("dump.rdb")).output().unwrap();
+    let check = Command::new("redis-check-rdb")
+        .arg(hand.path().join("dump.rdb"))
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     let port = free_port();
     let mut by_hand = Command::new("redis-server")
@@ -161,12 +205,19 @@ fn redis_round_trip(mode: &str, server_args: &[&str], transfer: Option<&str>) {
     // And verification passes.
     let (code, out, _) = ws.run_env(&["verify", "--identity", &ident], &env);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok   redis-check-rdb") && out.contains("ok   key counts"), "{out}");
+    assert!(
+        out.contains("ok   redis-check-rdb") && out.contains("ok   key counts"),
+        "{out}"
+    );
 }
 
 fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -177,7 +228,11 @@ fn redis_file_mode_round_trip_keeps_types_and_ttls() {
 /// Redis 7 streams a diskless RDB framed by `$EOF:<mark>`; the stored RDB must not contain it.
 #[test]
 fn redis_replication_mode_diskless_round_trip_keeps_types_and_ttls() {
-    redis_round_trip("replication", &["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"], Some("diskless"));
+    redis_round_trip(
+        "replication",
+        &["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"],
+        Some("diskless"),
+    );
 }
 
 #[test]
@@ -191,13 +246,20 @@ fn redis_bgsave_failure_is_a_clear_error_and_commits_nothing() {
     seed_redis(&r);
     let mut c = redis::Client::open(r.url()).unwrap().get_connection().unwrap();
     // A directory Redis cannot create files in, even as root.
-    redis::cmd("CONFIG").arg("SET").arg("dir").arg("/proc").query::<()>(&mut c).unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("dir")
+        .arg("/proc")
+        .query::<()>(&mut c)
+        .unwrap();
     let ws = Workspace::new();
     ws.write_config(&ws.fs_storage_toml("local"), &redis_source(&r, "cache", "file"));
     let (code, _, err) = ws.run_env(&["backup"], &[("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("BGSAVE failed") && err.contains("/proc"), "{err}");
-    assert!(files_under(&ws.fs_root("local")).iter().all(|f| !f.starts_with("manifests/") && !f.starts_with("data/")));
+    assert!(files_under(&ws.fs_root("local"))
+        .iter()
+        .all(|f| !f.starts_with("manifests/") && !f.starts_with("data/")));
     assert!(!err.contains(REDIS_PASSWORD));
 }
 
@@ -211,7 +273,10 @@ fn seed_nats(n: &Nats, count: usize) {
     );
     assert!(r.get("error").is_none(), "{r}");
     for i in 0..count {
-        let ack = c.request(&format!("orders.{}", i % 5), format!("order #{i} {}", "x".repeat(i % 50)).as_bytes());
+        let ack = c.request(
+            &format!("orders.{}", i % 5),
+            format!("order #{i} {}", "x".repeat(i % 50)).as_bytes(),
+        );
         let ack: serde_json::Value = serde_json::from_slice(&ack).unwrap();
         assert_eq!(ack["seq"], (i + 1) as u64, "{ack}");
     }
@@ -232,8 +297,14 @@ fn nats_messages(n: &Nats) -> Vec<(u64, String, Vec<u8>)> {
         .map(|seq| {
             let m = c.request_json("$JS.API.STREAM.MSG.GET.ORDERS", serde_json::json!({ "seq": seq }));
             let msg = &m["message"];
-            let data = base64::engine::general_purpose::STANDARD.decode(msg["data"].as_str().unwrap_or("")).unwrap();
-            (msg["seq"].as_u64().unwrap(), msg["subject"].as_str().unwrap().to_string(), data)
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(msg["data"].as_str().unwrap_or(""))
+                .unwrap();
+            (
+                msg["seq"].as_u64().unwrap(),
+                msg["subject"].as_str().unwrap().to_string(),
+                data,
+            )
         })
         .collect()
 }
@@ -261,7 +332,15 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
 
     let out = ws.path().join("restored");
     let ident = ws.identity.to_str().unwrap();
-    ws.ok(&["restore", "--at", "now", "--identity", ident, "--output-dir", out.to_str().unwrap()]);
+    ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ident,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     drop(n);
     let restored = Nats::start_on(&out.join("events"));
     assert_eq!(nats_messages(&restored), before, "messages, subjects and sequences");
@@ -271,7 +350,15 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
     drop(restored);
 
     // A non-empty target directory is refused.
-    let (code, _, err) = ws.run(&["restore", "--at", "now", "--identity", ident, "--output-dir", out.to_str().unwrap()]);
+    let (code, _, err) = ws.run(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ident,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("is not empty"), "{err}");
 
@@ -279,7 +366,11 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
     let root = ws.fs_root("local");
     let obj = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
     let hand = tempfile::tempdir().unwrap();
-    sh(&format!("age -d -i '{ident}' '{}' | zstd -d -q | tar -x -C '{}'", obj.display(), hand.path().display()));
+    sh(&format!(
+        "age -d -i '{ident}' '{}' | zstd -d -q | tar -x -C '{}'",
+        obj.display(),
+        hand.path().display()
+    ));
     let by_hand = Nats::start_on(hand.path());
     assert_eq!(nats_messages(&by_hand), before);
     drop(by_hand);
@@ -296,13 +387,24 @@ fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("app/conf.d")).unwrap();
     std::fs::write(root.join("app/.env"), "DATABASE_URL=postgres://x\nSECRET=abc\n").unwrap();
     std::fs::set_permissions(root.join("app/.env"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(root.join("app/Caddyfile"), "example.com {\n  reverse_proxy app:8080\n}\n").unwrap();
-    std::fs::write(root.join("app/conf.d/big.bin"), (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        root.join("app/Caddyfile"),
+        "example.com {\n  reverse_proxy app:8080\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app/conf.d/big.bin"),
+        (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     std::fs::set_permissions(root.join("app/conf.d/big.bin"), std::fs::Permissions::from_mode(0o640)).unwrap();
     std::fs::write(root.join("app/debug.log"), "noise").unwrap();
     std::os::unix::fs::symlink("Caddyfile", root.join("app/Caddyfile.link")).unwrap();
     let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-    let f = std::fs::File::options().write(true).open(root.join("app/Caddyfile")).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(root.join("app/Caddyfile"))
+        .unwrap();
     f.set_modified(t).unwrap();
 }
 
@@ -331,7 +433,10 @@ fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
     let app = src.path().join("app");
     ws.write_config(
         &ws.fs_storage_toml("local"),
-        &format!("[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\nexclude = [\"**/*.log\"]\n", app.display()),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\nexclude = [\"**/*.log\"]\n",
+            app.display()
+        ),
     );
     ws.ok(&["backup"]);
     let list = ws.list_json();
@@ -342,7 +447,15 @@ fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
 
     let out = ws.path().join("restored");
     let ident = ws.identity.to_str().unwrap();
-    ws.ok(&["restore", "--at", "now", "--identity", ident, "--output-dir", out.to_str().unwrap()]);
+    ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ident,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     let restored_app = out.join("config").join(app.strip_prefix("/").unwrap());
     let mut want = describe(&app);
     want.remove("debug.log");
@@ -362,7 +475,10 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
     let ws = Workspace::new();
     ws.write_config(
         &ws.fs_storage_toml("local"),
-        &format!("[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n", src.path().join("app").display()),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
+            src.path().join("app").display()
+        ),
     );
     ws.ok(&["backup"]);
     let root = ws.fs_root("local");
@@ -389,12 +505,24 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
 
     let out = ws.path().join("restore-here");
-    let (code, _, err) = ws.run(&["restore", "--at", "now", "--identity", ws.identity.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
+    let (code, _, err) = ws.run(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ws.identity.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refusing tar entry '../evil'"), "{err}");
     assert!(!out.join("evil").exists() && !ws.path().join("evil.txt").exists());
     assert!(!out.join("config").exists() || files_under(&out.join("config")).is_empty());
-    assert!(files_under(&out).iter().all(|f| !f.contains("evil")), "{:?}", files_under(&out));
+    assert!(
+        files_under(&out).iter().all(|f| !f.contains("evil")),
+        "{:?}",
+        files_under(&out)
+    );
 }
 
 // ---------- The whole stack at one point in time ----------
@@ -424,11 +552,21 @@ fn whole_stack_restore_at_a_time_between_two_runs_equals_the_first() {
     let env = [("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)];
     let (code, out, err) = ws.run_env(&["backup", "--no-prune"], &env);
     assert_eq!(code, 0, "{out}\n{err}");
-    let t1 = (pg.contents("app"), redis_contents(|db| r.url_db(db)), nats_messages(&n), describe(&app));
+    let t1 = (
+        pg.contents("app"),
+        redis_contents(|db| r.url_db(db)),
+        nats_messages(&n),
+        describe(&app),
+    );
 
     // Everything changes.
-    pg.psql("app", "delete from t where id > 500; insert into t values (5000, 'late');");
-    redis::cmd("FLUSHDB").query::<()>(&mut redis::Client::open(r.url_db(0)).unwrap().get_connection().unwrap()).unwrap();
+    pg.psql(
+        "app",
+        "delete from t where id > 500; insert into t values (5000, 'late');",
+    );
+    redis::cmd("FLUSHDB")
+        .query::<()>(&mut redis::Client::open(r.url_db(0)).unwrap().get_connection().unwrap())
+        .unwrap();
     seed_nats_more(&n);
     std::fs::write(app.join(".env"), "SECRET=rotated\n").unwrap();
     let (code, out, err) = ws.run_env(&["backup", "--no-prune"], &env);
@@ -441,8 +579,18 @@ fn whole_stack_restore_at_a_time_between_two_runs_equals_the_first() {
     assert_eq!(runs.len(), 2);
     let text = ws.ok(&["list"]);
     assert_eq!(text.matches("run ").count(), 2, "grouped by run: {text}");
-    let first_run_end = list.iter().filter(|m| m["run_id"] == list[7]["run_id"]).map(|m| m["finished_at"].as_str().unwrap().to_string()).max().unwrap();
-    let second_start = list.iter().filter(|m| m["run_id"] == list[0]["run_id"]).map(|m| m["started_at"].as_str().unwrap().to_string()).min().unwrap();
+    let first_run_end = list
+        .iter()
+        .filter(|m| m["run_id"] == list[7]["run_id"])
+        .map(|m| m["finished_at"].as_str().unwrap().to_string())
+        .max()
+        .unwrap();
+    let second_start = list
+        .iter()
+        .filter(|m| m["run_id"] == list[0]["run_id"])
+        .map(|m| m["started_at"].as_str().unwrap().to_string())
+        .min()
+        .unwrap();
     let t_first: chrono::DateTime<chrono::Utc> = first_run_end.parse().unwrap();
     let t_second: chrono::DateTime<chrono::Utc> = second_start.parse().unwrap();
     assert!(t_first < t_second);
@@ -456,20 +604,42 @@ fn whole_stack_restore_at_a_time_between_two_runs_equals_the_first() {
     let ident = ws.identity.to_str().unwrap().to_string();
     pg.createdb("restored");
     let target_pg = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/restored", pg.port);
-    let (code, out, err) = ws.run_env(&["restore", "--at", &at, "--source", "app-db", "--identity", &ident], &[("DRCTL_TARGET_URL", &target_pg)]);
+    let (code, out, err) = ws.run_env(
+        &["restore", "--at", &at, "--source", "app-db", "--identity", &ident],
+        &[("DRCTL_TARGET_URL", &target_pg)],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     let r2 = Redis::start();
-    let (code, out, err) = ws.run_env(&["restore", "--at", &at, "--source", "cache", "--identity", &ident], &[("DRCTL_TARGET_URL", &r2.url())]);
+    let (code, out, err) = ws.run_env(
+        &["restore", "--at", &at, "--source", "cache", "--identity", &ident],
+        &[("DRCTL_TARGET_URL", &r2.url())],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     let out_dir = ws.path().join("restored");
-    ws.ok(&["restore", "--at", &at, "--source", "events", "--source", "config", "--identity", &ident, "--output-dir", out_dir.to_str().unwrap()]);
+    ws.ok(&[
+        "restore",
+        "--at",
+        &at,
+        "--source",
+        "events",
+        "--source",
+        "config",
+        "--identity",
+        &ident,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
 
     assert_eq!(pg.contents("restored"), t1.0, "postgres");
     same_redis(&t1.1, &redis_contents(|db| r2.url_db(db)));
     drop(n);
     let n2 = Nats::start_on(&out_dir.join("events"));
     assert_eq!(nats_messages(&n2), t1.2, "nats");
-    assert_eq!(describe(&out_dir.join("config").join(app.strip_prefix("/").unwrap())), t1.3, "files");
+    assert_eq!(
+        describe(&out_dir.join("config").join(app.strip_prefix("/").unwrap())),
+        t1.3,
+        "files"
+    );
 }
 
 fn seed_nats_more(n: &Nats) {
@@ -487,7 +657,10 @@ fn nats_snapshot_mode_round_trip_through_the_jetstream_api() {
     let ws = Workspace::new();
     ws.write_config(
         &ws.fs_storage_toml("local"),
-        &format!("[[source]]\nname = \"events\"\ntype = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://127.0.0.1:{}\"\n", n.port),
+        &format!(
+            "[[source]]\nname = \"events\"\ntype = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://127.0.0.1:{}\"\n",
+            n.port
+        ),
     );
     ws.ok(&["backup"]);
     let list = ws.list_json();
@@ -499,25 +672,50 @@ fn nats_snapshot_mode_round_trip_through_the_jetstream_api() {
     let fresh = Nats::start();
     let ident = ws.identity.to_str().unwrap().to_string();
     let target = format!("nats://127.0.0.1:{}", fresh.port);
-    let (code, out, err) = ws.run_env(&["restore", "--at", "now", "--source", "events", "--identity", &ident], &[("DRCTL_TARGET_URL", &target)]);
+    let (code, out, err) = ws.run_env(
+        &["restore", "--at", "now", "--source", "events", "--identity", &ident],
+        &[("DRCTL_TARGET_URL", &target)],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("restored stream ORDERS") && out.contains("500 messages"), "{out}");
+    assert!(
+        out.contains("restored stream ORDERS") && out.contains("500 messages"),
+        "{out}"
+    );
     assert_eq!(nats_messages(&fresh), before, "messages, subjects and sequences");
-    let consumer = fresh.client().request_json("$JS.API.CONSUMER.INFO.ORDERS.worker", serde_json::json!({}));
+    let consumer = fresh
+        .client()
+        .request_json("$JS.API.CONSUMER.INFO.ORDERS.worker", serde_json::json!({}));
     assert_eq!(consumer["name"], "worker", "{consumer}");
     // The stream exists now: a second restore is refused without --clean.
-    let (code, _, err) = ws.run_env(&["restore", "--at", "now", "--source", "events", "--identity", &ident], &[("DRCTL_TARGET_URL", &target)]);
+    let (code, _, err) = ws.run_env(
+        &["restore", "--at", "now", "--source", "events", "--identity", &ident],
+        &[("DRCTL_TARGET_URL", &target)],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("already exists") && err.contains("--clean"), "{err}");
 
     // The artifact holds backup.json and the numbered snapshot parts.
     let out_dir = ws.path().join("by-hand");
-    ws.ok(&["restore", "--at", "now", "--identity", &ident, "--output-dir", out_dir.to_str().unwrap()]);
+    ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        &ident,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
     let files = files_under(&out_dir.join("events"));
     assert!(files.contains(&"ORDERS/backup.json".to_string()), "{files:?}");
-    assert!(files.iter().any(|f| f.starts_with("ORDERS/stream.tar.s2.0")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("ORDERS/stream.tar.s2.0")),
+        "{files:?}"
+    );
 
     let (code, out, _) = ws.run(&["verify", "--identity", &ident]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok   restore the snapshots") && out.contains("ok   streams"), "{out}");
+    assert!(
+        out.contains("ok   restore the snapshots") && out.contains("ok   streams"),
+        "{out}"
+    );
 }

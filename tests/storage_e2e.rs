@@ -16,13 +16,24 @@ fn seeded_pg(rows: u32) -> Postgres {
 
 fn restore_out(ws: &Workspace, extra: &[&str]) -> (i32, String, String) {
     let dir = ws.path().join(format!("out-{}", rand_suffix()));
-    let mut args = vec!["restore", "--at", "now", "--identity", ws.identity.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()];
+    let mut args = vec![
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ws.identity.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     ws.run(&args)
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn manifests_on(ws: &Workspace, storage: &str) -> usize {
@@ -37,7 +48,10 @@ fn transient_s3_faults_are_retried_and_the_backup_completes() {
     let s3 = S3Server::start();
     let proxy = FaultProxy::start(s3.port);
     let ws = Workspace::new();
-    ws.write_config(&(s3.storage_toml_via("s3", proxy.port, "/vps1") + "timeout = \"5s\"\n"), &pg_source_toml("app-db", &pg, "app"));
+    ws.write_config(
+        &(s3.storage_toml_via("s3", proxy.port, "/vps1") + "timeout = \"5s\"\n"),
+        &pg_source_toml("app-db", &pg, "app"),
+    );
     for fault in [Fault::Unavailable, Fault::DropMidBody] {
         proxy.fail_next(fault, 2);
         let before = proxy.injected();
@@ -57,16 +71,29 @@ fn a_failing_storage_leaves_a_degraded_but_complete_backup_on_the_other() {
     let s3 = S3Server::start();
     let proxy = FaultProxy::start(s3.port);
     let ws = Workspace::new();
-    let storages = format!("{}{}", ws.fs_storage_toml("local"), s3.storage_toml_via("s3", proxy.port, "/vps1"));
+    let storages = format!(
+        "{}{}",
+        ws.fs_storage_toml("local"),
+        s3.storage_toml_via("s3", proxy.port, "/vps1")
+    );
     ws.write_config(&storages, &pg_source_toml("app-db", &pg, "app"));
     proxy.fail_next(Fault::Unavailable, usize::MAX);
     let t0 = Instant::now();
     let (code, _, err) = ws.run(&["backup"]);
     assert_eq!(code, 3, "degraded exit code: {err}");
-    assert!(err.contains("degraded: app-db: storage 's3' missed this backup"), "{err}");
+    assert!(
+        err.contains("degraded: app-db: storage 's3' missed this backup"),
+        "{err}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(60));
     let status: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
-    assert!(status["sources"][0]["last_failure"]["error"].as_str().unwrap().contains("degraded"), "{status:#}");
+    assert!(
+        status["sources"][0]["last_failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("degraded"),
+        "{status:#}"
+    );
     proxy.heal();
     assert_eq!(manifests_on(&ws, "local"), 1);
     assert_eq!(manifests_on(&ws, "s3"), 0, "no manifest on the failed storage");
@@ -79,9 +106,16 @@ fn a_failing_storage_leaves_a_degraded_but_complete_backup_on_the_other() {
     proxy.fail_next(Fault::Unavailable, usize::MAX);
     let (code, _, err) = ws.run(&["backup"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("require_all") || err.contains("nothing was committed"), "{err}");
+    assert!(
+        err.contains("require_all") || err.contains("nothing was committed"),
+        "{err}"
+    );
     proxy.heal();
-    assert_eq!(manifests_on(&ws, "local"), 1, "require_all: the healthy storage got nothing either");
+    assert_eq!(
+        manifests_on(&ws, "local"),
+        1,
+        "require_all: the healthy storage got nothing either"
+    );
 }
 
 #[test]
@@ -91,7 +125,10 @@ fn a_stalled_storage_times_out_and_the_other_commits() {
     let proxy = FaultProxy::start(s3.port);
     let ws = Workspace::new();
     let s3_toml = s3.storage_toml_via("s3", proxy.port, "/vps1") + "timeout = \"1s\"\n";
-    ws.write_config(&format!("{}{s3_toml}", ws.fs_storage_toml("local")), &pg_source_toml("app-db", &pg, "app"));
+    ws.write_config(
+        &format!("{}{s3_toml}", ws.fs_storage_toml("local")),
+        &pg_source_toml("app-db", &pg, "app"),
+    );
     proxy.fail_next(Fault::Stall, usize::MAX);
     let t0 = Instant::now();
     let (code, _, err) = ws.run(&["backup"]);
@@ -105,10 +142,16 @@ fn a_stalled_storage_times_out_and_the_other_commits() {
 fn check_names_damaged_objects_and_restore_falls_back_to_the_other_storage() {
     let pg = seeded_pg(5000);
     let ws = Workspace::new();
-    ws.write_config(&format!("{}{}", ws.fs_storage_toml("a"), ws.fs_storage_toml("b")), &pg_source_toml("app-db", &pg, "app"));
+    ws.write_config(
+        &format!("{}{}", ws.fs_storage_toml("a"), ws.fs_storage_toml("b")),
+        &pg_source_toml("app-db", &pg, "app"),
+    );
     ws.ok(&["backup"]);
     let out = ws.ok(&["check", "--read-data"]);
-    assert!(out.contains("0 problem(s)") && out.contains("read 2 object(s)"), "{out}");
+    assert!(
+        out.contains("0 problem(s)") && out.contains("read 2 object(s)"),
+        "{out}"
+    );
     let id = ws.list_json()[0]["id"].as_str().unwrap().to_string();
     let root = ws.fs_root("a");
     let obj = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
@@ -122,7 +165,12 @@ fn check_names_damaged_objects_and_restore_falls_back_to_the_other_storage() {
     assert!(out.contains("0 problem(s)"), "sizes still match: {out}");
     let (code, out, _) = ws.run(&["check", "--read-data"]);
     assert_eq!(code, 1);
-    assert!(out.contains(&format!("PROBLEM storage 'a': backup {id} of 'app-db': object data/app-db/{id}")) && out.contains("altered or damaged"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "PROBLEM storage 'a': backup {id} of 'app-db': object data/app-db/{id}"
+        )) && out.contains("altered or damaged"),
+        "{out}"
+    );
     let (code, out, err) = restore_out(&ws, &[]);
     assert_eq!(code, 0, "restore falls back: {out}\n{err}");
     assert!(err.contains("trying the next one"), "and says so: {err}");
@@ -133,11 +181,21 @@ fn check_names_damaged_objects_and_restore_falls_back_to_the_other_storage() {
     std::fs::write(&obj, &good[..good.len() - 10]).unwrap();
     let (code, out, _) = ws.run(&["check"]);
     assert_eq!(code, 1);
-    assert!(out.contains(&format!("is {} bytes, the manifest says {}", good.len() - 10, good.len())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "is {} bytes, the manifest says {}",
+            good.len() - 10,
+            good.len()
+        )),
+        "{out}"
+    );
     std::fs::remove_file(&obj).unwrap();
     let (code, out, _) = ws.run(&["check", "--storage", "a"]);
     assert_eq!(code, 1);
-    assert!(out.contains(&format!("object data/app-db/{id}")) && out.contains("is missing"), "{out}");
+    assert!(
+        out.contains(&format!("object data/app-db/{id}")) && out.contains("is missing"),
+        "{out}"
+    );
     let (code, _, err) = restore_out(&ws, &["--storage", "a"]);
     assert_eq!(code, 1, "with only the damaged storage, restore fails: {err}");
 
@@ -176,14 +234,27 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
     let s3 = S3Server::start();
     let ws = Workspace::new();
     let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(&slow, "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n").unwrap();
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     let storages = format!("{}{}", ws.fs_storage_toml("local"), s3.storage_toml("s3"));
     let src = pg_source_toml("app-db", &pg, "app");
     ws.write_config(&storages, &format!("{src}pg_dump_path = \"{}\"\n", slow.display()));
-    ws.set_config(&ws.config_text().replace("[daemon]", "[prune]\norphan_age = \"0s\"\n\n[daemon]"));
-    let mut child = ws.drctl().arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    ws.set_config(
+        &ws.config_text()
+            .replace("[daemon]", "[prune]\norphan_age = \"0s\"\n\n[daemon]"),
+    );
+    let mut child = ws
+        .drctl()
+        .arg("backup")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until parts are in flight on S3.
     let t0 = Instant::now();
     while s3.open_multipart_uploads() == 0 {
@@ -191,7 +262,10 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
     let _ = child.wait();
     assert_eq!(manifests_on(&ws, "local"), 0);
     assert_eq!(manifests_on(&ws, "s3"), 0);
@@ -207,8 +281,16 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
     let out = ws.ok(&["prune"]);
     assert!(out.contains("aborted 1 unfinished upload(s)"), "{out}");
     assert_eq!(s3.open_multipart_uploads(), 0, "no multipart upload stays open");
-    assert!(files_under(&ws.fs_root("local")).iter().all(|f| !f.starts_with(".tmp/")), "fs temp files swept");
-    ws.set_config(&ws.config_text().replace(&format!("pg_dump_path = \"{}\"\n", slow.display()), ""));
+    assert!(
+        files_under(&ws.fs_root("local"))
+            .iter()
+            .all(|f| !f.starts_with(".tmp/")),
+        "fs temp files swept"
+    );
+    ws.set_config(
+        &ws.config_text()
+            .replace(&format!("pg_dump_path = \"{}\"\n", slow.display()), ""),
+    );
     ws.ok(&["backup"]);
     let out = ws.ok(&["check", "--read-data"]);
     assert!(out.contains("0 problem(s)"), "{out}");
@@ -217,7 +299,12 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
 #[test]
 fn a_full_filesystem_fails_cleanly_and_commits_nothing() {
     let mnt = tempfile::tempdir().unwrap();
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(mnt.path()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root)");
         return;
@@ -232,14 +319,28 @@ fn a_full_filesystem_fails_cleanly_and_commits_nothing() {
     let pg = big_pg();
     let ws = Workspace::new();
     ws.write_config(
-        &format!("[[storage]]\nname = \"small\"\ntype = \"fs\"\nroot = \"{}\"\n", mnt.path().display()),
+        &format!(
+            "[[storage]]\nname = \"small\"\ntype = \"fs\"\nroot = \"{}\"\n",
+            mnt.path().display()
+        ),
         &pg_source_toml("app-db", &pg, "app"),
     );
     let (code, _, err) = ws.run(&["backup"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("No space left") || err.contains("storage 'small'"), "{err}");
+    assert!(
+        err.contains("No space left") || err.contains("storage 'small'"),
+        "{err}"
+    );
     assert!(err.contains("nothing was committed"), "{err}");
     let files = files_under(mnt.path());
-    assert!(files.iter().all(|f| !f.starts_with("manifests/") && !f.starts_with("data/")), "{files:?}");
-    assert!(files.iter().all(|f| !f.starts_with(".tmp/")), "the partial upload was removed: {files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.starts_with("manifests/") && !f.starts_with("data/")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().all(|f| !f.starts_with(".tmp/")),
+        "the partial upload was removed: {files:?}"
+    );
 }

@@ -20,7 +20,12 @@ async fn behaviour(st: &Storage) {
         sink.write(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     let objects = sink.close(key, data.len() as u64).await.unwrap();
-    assert_eq!(objects.iter().map(|o| o.size).sum::<u64>(), data.len() as u64, "{}", st.name);
+    assert_eq!(
+        objects.iter().map(|o| o.size).sum::<u64>(),
+        data.len() as u64,
+        "{}",
+        st.name
+    );
     if st.part_size.is_some() {
         assert!(objects.len() > 1, "{}: stored as parts: {objects:?}", st.name);
     } else {
@@ -42,9 +47,18 @@ async fn behaviour(st: &Storage) {
         finished_at: chrono::Utc::now(),
         drctl_version: "t".into(),
         facts: Default::default(),
-        plain: drctl::catalog::Digest { size: 0, sha256: String::new() },
-        stored: drctl::catalog::Digest { size: data.len() as u64, sha256: String::new() },
-        compression: drctl::catalog::Compression { algorithm: drctl::config::Algorithm::None, level: 0 },
+        plain: drctl::catalog::Digest {
+            size: 0,
+            sha256: String::new(),
+        },
+        stored: drctl::catalog::Digest {
+            size: data.len() as u64,
+            sha256: String::new(),
+        },
+        compression: drctl::catalog::Compression {
+            algorithm: drctl::config::Algorithm::None,
+            level: 0,
+        },
         recipients: vec![],
         objects: objects.clone(),
         storages: vec![],
@@ -60,7 +74,11 @@ async fn behaviour(st: &Storage) {
     }
     sink.abort().await.unwrap();
     let listed = st.list("data/suite/").await.unwrap();
-    assert!(listed.iter().all(|k| !k.contains("aborted")), "{}: abort left {listed:?}", st.name);
+    assert!(
+        listed.iter().all(|k| !k.contains("aborted")),
+        "{}: abort left {listed:?}",
+        st.name
+    );
     // Delete.
     for o in &objects {
         st.delete(&o.key).await.unwrap();
@@ -75,7 +93,15 @@ fn round_trip(ws: &Workspace, pg: &Postgres, storage_toml: &str) {
     let out = ws.ok(&["check", "--read-data"]);
     assert!(out.contains("0 problem(s)"), "{out}");
     let dir = ws.path().join("restored");
-    ws.ok(&["restore", "--at", "now", "--identity", ws.identity.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    ws.ok(&[
+        "restore",
+        "--at",
+        "now",
+        "--identity",
+        ws.identity.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
     let want = ws.list_json()[0]["plain"]["sha256"].as_str().unwrap().to_string();
     let f = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
     use sha2::Digest;
@@ -129,21 +155,38 @@ fn backup_and_restore_on_webdav_and_sftp_and_by_hand_from_parts() {
     let ws = Workspace::new();
     round_trip(&ws, &pg, &dav.storage_toml("dav", "1MiB"));
     let list = ws.list_json();
-    let parts: Vec<String> = files_under(dav.dir.path()).into_iter().filter(|f| f.contains(".part")).collect();
+    let parts: Vec<String> = files_under(dav.dir.path())
+        .into_iter()
+        .filter(|f| f.contains(".part"))
+        .collect();
     assert!(parts.len() > 1, "stored as parts: {parts:?}");
     // By hand: cat the parts in order | age -d | zstd -d.
-    let sorted: Vec<String> = parts.iter().map(|p| format!("'{}'", dav.dir.path().join(p).display())).collect();
+    let sorted: Vec<String> = parts
+        .iter()
+        .map(|p| format!("'{}'", dav.dir.path().join(p).display()))
+        .collect();
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("cat {} | age -d -i '{}' | zstd -d -q | sha256sum", sorted.join(" "), ws.identity.display()))
+        .arg(format!(
+            "cat {} | age -d -i '{}' | zstd -d -q | sha256sum",
+            sorted.join(" "),
+            ws.identity.display()
+        ))
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with(list[0]["plain"]["sha256"].as_str().unwrap()), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(list[0]["plain"]["sha256"].as_str().unwrap()),
+        "{out:?}"
+    );
 
     let sftp = Sftp::start();
     let ws2 = Workspace::new();
     round_trip(&ws2, &pg, &sftp.storage_toml("box"));
     // Every drctl run closed its ssh connection: no control master is left behind.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(sftp.ssh_processes().is_empty(), "ssh processes left: {:?}", sftp.ssh_processes());
+    assert!(
+        sftp.ssh_processes().is_empty(),
+        "ssh processes left: {:?}",
+        sftp.ssh_processes()
+    );
 }

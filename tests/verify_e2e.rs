@@ -16,7 +16,10 @@ fn setup(extra_source: &str) -> (Postgres, Workspace) {
          create schema billing; create table billing.invoices (id int, total numeric); insert into billing.invoices select g, g * 2 from generate_series(1, 300) g;",
     );
     let ws = Workspace::new();
-    ws.write_config(&ws.fs_storage_toml("local"), &format!("{}{extra_source}", pg_source_toml("app-db", &pg, "app")));
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("{}{extra_source}", pg_source_toml("app-db", &pg, "app")),
+    );
     (pg, ws)
 }
 
@@ -55,7 +58,10 @@ fn verify_passes_reports_rto_and_records_the_result() {
     assert!(out.starts_with("PASS app-db"), "{out}");
     assert!(out.contains("restore took"), "{out}");
     assert!(out.contains("row counts: 2 tables, 2300 rows"), "{out}");
-    assert!(out.contains("assertion `select count(*) = 2000 from users`: true"), "{out}");
+    assert!(
+        out.contains("assertion `select count(*) = 2000 from users`: true"),
+        "{out}"
+    );
     let rec: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             files_under(&ws.fs_root("local"))
@@ -87,16 +93,26 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
     // A false user assertion.
     let (code, out, _) = verify(&ws, &ws.identity);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL assertion `select count(*) = 1 from users where name = 'nobody'`: returned false"), "{out}");
+    assert!(
+        out.contains("FAIL assertion `select count(*) = 1 from users where name = 'nobody'`: returned false"),
+        "{out}"
+    );
     assert!(out.contains("ok   row counts"), "{out}");
     assert!(leftovers().is_empty(), "{:?}", leftovers());
 
     // A manifest whose recorded count was altered.
     let original = std::fs::read_to_string(&manifest_path).unwrap();
-    std::fs::write(&manifest_path, original.replace("\"public.users\": 2000", "\"public.users\": 2001")).unwrap();
+    std::fs::write(
+        &manifest_path,
+        original.replace("\"public.users\": 2000", "\"public.users\": 2001"),
+    )
+    .unwrap();
     let (code, out, _) = verify(&ws, &ws.identity);
     assert_eq!(code, 1);
-    assert!(out.contains("row counts differ: public.users: restored 2000 rows, recorded 2001"), "{out}");
+    assert!(
+        out.contains("row counts differ: public.users: restored 2000 rows, recorded 2001"),
+        "{out}"
+    );
     std::fs::write(&manifest_path, &original).unwrap();
 
     // A flipped byte in the stored object.
@@ -106,7 +122,10 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
     std::fs::write(&data_path, &data).unwrap();
     let (code, out, _) = verify(&ws, &ws.identity);
     assert_eq!(code, 1);
-    assert!(out.contains("FAIL download, hashes and decryption") && out.contains("damaged or was altered"), "{out}");
+    assert!(
+        out.contains("FAIL download, hashes and decryption") && out.contains("damaged or was altered"),
+        "{out}"
+    );
     data[mid] ^= 0x40;
     std::fs::write(&data_path, &data).unwrap();
 
@@ -143,10 +162,17 @@ fn an_interrupted_verify_leaves_no_sandbox() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert!(leftovers().is_empty(), "{:?}", leftovers());
 }
@@ -159,13 +185,19 @@ fn url_sandbox_creates_and_drops_a_scratch_database() {
     let cfg = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
     std::fs::write(
         ws.path().join("drctl.toml"),
-        format!("{cfg}\n[verify]\nsandbox = \"url\"\nurl = \"{}\"\n", pg.url_with_password_env("postgres", "DRCTL_PG_PASSWORD")),
+        format!(
+            "{cfg}\n[verify]\nsandbox = \"url\"\nurl = \"{}\"\n",
+            pg.url_with_password_env("postgres", "DRCTL_PG_PASSWORD")
+        ),
     )
     .unwrap();
     let (code, out, err) = verify(&ws, &ws.identity);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("url (postgres@127.0.0.1"), "{out}");
-    let dbs = pg.psql("postgres", "select datname from pg_database where datname like 'drctl_verify_%'");
+    let dbs = pg.psql(
+        "postgres",
+        "select datname from pg_database where datname like 'drctl_verify_%'",
+    );
     assert_eq!(dbs.trim(), "", "scratch database left behind");
 }
 
@@ -181,12 +213,24 @@ fn restore_test_script_passes_on_good_backups_and_fails_on_bad() {
         c.env("DRCTL_CONFIG", ws.path().join("drctl.toml"))
             .env("DRCTL", env!("CARGO_BIN_EXE_drctl"))
             .env("DRCTL_IDENTITY", identity);
-        let o = Command::new("bash").arg(&script).envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v)))).current_dir(ws.path()).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        let o = Command::new("bash")
+            .arg(&script)
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .current_dir(ws.path())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, out, err) = run(&identity);
     assert_eq!(code, Some(0), "{out}\n{err}");
-    assert!(out.contains("PASS app-db") && out.contains("restore test PASSED"), "{out}");
+    assert!(
+        out.contains("PASS app-db") && out.contains("restore test PASSED"),
+        "{out}"
+    );
     // Another identity: the test fails and says so.
     let other = ws.path().join("other.txt");
     ws.ok(&["keygen", "--output", other.to_str().unwrap()]);

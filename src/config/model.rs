@@ -1,11 +1,11 @@
 //! The config structs. Each `[[storage]]` and `[[source]]` is a tagged enum chosen by `type`;
 //! a variant carries its own fields (STYLE lesson 4). Unknown keys are errors everywhere.
 
+use crate::retention::Policy;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use crate::retention::Policy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,7 +117,11 @@ impl DaemonConfig {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -244,7 +248,10 @@ pub struct NotifyConfig {
 // Webhook URLs (Slack, Discord) carry their secret in the path.
 impl fmt::Debug for NotifyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotifyConfig").field("kind", &self.kind).field("url", &"<redacted>").finish()
+        f.debug_struct("NotifyConfig")
+            .field("kind", &self.kind)
+            .field("url", &"<redacted>")
+            .finish()
     }
 }
 
@@ -425,7 +432,9 @@ impl fmt::Debug for WebdavStorage {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..split].parse().map_err(|_| format!("'{s}' is not a size like 16MiB"))?;
+    let n: u64 = t[..split]
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 16MiB"))?;
     let mult = match t[split..].trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1 << 10,
@@ -484,7 +493,10 @@ impl fmt::Debug for S3Storage {
             .field("region", &self.region)
             .field("root", &self.root)
             .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<redacted>"))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -788,7 +800,10 @@ impl RawSections {
             if let Err(e) = crate::schedule::parse_tz(&d.timezone) {
                 errors.push(format!("daemon.timezone: {e}"));
             }
-            for (k, v) in [("grace_period", &d.grace_period), ("stale_check_interval", &d.stale_check_interval)] {
+            for (k, v) in [
+                ("grace_period", &d.grace_period),
+                ("stale_check_interval", &d.stale_check_interval),
+            ] {
                 if let Err(e) = crate::retention::parse_duration(v) {
                     errors.push(format!("daemon.{k}: {e}"));
                 }
@@ -803,7 +818,9 @@ impl RawSections {
                 errors.push(format!("verify.schedule: '{}': {e}", v.schedule));
             }
             match (&v.sandbox, &v.url) {
-                (VerifySandbox::Url, None) => errors.push("verify.url: sandbox = \"url\" needs url = \"postgres://…\" (a scratch server)".into()),
+                (VerifySandbox::Url, None) => {
+                    errors.push("verify.url: sandbox = \"url\" needs url = \"postgres://…\" (a scratch server)".into())
+                }
                 (_, Some(u)) => {
                     if let Err(e) = crate::sources::postgres::ConnInfo::parse(u) {
                         errors.push(format!("verify.url: {e}"));
@@ -923,7 +940,10 @@ impl Config {
         if let Some(p) = &mut self.daemon.state_dir {
             resolve(base, p);
         }
-        for p in [&mut self.verify.pg_bin_dir, &mut self.verify.work_dir].into_iter().flatten() {
+        for p in [&mut self.verify.pg_bin_dir, &mut self.verify.work_dir]
+            .into_iter()
+            .flatten()
+        {
             resolve(base, p);
         }
         for s in &mut self.storages {
@@ -975,7 +995,10 @@ impl Config {
     /// The source's policy, or the built-in default (also for sources no longer configured:
     /// removing a source from the config must not make its backups disappear).
     pub fn policy_for(&self, source: &str) -> Policy {
-        self.policies.get(source).cloned().unwrap_or_else(Policy::default_policy)
+        self.policies
+            .get(source)
+            .cloned()
+            .unwrap_or_else(Policy::default_policy)
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
@@ -986,9 +1009,7 @@ impl Config {
 fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, errors: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     for (i, n) in names.enumerate() {
-        let ok = !n.is_empty()
-            && n.len() <= 64
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok = !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
             errors.push(format!(
                 "{what}[{i}].name: '{n}' must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_' (it becomes part of object keys)"
@@ -1059,7 +1080,10 @@ fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
             }
             StorageConfig::Sftp(sf) => {
                 if !["strict", "accept", "add"].contains(&sf.known_hosts.as_str()) {
-                    errors.push(format!("storage[{i}] ('{}').known_hosts: '{}' must be strict, add or accept", sf.name, sf.known_hosts));
+                    errors.push(format!(
+                        "storage[{i}] ('{}').known_hosts: '{}' must be strict, add or accept",
+                        sf.name, sf.known_hosts
+                    ));
                 }
                 if which("ssh").is_none() {
                     errors.push(format!(
@@ -1070,11 +1094,17 @@ fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<String>) {
             }
             StorageConfig::Webdav(w) => {
                 if url::Url::parse(&w.endpoint).is_err() {
-                    errors.push(format!("storage[{i}] ('{}').endpoint: '{}' is not a URL", w.name, w.endpoint));
+                    errors.push(format!(
+                        "storage[{i}] ('{}').endpoint: '{}' is not a URL",
+                        w.name, w.endpoint
+                    ));
                 }
                 match parse_size(&w.part_size) {
                     Ok(n) if (1 << 20..=1 << 30).contains(&n) => {}
-                    Ok(_) => errors.push(format!("storage[{i}] ('{}').part_size: must be between 1MiB and 1GiB", w.name)),
+                    Ok(_) => errors.push(format!(
+                        "storage[{i}] ('{}').part_size: must be between 1MiB and 1GiB",
+                        w.name
+                    )),
                     Err(e) => errors.push(format!("storage[{i}] ('{}').part_size: {e}", w.name)),
                 }
             }
@@ -1128,7 +1158,9 @@ fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String>) {
                 }
                 if let Some(m) = &n.monitor_url {
                     if url::Url::parse(m).is_err() {
-                        errors.push(format!("{at}.monitor_url: '{m}' is not a URL (e.g. http://127.0.0.1:8222)"));
+                        errors.push(format!(
+                            "{at}.monitor_url: '{m}' is not a URL (e.g. http://127.0.0.1:8222)"
+                        ));
                     }
                 }
             }

@@ -32,7 +32,11 @@ fn check_entry(path: &Path, link: Option<&Path>, hard: bool) -> Result<()> {
     };
     if let Some(target) = link {
         // Symlink targets are relative to the link's directory; hard link targets to the root.
-        let base = if hard { PathBuf::new() } else { inside.parent().map(Path::to_path_buf).unwrap_or_default() };
+        let base = if hard {
+            PathBuf::new()
+        } else {
+            inside.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
         if target.is_absolute() || normalize(&base.join(target)).is_none() {
             bail!(
                 "refusing tar entry '{}': it links to '{}', outside the restore directory",
@@ -47,7 +51,9 @@ fn check_entry(path: &Path, link: Option<&Path>, hard: bool) -> Result<()> {
 /// Checks every entry of the archive at `file`, then extracts it into `dest`.
 pub fn extract(file: &Path, dest: &Path) -> Result<()> {
     let open = || -> Result<tar::Archive<std::fs::File>> {
-        Ok(tar::Archive::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?))
+        Ok(tar::Archive::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        ))
     };
     let mut a = open()?;
     for e in a.entries()? {
@@ -66,8 +72,14 @@ pub fn extract(file: &Path, dest: &Path) -> Result<()> {
     for e in a.entries()? {
         let mut e = e?;
         let path = e.path()?.into_owned();
-        if !e.unpack_in(dest).with_context(|| format!("cannot extract {}", path.display()))? {
-            bail!("refusing tar entry '{}': it would be written outside the restore directory", path.display());
+        if !e
+            .unpack_in(dest)
+            .with_context(|| format!("cannot extract {}", path.display()))?
+        {
+            bail!(
+                "refusing tar entry '{}': it would be written outside the restore directory",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -76,7 +88,11 @@ pub fn extract(file: &Path, dest: &Path) -> Result<()> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 

@@ -63,8 +63,14 @@ pub fn plan<'a>(entries: &'a [Entry], sources: &[String], at: DateTime<Utc>) -> 
 }
 
 pub fn print_plan(at: DateTime<Utc>, choices: &[Choice<'_>]) {
-    println!("restore point {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    println!("{:<16} {:<28} {:<22} {:>10} DATA LOSS WINDOW", "SOURCE", "BACKUP", "TIME (UTC)", "SIZE");
+    println!(
+        "restore point {}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!(
+        "{:<16} {:<28} {:<22} {:>10} DATA LOSS WINDOW",
+        "SOURCE", "BACKUP", "TIME (UTC)", "SIZE"
+    );
     for c in choices {
         let m = &c.entry.manifest;
         println!(
@@ -89,7 +95,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         .filter(|u| u.starts_with("postgres"))
         .map(postgres::parse_target)
         .transpose()?;
-    if let Some(u) = req.target_url.as_deref().filter(|u| u.starts_with("redis") || u.starts_with("nats")) {
+    if let Some(u) = req
+        .target_url
+        .as_deref()
+        .filter(|u| u.starts_with("redis") || u.starts_with("nats"))
+    {
         if let Some(pw) = url::Url::parse(u).ok().and_then(|x| x.password().map(str::to_string)) {
             if std::env::args().any(|a| a.contains(&pw)) {
                 bail!("--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead");
@@ -126,7 +136,9 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
         .identity
         .clone()
         .or_else(|| cfg.encryption.identity_file.clone())
-        .ok_or_else(|| anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
+        .ok_or_else(|| {
+            anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file")
+        })?;
     let identities = crate::keys::load_identities(&identity_path)?;
 
     if let Some(url) = &req.target_url {
@@ -191,7 +203,10 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
                         bail!("{} exists; restore into a new or empty directory", dest.display());
                     }
                     fetch_to_file(&storages, c.entry, &identities, &dest).await?;
-                    println!("wrote {} (stop Redis, put it in Redis's dir as its dbfilename, start Redis)", dest.display());
+                    println!(
+                        "wrote {} (stop Redis, put it in Redis's dir as its dbfilename, start Redis)",
+                        dest.display()
+                    );
                 }
                 _ => {
                     let sub = dir.join(&m.source);
@@ -202,7 +217,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
                     let (f, s) = (file.clone(), sub.clone());
                     tokio::task::spawn_blocking(move || archive::extract(&f, &s)).await??;
                     if m.kind == "nats" {
-                        println!("extracted {} (start it with: nats-server -js -sd {})", sub.display(), sub.display());
+                        println!(
+                            "extracted {} (start it with: nats-server -js -sd {})",
+                            sub.display(),
+                            sub.display()
+                        );
                     } else {
                         println!("extracted {}", sub.display());
                     }

@@ -21,7 +21,18 @@ impl TempRedis {
         std::fs::copy(rdb, dir.path().join("dump.rdb")).context("cannot stage the RDB")?;
         let sock = dir.path().join("redis.sock");
         let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"])
+            .args([
+                "--port",
+                "0",
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
             .arg("--unixsocket")
             .arg(&sock)
             .arg("--dir")
@@ -34,7 +45,9 @@ impl TempRedis {
         let t0 = Instant::now();
         loop {
             if let Ok(mut c) = crate::sources::redis::connect(&t.url(0)).await {
-                let info = crate::sources::redis::info(&mut c, "persistence").await.unwrap_or_default();
+                let info = crate::sources::redis::info(&mut c, "persistence")
+                    .await
+                    .unwrap_or_default();
                 if info.contains("loading:0") {
                     return Ok(t);
                 }
@@ -70,7 +83,9 @@ fn with_db(url: &str, db: u32) -> Result<String> {
 
 /// Refuses a target that holds keys unless `clean`, in which case it is flushed.
 pub async fn prepare_target(url: &str, clean: bool) -> Result<()> {
-    let mut c = crate::sources::redis::connect(url).await.context("cannot connect to the target Redis")?;
+    let mut c = crate::sources::redis::connect(url)
+        .await
+        .context("cannot connect to the target Redis")?;
     let ks = crate::sources::redis::keyspace(&mut c).await?;
     let keys: u64 = ks.values().filter_map(|v| v["keys"].as_u64()).sum();
     if keys > 0 {
@@ -94,7 +109,12 @@ pub async fn load(rdb: &Path, target_url: &str, work: &Path) -> Result<u64> {
         let mut to = crate::sources::redis::connect(&with_db(target_url, n)?).await?;
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(&mut from).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut from)
+                .await?;
             for k in keys {
                 let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&k).query_async(&mut from).await?;
                 let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut from).await?;

@@ -10,7 +10,11 @@ fn daily(from: &str, days: i64, hour: u32) -> Vec<Backup> {
     (0..days)
         .map(|d| {
             let time = start + chrono::Duration::days(d) + chrono::Duration::hours(hour as i64);
-            Backup { id: time.format("%Y%m%dT%H%M").to_string(), time, verified: None }
+            Backup {
+                id: time.format("%Y%m%dT%H%M").to_string(),
+                time,
+                verified: None,
+            }
         })
         .collect()
 }
@@ -23,10 +27,16 @@ fn timeline() -> Vec<Backup> {
     v.extend(daily("2025-10-01T00:00:00Z", 460, 15).into_iter().step_by(5));
     v.retain(|b| !(b.time >= t("2026-02-10T00:00:00Z") && b.time < t("2026-02-21T00:00:00Z")));
     for s in [
-        "2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z", // Berlin: 01:30 CET, 03:30 CEST
-        "2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z", // Berlin: 02:30 CEST, 02:30 CET
+        "2026-03-29T00:30:00Z",
+        "2026-03-29T01:30:00Z", // Berlin: 01:30 CET, 03:30 CEST
+        "2026-10-25T00:30:00Z",
+        "2026-10-25T01:30:00Z", // Berlin: 02:30 CEST, 02:30 CET
     ] {
-        v.push(Backup { id: format!("dst-{s}"), time: t(s), verified: None });
+        v.push(Backup {
+            id: format!("dst-{s}"),
+            time: t(s),
+            verified: None,
+        });
     }
     v
 }
@@ -35,9 +45,19 @@ const NOW: &str = "2027-01-03T20:00:00Z";
 
 fn render(decisions: &[Decision]) -> String {
     let dropped = decisions.iter().filter(|d| !d.keep).count();
-    let mut s = format!("{} backups, {} kept, {} dropped\n", decisions.len(), decisions.len() - dropped, dropped);
+    let mut s = format!(
+        "{} backups, {} kept, {} dropped\n",
+        decisions.len(),
+        decisions.len() - dropped,
+        dropped
+    );
     for d in decisions.iter().filter(|d| d.keep) {
-        s.push_str(&format!("{} {}: {}\n", d.time.format("%Y-%m-%d %H:%M"), d.id, d.reasons.join(", ")));
+        s.push_str(&format!(
+            "{} {}: {}\n",
+            d.time.format("%Y-%m-%d %H:%M"),
+            d.id,
+            d.reasons.join(", ")
+        ));
     }
     s
 }
@@ -81,10 +101,17 @@ fn worked_example_from_the_doc_comment() {
     let b = daily("2026-07-24T00:00:00Z", 120, 3);
     assert_eq!(b.last().unwrap().time, t("2026-11-20T03:00:00Z"));
     let d = apply(&Policy::default_policy(), &b, t("2026-11-20T12:00:00Z")).unwrap();
-    let kept: Vec<String> = d.iter().filter(|d| d.keep).map(|d| d.time.format("%m-%d").to_string()).collect();
+    let kept: Vec<String> = d
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| d.time.format("%m-%d").to_string())
+        .collect();
     assert_eq!(
         kept,
-        ["11-20", "11-19", "11-18", "11-17", "11-16", "11-15", "11-14", "11-13", "11-08", "11-01", "10-25", "10-18", "09-30", "08-31"]
+        [
+            "11-20", "11-19", "11-18", "11-17", "11-16", "11-15", "11-14", "11-13", "11-08", "11-01", "10-25", "10-18",
+            "09-30", "08-31"
+        ]
     );
 }
 
@@ -92,7 +119,9 @@ fn worked_example_from_the_doc_comment() {
 fn empty_policy_is_an_error_not_delete_everything() {
     let e = apply(&Policy::default(), &timeline(), t(NOW)).unwrap_err().to_string();
     assert!(e.contains("keeps nothing"), "{e}");
-    let e = apply(&policy("keep_daily = 0"), &timeline(), t(NOW)).unwrap_err().to_string();
+    let e = apply(&policy("keep_daily = 0"), &timeline(), t(NOW))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("keeps nothing"), "{e}");
     assert!(policy("keep_within = \"2 days\"").check()[0].contains("not a duration"));
     assert!(policy("keep_last = 1\ntimezone = \"Mars/Olympus\"").check()[0].contains("IANA"));
@@ -104,7 +133,11 @@ fn the_newest_verified_backup_survives_newer_unverified_ones() {
     b[2].verified = Some(true); // 11-03 passed verification
     b[8].verified = Some(false); // 11-09 failed
     let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
-    let kept: Vec<(String, Vec<String>)> = d.iter().filter(|d| d.keep).map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone())).collect();
+    let kept: Vec<(String, Vec<String>)> = d
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone()))
+        .collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert_eq!(kept[2], ("11-03".to_string(), vec!["newest verified".to_string()]));
     // Once the newest is verified, the old one is no longer needed.
@@ -116,7 +149,11 @@ fn the_newest_verified_backup_survives_newer_unverified_ones() {
 #[test]
 fn future_backups_are_kept_and_flagged() {
     let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
-    b.push(Backup { id: "skewed".into(), time: t("2027-06-01T00:00:00Z"), verified: None });
+    b.push(Backup {
+        id: "skewed".into(),
+        time: t("2027-06-01T00:00:00Z"),
+        verified: None,
+    });
     let d = apply(&policy("keep_last = 1"), &b, t("2026-11-10T12:00:00Z")).unwrap();
     let skewed = d.iter().find(|d| d.id == "skewed").unwrap();
     assert!(skewed.keep && skewed.reasons[0].contains("future"));
@@ -134,8 +171,8 @@ fn shipped_policy_files_parse_and_default_matches_builtin() {
         if p.extension().and_then(|x| x.to_str()) != Some("toml") {
             continue;
         }
-        let pol: Policy = toml::from_str(&std::fs::read_to_string(&p).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let pol: Policy =
+            toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(pol.check().is_empty(), "{}: {:?}", p.display(), pol.check());
         if p.file_name().unwrap() == "default.toml" {
             assert_eq!(pol, Policy::default_policy());
@@ -152,7 +189,11 @@ fn arb_backups() -> impl Strategy<Value = Vec<Backup>> {
         let mut v: Vec<Backup> = mins
             .into_iter()
             .enumerate()
-            .map(|(i, m)| Backup { id: format!("b{i:04}"), time: base + chrono::Duration::minutes(m), verified: None })
+            .map(|(i, m)| Backup {
+                id: format!("b{i:04}"),
+                time: base + chrono::Duration::minutes(m),
+                verified: None,
+            })
             .collect();
         v.sort_by_key(|b| b.time);
         v

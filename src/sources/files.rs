@@ -10,14 +10,22 @@ pub async fn start_dump(src: &FilesSource) -> Result<Dump> {
     let mut roots = Vec::new();
     for p in &src.paths {
         if std::fs::symlink_metadata(p).is_err() {
-            anyhow::bail!("source '{}': {} does not exist (fix paths, or check the volume is mounted)", src.name, p.display());
+            anyhow::bail!(
+                "source '{}': {} does not exist (fix paths, or check the volume is mounted)",
+                src.name,
+                p.display()
+            );
         }
         // Archive names are the absolute paths without the leading '/', as GNU tar does:
         // `tar -xf - -C /restore` recreates /restore/srv/app/.env.
         let name = p.to_string_lossy().trim_start_matches('/').to_string();
         roots.push(tarball::Root { path: p.clone(), name });
     }
-    let (reader, task) = tarball::start(tarball::Spec { roots, exclude, hash_files: true });
+    let (reader, task) = tarball::start(tarball::Spec {
+        roots,
+        exclude,
+        hash_files: true,
+    });
     Ok(Dump {
         reader: Box::new(reader),
         format: "tar",

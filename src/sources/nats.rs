@@ -8,7 +8,7 @@
 //! message counts and last sequences are read from the monitoring endpoint (`monitor_url`) just
 //! before the tar starts, and verification compares the restored server against them.
 
-use super::{tarball, Dump, Finish, Facts};
+use super::{tarball, Dump, Facts, Finish};
 use crate::config::NatsSource;
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -52,7 +52,10 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
 }
 
 async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
-    let data_dir = src.data_dir.clone().ok_or_else(|| anyhow!("source '{}': tarball mode needs data_dir", src.name))?;
+    let data_dir = src
+        .data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("source '{}': tarball mode needs data_dir", src.name))?;
     let meta = std::fs::metadata(&data_dir).with_context(|| {
         format!(
             "source '{}': cannot read data_dir {} (mount the NATS volume read-only on this host)",
@@ -61,11 +64,17 @@ async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
         )
     })?;
     if !meta.is_dir() {
-        bail!("source '{}': data_dir {} is not a directory", src.name, data_dir.display());
+        bail!(
+            "source '{}': data_dir {} is not a directory",
+            src.name,
+            data_dir.display()
+        );
     }
     let mut facts = Facts::new();
     if let Some(m) = &src.monitor_url {
-        let streams = stream_states(m).await.map_err(|e| anyhow!("source '{}': {e:#}", src.name))?;
+        let streams = stream_states(m)
+            .await
+            .map_err(|e| anyhow!("source '{}': {e:#}", src.name))?;
         facts.insert("streams".into(), streams.into());
     }
     // `…/jetstream` is archived as `jetstream/…`, so the extract is an `-sd` directory.
@@ -74,7 +83,10 @@ async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
         _ => String::new(),
     };
     let (reader, task) = tarball::start(tarball::Spec {
-        roots: vec![tarball::Root { path: data_dir.clone(), name }],
+        roots: vec![tarball::Root {
+            path: data_dir.clone(),
+            name,
+        }],
         exclude: globset::GlobSet::empty(),
         hash_files: false,
     });

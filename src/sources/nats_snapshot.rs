@@ -29,7 +29,12 @@ pub async fn connect(url: &str) -> Result<async_nats::Client> {
         .connection_timeout(Duration::from_secs(15))
         .connect(url)
         .await
-        .map_err(|e| anyhow!("cannot connect to NATS at {}: {e}", crate::sources::postgres::redact_url(url)))
+        .map_err(|e| {
+            anyhow!(
+                "cannot connect to NATS at {}: {e}",
+                crate::sources::postgres::redact_url(url)
+            )
+        })
 }
 
 async fn api(client: &async_nats::Client, subject: String, body: serde_json::Value) -> Result<serde_json::Value> {
@@ -37,7 +42,8 @@ async fn api(client: &async_nats::Client, subject: String, body: serde_json::Val
         .await
         .map_err(|_| anyhow!("{subject}: no answer within {API_TIMEOUT:?} (is JetStream enabled?)"))?
         .map_err(|e| anyhow!("{subject}: {e}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&msg.payload).with_context(|| format!("{subject}: answer is not JSON"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&msg.payload).with_context(|| format!("{subject}: answer is not JSON"))?;
     if let Some(e) = v.get("error") {
         bail!("{subject}: {}", e["description"].as_str().unwrap_or("error"));
     }
@@ -49,8 +55,18 @@ pub async fn stream_names(client: &async_nats::Client) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let mut offset = 0;
     loop {
-        let v = api(client, "$JS.API.STREAM.NAMES".into(), serde_json::json!({ "offset": offset })).await?;
-        let page: Vec<String> = v["streams"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+        let v = api(
+            client,
+            "$JS.API.STREAM.NAMES".into(),
+            serde_json::json!({ "offset": offset }),
+        )
+        .await?;
+        let page: Vec<String> = v["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect();
         offset += page.len();
         let total = v["total"].as_u64().unwrap_or(0) as usize;
         names.extend(page);
@@ -82,10 +98,15 @@ async fn tar_entry(w: &mut tokio::io::DuplexStream, path: &str, data: &[u8]) -> 
 }
 
 pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    let url = src.url.clone().ok_or_else(|| anyhow!("source '{}': snapshot mode needs url", src.name))?;
+    let url = src
+        .url
+        .clone()
+        .ok_or_else(|| anyhow!("source '{}': snapshot mode needs url", src.name))?;
     let client = connect(&url).await.map_err(|e| anyhow!("source '{}': {e}", src.name))?;
     let streams = if src.streams.is_empty() {
-        stream_names(&client).await.map_err(|e| anyhow!("source '{}': {e:#}", src.name))?
+        stream_names(&client)
+            .await
+            .map_err(|e| anyhow!("source '{}': {e:#}", src.name))?
     } else {
         src.streams.clone()
     };
@@ -106,11 +127,20 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
         f.insert("nats_mode".into(), "snapshot".into());
         Ok(f)
     });
-    Ok(Dump { reader: Box::new(reader), format: "tar", facts: Facts::new(), finish: Finish::Task(task) })
+    Ok(Dump {
+        reader: Box::new(reader),
+        format: "tar",
+        facts: Facts::new(),
+        finish: Finish::Task(task),
+    })
 }
 
 /// Writes one stream's snapshot into the archive; returns its recorded state.
-async fn snapshot_stream(client: &async_nats::Client, stream: &str, w: &mut tokio::io::DuplexStream) -> Result<serde_json::Value> {
+async fn snapshot_stream(
+    client: &async_nats::Client,
+    stream: &str,
+    w: &mut tokio::io::DuplexStream,
+) -> Result<serde_json::Value> {
     let inbox = client.new_inbox();
     let mut sub = client.subscribe(inbox.clone()).await?;
     let resp = api(
@@ -120,7 +150,12 @@ async fn snapshot_stream(client: &async_nats::Client, stream: &str, w: &mut toki
     )
     .await?;
     let meta = serde_json::json!({ "config": resp["config"], "state": resp["state"] });
-    tar_entry(w, &format!("{stream}/backup.json"), serde_json::to_string_pretty(&meta)?.as_bytes()).await?;
+    tar_entry(
+        w,
+        &format!("{stream}/backup.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )
+    .await?;
     let mut part = 0u32;
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
@@ -171,7 +206,10 @@ pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Resu
                 std::io::Read::read_to_string(&mut e, &mut s)?;
                 out.push((stream.to_string(), serde_json::from_str(&s)?, Vec::new()));
             } else if rest.starts_with("stream.tar.s2.") {
-                let last = out.last_mut().filter(|l| l.0 == stream).ok_or_else(|| anyhow!("{path} before its backup.json"))?;
+                let last = out
+                    .last_mut()
+                    .filter(|l| l.0 == stream)
+                    .ok_or_else(|| anyhow!("{path} before its backup.json"))?;
                 last.2.push((e.raw_file_position(), e.size()));
             }
         }
@@ -185,10 +223,18 @@ pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Resu
             if !clean {
                 bail!("stream {stream} already exists on the target; pass --clean to delete and replace it");
             }
-            api(&client, format!("$JS.API.STREAM.DELETE.{stream}"), serde_json::json!({})).await?;
+            api(
+                &client,
+                format!("$JS.API.STREAM.DELETE.{stream}"),
+                serde_json::json!({}),
+            )
+            .await?;
         }
         let r = api(&client, format!("$JS.API.STREAM.RESTORE.{stream}"), meta.clone()).await?;
-        let deliver = r["deliver_subject"].as_str().ok_or_else(|| anyhow!("restore of {stream}: no deliver subject"))?.to_string();
+        let deliver = r["deliver_subject"]
+            .as_str()
+            .ok_or_else(|| anyhow!("restore of {stream}: no deliver subject"))?
+            .to_string();
         let mut f = tokio::fs::File::open(tar_file).await?;
         for (pos, size) in parts {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};

@@ -52,7 +52,10 @@ const PARAM_ENV: &[(&str, &str)] = &[
 impl ConnInfo {
     pub fn parse(s: &str) -> Result<ConnInfo, String> {
         let u = url::Url::parse(s).map_err(|e| {
-            format!("'{}' is not a URL ({e}); expected postgres://user@host:5432/dbname", redact_url(s))
+            format!(
+                "'{}' is not a URL ({e}); expected postgres://user@host:5432/dbname",
+                redact_url(s)
+            )
         })?;
         if u.scheme() != "postgres" && u.scheme() != "postgresql" {
             return Err(format!(
@@ -60,9 +63,7 @@ impl ConnInfo {
                 u.scheme()
             ));
         }
-        let dec = |v: &str| {
-            percent_decode(v)
-        };
+        let dec = |v: &str| percent_decode(v);
         let mut params = Vec::new();
         for (k, v) in u.query_pairs() {
             if !PARAM_ENV.iter().any(|(p, _)| *p == k) {
@@ -75,7 +76,10 @@ impl ConnInfo {
         }
         let dbname = u.path().trim_start_matches('/');
         Ok(ConnInfo {
-            host: u.host_str().filter(|h| !h.is_empty()).map(|h| h.trim_matches(['[', ']']).to_string()),
+            host: u
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.trim_matches(['[', ']']).to_string()),
             port: u.port(),
             user: Some(u.username()).filter(|s| !s.is_empty()).map(dec),
             password: u.password().map(dec),
@@ -145,9 +149,8 @@ pub fn redact_url(s: &str) -> String {
 pub fn conn_for(src: &PostgresSource) -> Result<ConnInfo> {
     let mut conn = ConnInfo::parse(&src.url).map_err(|e| anyhow!("source '{}': url: {e}", src.name))?;
     if let Some(pf) = &src.password_file {
-        let pw = std::fs::read_to_string(pf).with_context(|| {
-            format!("source '{}': cannot read password_file {}", src.name, pf.display())
-        })?;
+        let pw = std::fs::read_to_string(pf)
+            .with_context(|| format!("source '{}': cannot read password_file {}", src.name, pf.display()))?;
         conn.password = Some(pw.trim_end_matches(['\n', '\r']).to_string());
     }
     Ok(conn)
@@ -164,7 +167,9 @@ pub async fn query_value(psql: &Path, conn: &ConnInfo, sql: &str, what: &str) ->
 
 /// `pg_dump (PostgreSQL) 15.19 (Debian …)` → (15, "15.19").
 pub fn parse_tool_version(out: &str) -> Option<(u32, String)> {
-    let v = out.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let v = out
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let major = v.split(['.', 'b', 'r']).next()?.parse().ok()?;
     Some((major, v.to_string()))
 }
@@ -216,7 +221,11 @@ async fn pg_dump_candidates(src: &PostgresSource) -> Result<Vec<(PathBuf, u32, S
     } else {
         paths.push(PathBuf::from("pg_dump"));
         if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
-            let mut dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin/pg_dump")).filter(|p| p.exists()).collect();
+            let mut dirs: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path().join("bin/pg_dump"))
+                .filter(|p| p.exists())
+                .collect();
             dirs.sort();
             paths.extend(dirs);
         }
@@ -327,8 +336,19 @@ struct Snapshot {
 }
 
 pub fn pg_config(conn: &ConnInfo) -> Result<tokio_postgres::Config> {
-    if conn.params.iter().any(|(k, v)| k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full")) {
-        bail!("row counts need a non-TLS connection (sslmode={})", conn.params.iter().find(|(k, _)| k == "sslmode").map(|(_, v)| v.as_str()).unwrap_or(""));
+    if conn
+        .params
+        .iter()
+        .any(|(k, v)| k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full"))
+    {
+        bail!(
+            "row counts need a non-TLS connection (sslmode={})",
+            conn.params
+                .iter()
+                .find(|(k, _)| k == "sslmode")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        );
     }
     let mut c = tokio_postgres::Config::new();
     let host = conn
@@ -341,7 +361,11 @@ pub fn pg_config(conn: &ConnInfo) -> Result<tokio_postgres::Config> {
         .unwrap_or_else(|| "localhost".into());
     c.host(&host);
     c.port(conn.port.unwrap_or(5432));
-    let user = conn.user.clone().or_else(|| std::env::var("PGUSER").ok()).unwrap_or_else(|| "postgres".into());
+    let user = conn
+        .user
+        .clone()
+        .or_else(|| std::env::var("PGUSER").ok())
+        .unwrap_or_else(|| "postgres".into());
     c.user(&user);
     c.dbname(conn.dbname.as_deref().unwrap_or(&user));
     if let Some(p) = conn.password.clone().or_else(|| std::env::var("PGPASSWORD").ok()) {
@@ -379,7 +403,9 @@ impl Snapshot {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        client.batch_execute("begin isolation level repeatable read read only").await?;
+        client
+            .batch_execute("begin isolation level repeatable read read only")
+            .await?;
         let id: String = client.query_one("select pg_export_snapshot()", &[]).await?.get(0);
         let counts = count_rows(&client).await?;
         Ok(Snapshot { id, counts, client })
@@ -401,7 +427,9 @@ mod tests {
         assert!(!format!("{c:?}").contains("p@ss"));
         assert!(!redact_url("postgres://app:hunter2@h/db").contains("hunter2"));
         assert!(ConnInfo::parse("mysql://x@h/db").unwrap_err().contains("postgres://"));
-        assert!(ConnInfo::parse("postgres://x@h/db?bogus=1").unwrap_err().contains("bogus"));
+        assert!(ConnInfo::parse("postgres://x@h/db?bogus=1")
+            .unwrap_err()
+            .contains("bogus"));
     }
 
     #[test]
@@ -410,7 +438,10 @@ mod tests {
             parse_tool_version("pg_dump (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)\n"),
             Some((15, "15.19".into()))
         );
-        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 17beta2"), Some((17, "17beta2".into())));
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 17beta2"),
+            Some((17, "17beta2".into()))
+        );
         assert_eq!(server_major(150019), 15);
         assert_eq!(server_major(160001), 16);
         assert_eq!(server_major(90624), 9);

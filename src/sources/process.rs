@@ -89,9 +89,7 @@ pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| anyhow!("cannot start {what}: {e}"))?;
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = drain_stderr(&mut child);
     Ok((
@@ -108,10 +106,7 @@ pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process
 /// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr.
 pub async fn run(mut cmd: Command, what: &str) -> Result<String> {
     cmd.stdin(Stdio::null()).kill_on_drop(true);
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    let out = cmd.output().await.map_err(|e| anyhow!("cannot start {what}: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     check_status(what, out.status, &stderr)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

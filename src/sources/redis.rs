@@ -30,14 +30,17 @@ pub async fn info(con: &mut redis::aio::MultiplexedConnection, section: &str) ->
 }
 
 fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(str::trim))
+    info.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(str::trim))
 }
 
 /// `INFO keyspace` → {"db0": {"keys": N, "expires": M}, …}
 pub fn parse_keyspace(info: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for line in info.lines() {
-        let Some((db, rest)) = line.trim().split_once(':') else { continue };
+        let Some((db, rest)) = line.trim().split_once(':') else {
+            continue;
+        };
         if !db.starts_with("db") {
             continue;
         }
@@ -55,7 +58,9 @@ pub fn parse_keyspace(info: &str) -> serde_json::Map<String, serde_json::Value> 
     out
 }
 
-pub async fn keyspace(con: &mut redis::aio::MultiplexedConnection) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub async fn keyspace(
+    con: &mut redis::aio::MultiplexedConnection,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     Ok(parse_keyspace(&info(con, "keyspace").await?))
 }
 
@@ -95,7 +100,12 @@ async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout
                 _ => redis::cmd("LASTSAVE").query_async::<i64>(con).await? > last_before,
             };
         if field(&p, "rdb_bgsave_in_progress") == Some("0") && field(&p, "rdb_last_bgsave_status") == Some("err") {
-            let dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query_async(con).await.unwrap_or_default();
+            let dir: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("dir")
+                .query_async(con)
+                .await
+                .unwrap_or_default();
             bail!(
                 "source '{name}': BGSAVE failed (rdb_last_bgsave_status:err); Redis could not write its snapshot to {} — check that directory's permissions and free space, and Redis's log",
                 dir.get(1).map(String::as_str).unwrap_or("its dir")
@@ -105,7 +115,9 @@ async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout
             return Ok(());
         }
         if t0.elapsed() > timeout {
-            bail!("source '{name}': BGSAVE did not finish within {timeout:?} (raise bgsave_timeout for a large dataset)");
+            bail!(
+                "source '{name}': BGSAVE did not finish within {timeout:?} (raise bgsave_timeout for a large dataset)"
+            );
         }
     }
 }
@@ -118,10 +130,16 @@ fn check_header(h: &[u8]) -> Result<()> {
 }
 
 pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
-    let mut con = connect(&src.url)
-        .await
-        .with_context(|| format!("source '{}': cannot connect to Redis at {}", src.name, crate::sources::postgres::redact_url(&src.url)))?;
-    let version = field(&info(&mut con, "server").await?, "redis_version").unwrap_or("").to_string();
+    let mut con = connect(&src.url).await.with_context(|| {
+        format!(
+            "source '{}': cannot connect to Redis at {}",
+            src.name,
+            crate::sources::postgres::redact_url(&src.url)
+        )
+    })?;
+    let version = field(&info(&mut con, "server").await?, "redis_version")
+        .unwrap_or("")
+        .to_string();
     let keys_before = keyspace(&mut con).await?;
     let mut facts = Facts::new();
     facts.insert("redis_version".into(), version.into());
@@ -132,7 +150,11 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
 }
 
 /// Records the key counts, marking them exact only when nothing changed around the snapshot.
-fn record_keys(facts: &mut Facts, before: serde_json::Map<String, serde_json::Value>, after: serde_json::Map<String, serde_json::Value>) {
+fn record_keys(
+    facts: &mut Facts,
+    before: serde_json::Map<String, serde_json::Value>,
+    after: serde_json::Map<String, serde_json::Value>,
+) {
     let exact = before == after;
     facts.insert("key_counts".into(), after.into());
     facts.insert("key_counts_exact".into(), exact.into());
@@ -158,10 +180,14 @@ async fn file_mode(
                 let mut c = con.clone();
                 async move {
                     let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(k).query_async(&mut c).await?;
-                    v.get(1).cloned().ok_or_else(|| anyhow!("CONFIG GET {k} returned nothing"))
+                    v.get(1)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("CONFIG GET {k} returned nothing"))
                 }
             };
-            let dir = get("dir").await.with_context(|| format!("source '{}': cannot ask Redis where its RDB is; set rdb_path", src.name))?;
+            let dir = get("dir")
+                .await
+                .with_context(|| format!("source '{}': cannot ask Redis where its RDB is; set rdb_path", src.name))?;
             let file = get("dbfilename").await?;
             std::path::Path::new(&dir).join(file)
         }
@@ -176,7 +202,9 @@ async fn file_mode(
     // Redis replaces the file by rename, so this open file is one complete snapshot.
     let size = f.metadata().await?.len();
     let mut header = [0u8; 9];
-    f.read_exact(&mut header).await.map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
+    f.read_exact(&mut header)
+        .await
+        .map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
     check_header(&header).map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
     facts.insert("rdb_path".into(), path.display().to_string().into());
     let reader = std::io::Cursor::new(header.to_vec()).chain(f.take(size - 9));
@@ -226,11 +254,20 @@ async fn replication_mode(
         }
     }
     if let Some(pw) = u.password() {
-        let pw = url::form_urlencoded::parse(format!("p={pw}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let pw = url::form_urlencoded::parse(format!("p={pw}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         let user = u.username();
-        let cmd = if user.is_empty() { resp(&[b"AUTH", pw.as_bytes()]) } else { resp(&[b"AUTH", user.as_bytes(), pw.as_bytes()]) };
+        let cmd = if user.is_empty() {
+            resp(&[b"AUTH", pw.as_bytes()])
+        } else {
+            resp(&[b"AUTH", user.as_bytes(), pw.as_bytes()])
+        };
         r.get_mut().write_all(&cmd).await?;
-        expect_ok(&mut r, "AUTH failed", false).await.map_err(|e| anyhow!("source '{name}': {e}"))?;
+        expect_ok(&mut r, "AUTH failed", false)
+            .await
+            .map_err(|e| anyhow!("source '{name}': {e}"))?;
     }
     // Diskless transfers are allowed; an old Redis that does not know rdb-only just says so.
     r.get_mut().write_all(&resp(&[b"REPLCONF", b"capa", b"eof"])).await?;
@@ -262,20 +299,37 @@ async fn replication_mode(
         }
         Framing::Eof(mark.as_bytes().to_vec())
     } else if let Some(n) = line.strip_prefix('$') {
-        Framing::Len(n.parse().map_err(|_| anyhow!("source '{name}': unexpected SYNC reply '{line}'"))?)
+        Framing::Len(
+            n.parse()
+                .map_err(|_| anyhow!("source '{name}': unexpected SYNC reply '{line}'"))?,
+        )
     } else {
         bail!("source '{name}': unexpected SYNC reply '{line}'");
     };
-    facts.insert("transfer".into(), match framing { Framing::Eof(_) => "diskless", Framing::Len(_) => "disk" }.into());
+    facts.insert(
+        "transfer".into(),
+        match framing {
+            Framing::Eof(_) => "diskless",
+            Framing::Len(_) => "disk",
+        }
+        .into(),
+    );
     let (mut w, reader) = tokio::io::duplex(1024 * 1024);
     let task = tokio::spawn(async move {
-        let n = copy_rdb(&mut r, &mut w, framing).await.map_err(|e| anyhow!("source '{name}': replication transfer: {e}"))?;
+        let n = copy_rdb(&mut r, &mut w, framing)
+            .await
+            .map_err(|e| anyhow!("source '{name}': replication transfer: {e}"))?;
         w.shutdown().await?;
         let mut f = Facts::new();
         f.insert("expected_size".into(), n.into());
         Ok(f)
     });
-    Ok(Dump { reader: Box::new(reader), format: "rdb", facts, finish: Finish::Task(task) })
+    Ok(Dump {
+        reader: Box::new(reader),
+        format: "rdb",
+        facts,
+        finish: Finish::Task(task),
+    })
 }
 
 enum Framing {
@@ -352,7 +406,8 @@ mod tests {
 
     #[test]
     fn keyspace_and_header() {
-        let ks = parse_keyspace("# Keyspace\r\ndb0:keys=1000,expires=50,avg_ttl=3600\r\ndb3:keys=7,expires=0,avg_ttl=0\r\n");
+        let ks =
+            parse_keyspace("# Keyspace\r\ndb0:keys=1000,expires=50,avg_ttl=3600\r\ndb3:keys=7,expires=0,avg_ttl=0\r\n");
         assert_eq!(ks["db0"]["keys"], 1000);
         assert_eq!(ks["db0"]["expires"], 50);
         assert_eq!(ks["db3"]["keys"], 7);

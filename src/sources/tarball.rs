@@ -39,7 +39,12 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-pub fn start(spec: Spec) -> (tokio::io::DuplexStream, JoinHandle<Result<serde_json::Map<String, serde_json::Value>>>) {
+pub fn start(
+    spec: Spec,
+) -> (
+    tokio::io::DuplexStream,
+    JoinHandle<Result<serde_json::Map<String, serde_json::Value>>>,
+) {
     let (w, r) = tokio::io::duplex(1024 * 1024);
     let handle = tokio::task::spawn_blocking(move || write_tar(spec, SyncIoBridge::new(w)));
     (r, handle)
@@ -52,8 +57,12 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
     let mut files = serde_json::Map::new();
     let (mut count, mut bytes) = (0u64, 0u64);
     for root in &spec.roots {
-        let meta = std::fs::symlink_metadata(&root.path)
-            .with_context(|| format!("cannot read {} (check the path and that drctl may read it)", root.path.display()))?;
+        let meta = std::fs::symlink_metadata(&root.path).with_context(|| {
+            format!(
+                "cannot read {} (check the path and that drctl may read it)",
+                root.path.display()
+            )
+        })?;
         let walker = walkdir::WalkDir::new(&root.path)
             .follow_links(false)
             .sort_by_file_name()
@@ -74,12 +83,15 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
             }
             let ft = entry.file_type();
             if ft.is_dir() {
-                b.append_dir(&name, entry.path()).with_context(|| format!("cannot archive {}", entry.path().display()))?;
+                b.append_dir(&name, entry.path())
+                    .with_context(|| format!("cannot archive {}", entry.path().display()))?;
             } else if ft.is_symlink() {
                 b.append_path_with_name(entry.path(), &name)
                     .with_context(|| format!("cannot archive {}", entry.path().display()))?;
             } else if ft.is_file() {
-                let m = entry.metadata().with_context(|| format!("cannot stat {}", entry.path().display()))?;
+                let m = entry
+                    .metadata()
+                    .with_context(|| format!("cannot stat {}", entry.path().display()))?;
                 let f = std::fs::File::open(entry.path())
                     .with_context(|| format!("cannot open {} (is it readable by drctl?)", entry.path().display()))?;
                 let mut header = tar::Header::new_gnu();
@@ -88,11 +100,19 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
                 header.set_size(size);
                 // Read exactly the size the header promises: a file that grows would corrupt
                 // the archive, one that shrinks is caught below.
-                let mut reader = Hashing { inner: f.take(size), hasher: Sha256::new(), n: 0 };
+                let mut reader = Hashing {
+                    inner: f.take(size),
+                    hasher: Sha256::new(),
+                    n: 0,
+                };
                 b.append_data(&mut header, &name, &mut reader)
                     .with_context(|| format!("cannot archive {}", entry.path().display()))?;
                 if reader.n != size {
-                    bail!("{} shrank while it was read ({} of {size} bytes); run the backup again", entry.path().display(), reader.n);
+                    bail!(
+                        "{} shrank while it was read ({} of {size} bytes); run the backup again",
+                        entry.path().display(),
+                        reader.n
+                    );
                 }
                 count += 1;
                 bytes += size;
@@ -124,7 +144,6 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
     }
     Ok(facts)
 }
-
 
 pub fn globs(patterns: &[String]) -> Result<globset::GlobSet, String> {
     let mut b = globset::GlobSetBuilder::new();

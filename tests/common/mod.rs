@@ -76,11 +76,22 @@ impl Postgres {
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PG_PASSWORD).unwrap();
         if as_postgres {
-            let st = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().unwrap();
+            let st = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(st.success());
         }
         let port = free_port();
-        let pg = Postgres { port, dir, data, bin, as_postgres };
+        let pg = Postgres {
+            port,
+            dir,
+            data,
+            bin,
+            as_postgres,
+        };
         pg.run_as(
             &pg.bin.join("initdb"),
             &[
@@ -129,7 +140,9 @@ impl Postgres {
             Command::new(prog)
         };
         cmd.args(args).current_dir(self.dir.path());
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", prog.display()));
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", prog.display()));
         assert!(
             out.status.success(),
             "{} failed: {}\n{}",
@@ -151,14 +164,29 @@ impl Postgres {
     /// psql over TCP with the password in the environment; panics on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self.psql_raw(db, sql);
-        assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn psql_raw(&self, db: &str, sql: &str) -> std::process::Output {
         Command::new(self.bin.join("psql"))
             .env("PGPASSWORD", PG_PASSWORD)
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-d")
@@ -228,7 +256,11 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start python3 -m moto.server (pip install 'moto[server]')");
-        let mut s3 = S3Server { port, bucket: "drctl-test".into(), child };
+        let mut s3 = S3Server {
+            port,
+            bucket: "drctl-test".into(),
+            child,
+        };
         wait_port(port, "moto_server", Duration::from_secs(60));
         s3.create_bucket();
         s3
@@ -280,11 +312,19 @@ impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::Builder::new().prefix("drctl-ws-").tempdir().unwrap();
         let identity = dir.path().join("identity.txt");
-        let out = drctl_cmd(dir.path()).args(["keygen", "--output"]).arg(&identity).output().unwrap();
+        let out = drctl_cmd(dir.path())
+            .args(["keygen", "--output"])
+            .arg(&identity)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
         assert!(recipient.starts_with("age1"), "{recipient}");
-        Workspace { dir, identity, recipient }
+        Workspace {
+            dir,
+            identity,
+            recipient,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -435,7 +475,16 @@ impl Redis {
         let dir = tempfile::Builder::new().prefix("drctl-redis-test-").tempdir().unwrap();
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--requirepass", REDIS_PASSWORD])
             .arg("--dir")
             .arg(dir.path())
@@ -492,7 +541,16 @@ impl Nats {
         let port = free_port();
         let monitor = free_port();
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+                "-sd",
+            ])
             .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -500,7 +558,13 @@ impl Nats {
             .expect("nats-server (apt-get install nats-server)");
         wait_port(port, "nats-server", Duration::from_secs(20));
         wait_port(monitor, "nats-server monitoring", Duration::from_secs(20));
-        Nats { port, monitor, store: store.to_path_buf(), _dir: None, child }
+        Nats {
+            port,
+            monitor,
+            store: store.to_path_buf(),
+            _dir: None,
+            child,
+        }
     }
 
     pub fn client(&self) -> NatsClient {
@@ -531,7 +595,8 @@ impl NatsClient {
         let mut line = String::new();
         r.read_line(&mut line).unwrap(); // INFO
         let mut w = s;
-        w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nSUB _INBOX.drctl.* 1\r\n").unwrap();
+        w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nSUB _INBOX.drctl.* 1\r\n")
+            .unwrap();
         NatsClient { r, w, n: 0 }
     }
 
@@ -623,7 +688,8 @@ impl FaultProxy {
                         let mut buf = [0u8; 65536];
                         let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
                         let _ = client.read(&mut buf);
-                        let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+                        let body =
+                            "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
                         let _ = write!(
                             client,
                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -640,7 +706,9 @@ impl FaultProxy {
                         }
                     }
                     Fault::DropMidBody => {
-                        let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                        let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                            return;
+                        };
                         let mut buf = [0u8; 16384];
                         let mut sent = 0;
                         while sent < 32768 {
@@ -656,7 +724,9 @@ impl FaultProxy {
                         let _ = up.shutdown(std::net::Shutdown::Both);
                     }
                     Fault::None => {
-                        let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                        let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                            return;
+                        };
                         let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
                         let t = std::thread::spawn(move || {
                             let _ = std::io::copy(&mut c2, &mut u2);
@@ -670,7 +740,11 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { port, state, faults_injected: injected }
+        FaultProxy {
+            port,
+            state,
+            faults_injected: injected,
+        }
     }
 
     pub fn fail_next(&self, f: Fault, n: usize) {
@@ -699,7 +773,12 @@ impl S3Server {
     pub fn open_multipart_uploads(&self) -> usize {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "GET /{}?uploads HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.bucket, self.port).unwrap();
+        write!(
+            s,
+            "GET /{}?uploads HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -721,7 +800,16 @@ impl WebDav {
         let dir = tempfile::Builder::new().prefix("drctl-dav-").tempdir().unwrap();
         let port = free_port();
         let child = Command::new("rclone")
-            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}"), "--user", "drctl", "--pass", WEBDAV_PASSWORD])
+            .args([
+                "serve",
+                "webdav",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--user",
+                "drctl",
+                "--pass",
+                WEBDAV_PASSWORD,
+            ])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -762,7 +850,11 @@ impl Sftp {
         let dir = tempfile::Builder::new().prefix("drctl-sshd-").tempdir().unwrap();
         let d = dir.path();
         let keygen = |path: &Path, t: &str| {
-            let st = Command::new("ssh-keygen").args(["-q", "-t", t, "-N", "", "-f"]).arg(path).status().unwrap();
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", t, "-N", "", "-f"])
+                .arg(path)
+                .status()
+                .unwrap();
             assert!(st.success());
         };
         keygen(&d.join("host"), "ed25519");
@@ -770,7 +862,10 @@ impl Sftp {
         std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
         std::fs::create_dir_all(d.join("data")).unwrap();
         let port = free_port();
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nSubsystem sftp internal-sftp\n",
             d.join("host").display(),
@@ -787,7 +882,13 @@ impl Sftp {
             .spawn()
             .expect("sshd (apt-get install openssh-server)");
         wait_port(port, "sshd", Duration::from_secs(20));
-        Sftp { port, key: d.join("client"), user, dir, child }
+        Sftp {
+            port,
+            key: d.join("client"),
+            user,
+            dir,
+            child,
+        }
     }
 
     /// ssh processes (control masters) still connected to this server.
