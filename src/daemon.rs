@@ -148,15 +148,7 @@ async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
         Err(e) => {
             let msg = format!("{e:#}");
             for s in &sources {
-                ctx.events
-                    .emit(Event::VerifyFinished {
-                        source: s,
-                        backup: "-",
-                        ok: false,
-                        rto_seconds: 0.0,
-                        detail: &msg,
-                    })
-                    .await;
+                crate::verify::report_error(&ctx.events, s, &msg).await;
             }
         }
     }

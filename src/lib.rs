@@ -25,3 +25,16 @@ pub mod sources;
 pub mod status;
 pub mod storage;
 pub mod verify;
+
+/// Whether this process runs as root (uid 0): decides the default state dir, whether the
+/// verify sandbox runs as `postgres`, and whether extracted files keep their owners.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -101,15 +101,7 @@ pub async fn run_all(
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                events
-                    .emit(crate::events::Event::VerifyFinished {
-                        source: s,
-                        backup: "-",
-                        ok: false,
-                        rto_seconds: 0.0,
-                        detail: &msg,
-                    })
-                    .await;
+                report_error(events, s, &msg).await;
                 out.push(Err((s.clone(), msg)));
             }
         }
@@ -153,6 +145,28 @@ pub async fn verify_source(
         }
     }
     Ok(record)
+}
+
+/// Ok with `ok` when nothing differs, else an error listing every difference.
+fn verdict(diffs: Vec<String>, ok: String, what: &str) -> Result<String> {
+    if diffs.is_empty() {
+        Ok(ok)
+    } else {
+        Err(anyhow!("{what} differ: {}", diffs.join("; ")))
+    }
+}
+
+/// A verification that could not even start (no backup, no identity): one failed event.
+pub async fn report_error(events: &crate::events::Events, source: &str, msg: &str) {
+    events
+        .emit(crate::events::Event::VerifyFinished {
+            source,
+            backup: "-",
+            ok: false,
+            rto_seconds: 0.0,
+            detail: msg,
+        })
+        .await;
 }
 
 fn check(name: &str, r: Result<String>) -> Check {
@@ -324,14 +338,8 @@ async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Ve
                         ));
                     }
                 }
-                if diffs.is_empty() {
-                    Ok(format!(
-                        "{} databases, counts equal to those recorded at backup time",
-                        rec.len()
-                    ))
-                } else {
-                    Err(anyhow!("key counts differ: {}", diffs.join("; ")))
-                }
+                let ok = format!("{} databases, counts equal to those recorded at backup time", rec.len());
+                verdict(diffs, ok, "key counts")
             }
             _ => Ok("loaded; counts not compared (writes happened while the snapshot was taken)".into()),
         }),
@@ -437,14 +445,11 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
                         None => diffs.push(format!("{name}: missing from the restored server")),
                     }
                 }
-                if diffs.is_empty() {
-                    Ok(format!(
-                        "{} streams, message counts and last sequences equal to those recorded",
-                        rec.len()
-                    ))
-                } else {
-                    Err(anyhow!("streams differ: {}", diffs.join("; ")))
-                }
+                let ok = format!(
+                    "{} streams, message counts and last sequences equal to those recorded",
+                    rec.len()
+                );
+                verdict(diffs, ok, "streams")
             }
             None => Ok(format!(
                 "server started with {} streams; no counts were recorded (set monitor_url)",
@@ -551,15 +556,12 @@ async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig
                 for t in restored.keys().filter(|t| !recorded.contains_key(*t)) {
                     diffs.push(format!("{t}: in the restore but not recorded at backup time"));
                 }
-                if diffs.is_empty() {
-                    Ok(format!(
-                        "{} tables, {} rows, all equal to the counts taken in the dump's snapshot",
-                        recorded.len(),
-                        recorded.values().sum::<i64>()
-                    ))
-                } else {
-                    Err(anyhow!("row counts differ: {}", diffs.join("; ")))
-                }
+                let ok = format!(
+                    "{} tables, {} rows, all equal to the counts taken in the dump's snapshot",
+                    recorded.len(),
+                    recorded.values().sum::<i64>()
+                );
+                verdict(diffs, ok, "row counts")
             }
             .await;
             checks.push(check("row counts", r));
@@ -643,7 +645,7 @@ impl Sandbox {
                         bin.display()
                     );
                 }
-                let run_as = is_root().then(|| "postgres".to_string());
+                let run_as = crate::is_root().then(|| "postgres".to_string());
                 let data = work.path().join("data");
                 let sock = work.path().to_path_buf();
                 if let Some(u) = &run_as {
@@ -787,17 +789,6 @@ async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {

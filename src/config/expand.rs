@@ -49,9 +49,11 @@ pub fn expand_str(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
             }
             match lookup(name) {
                 Some(v) => out.push_str(&v),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "environment variable {name} is not set (export it, or put it in the environment drctl runs with)"
-                )),
+                ))
+                }
             }
             rest = &stripped[end + 1..];
         } else {

@@ -104,7 +104,7 @@ impl DaemonConfig {
         if let Some(d) = &self.state_dir {
             return d.clone();
         }
-        if is_root() {
+        if crate::is_root() {
             return PathBuf::from("/var/lib/drctl");
         }
         if let Ok(x) = std::env::var("XDG_STATE_HOME") {
@@ -112,17 +112,6 @@ impl DaemonConfig {
         }
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".local/state/drctl")
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

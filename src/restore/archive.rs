@@ -68,7 +68,7 @@ pub fn extract(file: &Path, dest: &Path) -> Result<()> {
     a.set_preserve_permissions(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(false);
-    a.set_preserve_ownerships(is_root());
+    a.set_preserve_ownerships(crate::is_root());
     for e in a.entries()? {
         let mut e = e?;
         let path = e.path()?.into_owned();
@@ -83,17 +83,6 @@ pub fn extract(file: &Path, dest: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A restore directory must be new or empty: restoring over existing files hides what came
