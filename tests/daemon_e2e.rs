@@ -309,16 +309,8 @@ fn a_stale_source_raises_an_alert() {
     assert!(v["content"].as_str().unwrap().contains("max_age 1s"), "{v}");
 }
 
-fn slow_pg_dump(dir: &Path) -> String {
-    let slow = dir.join("slow-pg_dump");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-    format!("pg_dump_path = \"{}\"\n", slow.display())
+fn slow_pg_dump_line(dir: &Path) -> String {
+    format!("pg_dump_path = \"{}\"\n", slow_pg_dump(dir, "exec sleep 60").display())
 }
 
 #[test]
@@ -331,7 +323,7 @@ fn sigterm_during_a_large_backup_exits_0_within_grace_and_commits_nothing() {
     let daemon_cfg = "[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\n";
     ws.write_config(
         &s3.storage_toml("s3"),
-        &format!("{src}{}\n{daemon_cfg}", slow_pg_dump(ws.path())),
+        &format!("{src}{}\n{daemon_cfg}", slow_pg_dump_line(ws.path())),
     );
     ws.daemon_settings("grace_period = \"2s\"");
     ws.ok(&["validate"]);

@@ -196,16 +196,7 @@ fn damaged_object_is_refused(kind: Kind) {
 
     // Also --output-dir leaves no file behind for a damaged backup.
     let out = s.ws.path().join("out");
-    let ident = s.ws.identity.to_str().unwrap();
-    let (code, _, _) = s.ws.run(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ident,
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, _) = s.ws.restore_to(&out, &[]);
     assert_eq!(code, 1);
     assert!(files_under(&out).is_empty(), "{:?}", files_under(&out));
 }
@@ -292,14 +283,7 @@ fn interrupted_backup_leaves_nothing_and_next_run_succeeds() {
     pg.psql("app", SEED);
     let ws = Workspace::new();
     // A pg_dump that produces a real dump and then hangs, as one stuck on a slow server would.
-    let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 30\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = slow_pg_dump(ws.path(), "exec sleep 30");
     let src = pg_source_toml("app-db", &pg, "app");
     ws.write_config(
         &ws.fs_storage_toml("local"),
@@ -327,21 +311,6 @@ fn interrupted_backup_leaves_nothing_and_next_run_succeeds() {
     ws.write_config(&ws.fs_storage_toml("local"), &src);
     ws.ok(&["backup"]);
     assert_eq!(ws.list_json().len(), 1);
-}
-
-fn sh(script: &str, env: &[(&str, &str)]) {
-    let mut c = Command::new("sh");
-    c.arg("-ec").arg(script);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn only_data_file(ws: &Workspace) -> PathBuf {
@@ -409,16 +378,7 @@ fn output_dir_writes_the_plain_dump_with_matching_hash() {
     let s = setup(Kind::Fs);
     s.ws.ok(&["backup"]);
     let out = s.ws.path().join("restore-out");
-    let ident = s.ws.identity.to_str().unwrap();
-    s.ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ident,
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    s.ws.restore_ok(&out);
     let files = files_under(&out);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(

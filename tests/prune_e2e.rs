@@ -89,15 +89,7 @@ fn prune_plan_and_apply(s3: bool) {
     assert!(out.contains("deleted 0 backup(s)"), "{out}");
     // The kept backups still restore.
     let dir = r.ws.path().join("out");
-    r.ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        r.ws.identity.to_str().unwrap(),
-        "--output-dir",
-        dir.to_str().unwrap(),
-    ]);
+    r.ws.restore_ok(&dir);
 }
 
 #[test]
@@ -164,27 +156,14 @@ fn a_prune_interrupted_between_manifest_and_data_is_cleaned_by_the_next() {
     );
     assert_eq!(files.iter().filter(|f| f.starts_with("data/")).count(), 1, "{files:?}");
     let dir = r.ws.path().join("out");
-    r.ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        r.ws.identity.to_str().unwrap(),
-        "--output-dir",
-        dir.to_str().unwrap(),
-    ]);
+    r.ws.restore_ok(&dir);
 }
 
-fn slow_pg_dump(ws: &Workspace, seconds: u32) -> String {
-    let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(
-        &slow,
-        format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nsleep {seconds}\n"),
+fn slow_pg_dump_line(ws: &Workspace, seconds: u32) -> String {
+    format!(
+        "pg_dump_path = \"{}\"\n",
+        slow_pg_dump(ws.path(), &format!("sleep {seconds}")).display()
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-    format!("pg_dump_path = \"{}\"\n", slow.display())
 }
 
 #[test]
@@ -192,7 +171,7 @@ fn backup_and_prune_are_serialized_by_the_storage_lock() {
     let r = repo(false, "{ keep_last = 1 }");
     r.ws.ok(&["backup", "--no-prune"]);
     let cfg = std::fs::read_to_string(r.ws.path().join("drctl.toml")).unwrap();
-    let slow = slow_pg_dump(&r.ws, 4);
+    let slow = slow_pg_dump_line(&r.ws, 4);
     std::fs::write(r.ws.path().join("drctl.toml"), format!("{cfg}{slow}")).unwrap();
 
     let t0 = Instant::now();

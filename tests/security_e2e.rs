@@ -18,14 +18,7 @@ fn secrets_never_appear_in_trace_logs_or_process_lists() {
     let ws = Workspace::new();
     let s3_secret = "S3-secret-Zq81-never-log-me";
     // A pg_dump that lingers, so the process list can be read while it runs.
-    let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nsleep 2\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = slow_pg_dump(ws.path(), "sleep 2");
     ws.write_config(
         &s3.storage_toml("s3"),
         &format!(

@@ -176,11 +176,14 @@ fn redis_round_trip(mode: &str, server_args: &[&str], transfer: Option<&str>) {
     let obj = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
     assert!(obj.to_str().unwrap().ends_with(".rdb.zst.age"));
     let hand = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "age -d -i '{ident}' '{}' | zstd -d -q > '{}/dump.rdb'",
-        obj.display(),
-        hand.path().display()
-    ));
+    sh(
+        &format!(
+            "age -d -i '{ident}' '{}' | zstd -d -q > '{}/dump.rdb'",
+            obj.display(),
+            hand.path().display()
+        ),
+        &[],
+    );
     let rdb = std::fs::read(hand.path().join("dump.rdb")).unwrap();
     assert!(rdb.starts_with(b"REDIS00"), "a plain RDB, no transfer framing");
     let check = Command::new("redis-check-rdb")
@@ -208,15 +211,6 @@ fn redis_round_trip(mode: &str, server_args: &[&str], transfer: Option<&str>) {
     assert!(
         out.contains("ok   redis-check-rdb") && out.contains("ok   key counts"),
         "{out}"
-    );
-}
-
-fn sh(script: &str) {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -332,15 +326,7 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
 
     let out = ws.path().join("restored");
     let ident = ws.identity.to_str().unwrap();
-    ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ident,
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    ws.restore_ok(&out);
     drop(n);
     let restored = Nats::start_on(&out.join("events"));
     assert_eq!(nats_messages(&restored), before, "messages, subjects and sequences");
@@ -350,15 +336,7 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
     drop(restored);
 
     // A non-empty target directory is refused.
-    let (code, _, err) = ws.run(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ident,
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, err) = ws.restore_to(&out, &[]);
     assert_eq!(code, 1);
     assert!(err.contains("is not empty"), "{err}");
 
@@ -366,11 +344,14 @@ fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
     let root = ws.fs_root("local");
     let obj = root.join(files_under(&root).into_iter().find(|f| f.starts_with("data/")).unwrap());
     let hand = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "age -d -i '{ident}' '{}' | zstd -d -q | tar -x -C '{}'",
-        obj.display(),
-        hand.path().display()
-    ));
+    sh(
+        &format!(
+            "age -d -i '{ident}' '{}' | zstd -d -q | tar -x -C '{}'",
+            obj.display(),
+            hand.path().display()
+        ),
+        &[],
+    );
     let by_hand = Nats::start_on(hand.path());
     assert_eq!(nats_messages(&by_hand), before);
     drop(by_hand);
@@ -447,15 +428,7 @@ fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
 
     let out = ws.path().join("restored");
     let ident = ws.identity.to_str().unwrap();
-    ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ident,
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    ws.restore_ok(&out);
     let restored_app = out.join("config").join(app.strip_prefix("/").unwrap());
     let mut want = describe(&app);
     want.remove("debug.log");
@@ -494,7 +467,7 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
         evil.display(),
         ws.recipient,
         obj.display()
-    ));
+    ), &[]);
     use sha2::Digest;
     let plain = std::fs::read(evil.join("x.tar")).unwrap();
     let stored = std::fs::read(&obj).unwrap();
@@ -505,15 +478,7 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
 
     let out = ws.path().join("restore-here");
-    let (code, _, err) = ws.run(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ws.identity.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, err) = ws.restore_to(&out, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refusing tar entry '../evil'"), "{err}");
     assert!(!out.join("evil").exists() && !ws.path().join("evil.txt").exists());
@@ -696,15 +661,7 @@ fn nats_snapshot_mode_round_trip_through_the_jetstream_api() {
 
     // The artifact holds backup.json and the numbered snapshot parts.
     let out_dir = ws.path().join("by-hand");
-    ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        &ident,
-        "--output-dir",
-        out_dir.to_str().unwrap(),
-    ]);
+    ws.restore_ok(&out_dir);
     let files = files_under(&out_dir.join("events"));
     assert!(files.contains(&"ORDERS/backup.json".to_string()), "{files:?}");
     assert!(

@@ -15,18 +15,7 @@ fn seeded_pg(rows: u32) -> Postgres {
 }
 
 fn restore_out(ws: &Workspace, extra: &[&str]) -> (i32, String, String) {
-    let dir = ws.path().join(format!("out-{}", rand_suffix()));
-    let mut args = vec![
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ws.identity.to_str().unwrap(),
-        "--output-dir",
-        dir.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    ws.run(&args)
+    ws.restore_to(&ws.path().join(format!("out-{}", rand_suffix())), extra)
 }
 
 fn rand_suffix() -> u64 {
@@ -233,14 +222,7 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
     let pg = big_pg();
     let s3 = S3Server::start();
     let ws = Workspace::new();
-    let slow = ws.path().join("slow-pg_dump");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\nexec sleep 60\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = slow_pg_dump(ws.path(), "exec sleep 60");
     let storages = format!("{}{}", ws.fs_storage_toml("local"), s3.storage_toml("s3"));
     let src = pg_source_toml("app-db", &pg, "app");
     ws.write_config(&storages, &format!("{src}pg_dump_path = \"{}\"\n", slow.display()));

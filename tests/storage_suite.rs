@@ -93,15 +93,7 @@ fn round_trip(ws: &Workspace, pg: &Postgres, storage_toml: &str) {
     let out = ws.ok(&["check", "--read-data"]);
     assert!(out.contains("0 problem(s)"), "{out}");
     let dir = ws.path().join("restored");
-    ws.ok(&[
-        "restore",
-        "--at",
-        "now",
-        "--identity",
-        ws.identity.to_str().unwrap(),
-        "--output-dir",
-        dir.to_str().unwrap(),
-    ]);
+    ws.restore_ok(&dir);
     let want = ws.list_json()[0]["plain"]["sha256"].as_str().unwrap().to_string();
     let f = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
     use sha2::Digest;

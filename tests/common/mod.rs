@@ -400,6 +400,26 @@ impl Workspace {
         )
     }
 
+    /// `drctl restore --at now --identity <this workspace's identity> --output-dir DIR [extra…]`.
+    pub fn restore_to(&self, dir: &Path, extra: &[&str]) -> (i32, String, String) {
+        let (ident, dir) = (self.identity.to_str().unwrap(), dir.to_str().unwrap());
+        let mut args = vec!["restore", "--at", "now", "--identity", ident, "--output-dir", dir];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// `restore_to` that must succeed; returns stdout.
+    pub fn restore_ok(&self, dir: &Path) -> String {
+        let (code, out, err) = self.restore_to(dir, &[]);
+        assert_eq!(
+            code,
+            0,
+            "restore --output-dir {} failed:\nstdout: {out}\nstderr: {err}",
+            dir.display()
+        );
+        out
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.run(args);
         assert_eq!(code, 0, "drctl {args:?} failed:\nstdout: {out}\nstderr: {err}");
@@ -934,4 +954,34 @@ pub fn big_pg() -> Postgres {
          from generate_series(1, 3000) g, generate_series(1, 512) h group by g;",
     );
     pg
+}
+
+/// A pg_dump wrapper that produces a real dump, then runs `after` (e.g. `exec sleep 60`) while
+/// still holding its stdout open, as a pg_dump stuck on a slow server would. Returns its path.
+pub fn slow_pg_dump(dir: &Path, after: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let slow = dir.join("slow-pg_dump");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\npg_dump \"$@\"\n{after}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    slow
+}
+
+/// Runs a shell script with `sh -e`, panicking with its output if it fails.
+pub fn sh(script: &str, env: &[(&str, &str)]) {
+    let mut c = Command::new("sh");
+    c.arg("-ec").arg(script);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
