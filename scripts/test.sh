@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test against real servers. Installs what the tests need when it is missing:
-# PostgreSQL server binaries and client, Redis, NATS, age, zstd, sshd (SFTP), rclone (WebDAV)
-# (Debian packages) and an S3-compatible server (moto, from PyPI). Safe to run again: installs are skipped when present.
+# PostgreSQL server binaries and client, Redis, NATS, age, zstd, sshd (SFTP), rclone (WebDAV),
+# podman + runc (a Docker-API engine for the `docker` verification sandbox) and mmdebstrap
+# (Debian packages), an S3-compatible server (moto, from PyPI), and a PostgreSQL container image
+# built from Debian packages. Safe to run again: installs and the image build are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +19,20 @@ command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v rclone >/dev/null || need_apt+=(rclone)
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
+  # Wait for another apt (unattended upgrades, a second test run) instead of failing on its lock.
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   # Installing the postgresql package may start a system cluster; the tests never use it.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# The docker sandbox tests run the newest installed server major in a container.
+pg_major=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1 | cut -d/ -f5)
+bash scripts/lib/pg-test-image/build.sh "$pg_major"
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'

@@ -122,6 +122,8 @@ pub enum VerifySandbox {
     Local,
     /// An existing scratch server (`[verify] url`): a new database, dropped afterwards.
     Url,
+    /// A `postgres:<major>` container (`[verify] docker_image`) on the local Docker engine.
+    Docker,
 }
 
 impl fmt::Display for VerifySandbox {
@@ -129,6 +131,7 @@ impl fmt::Display for VerifySandbox {
         f.write_str(match self {
             VerifySandbox::Local => "local",
             VerifySandbox::Url => "url",
+            VerifySandbox::Docker => "docker",
         })
     }
 }
@@ -147,6 +150,11 @@ pub struct VerifyConfig {
     /// Where the sandbox and the decrypted dump live during a verification [default: $TMPDIR].
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
+    /// Image for `sandbox = "docker"`; `{major}` becomes the dumped server's major version
+    /// [default: "postgres:{major}"]. It must keep the official image's contract:
+    /// POSTGRES_PASSWORD, port 5432, `postgres -c …` arguments.
+    #[serde(default = "default_docker_image")]
+    pub docker_image: String,
     /// When the daemon verifies every source (cron) [default: monthly, "0 5 1 * *"].
     /// Needs encryption.identity_file on the verifying host.
     #[serde(default = "default_verify_schedule")]
@@ -157,6 +165,10 @@ fn default_verify_schedule() -> String {
     "0 5 1 * *".into()
 }
 
+fn default_docker_image() -> String {
+    "postgres:{major}".into()
+}
+
 impl Default for VerifyConfig {
     fn default() -> Self {
         VerifyConfig {
@@ -164,6 +176,7 @@ impl Default for VerifyConfig {
             url: None,
             pg_bin_dir: None,
             work_dir: None,
+            docker_image: default_docker_image(),
             schedule: default_verify_schedule(),
         }
     }
@@ -172,6 +185,24 @@ impl Default for VerifyConfig {
 impl VerifyConfig {
     pub fn work_dir(&self) -> PathBuf {
         self.work_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// `docker_image` for a server of major version `major`, as (name, tag).
+    pub fn docker_image_for(&self, major: u32) -> Result<(String, String), String> {
+        let full = self.docker_image.replace("{major}", &major.to_string());
+        // The tag follows the last ':' after the last '/' ("registry:5000/postgres" has none).
+        let (name, tag) = match full.rfind(':') {
+            Some(i) if !full[i..].contains('/') => (&full[..i], &full[i + 1..]),
+            _ => (full.as_str(), "latest"),
+        };
+        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+        if !ok(name) || !ok(tag) || full.contains(char::is_whitespace) {
+            return Err(format!(
+                "'{}' is not an image reference (write it like \"postgres:{{major}}\" or \"registry.example.com/pg:16\")",
+                self.docker_image
+            ));
+        }
+        Ok((name.to_string(), tag.to_string()))
     }
 }
 
@@ -182,6 +213,7 @@ impl fmt::Debug for VerifyConfig {
             .field("url", &self.url.as_deref().map(crate::sources::postgres::redact_url))
             .field("pg_bin_dir", &self.pg_bin_dir)
             .field("work_dir", &self.work_dir)
+            .field("docker_image", &self.docker_image)
             .field("schedule", &self.schedule)
             .finish()
     }
@@ -816,6 +848,9 @@ impl RawSections {
                     }
                 }
                 _ => {}
+            }
+            if let Err(e) = v.docker_image_for(15) {
+                errors.push(format!("verify.docker_image: {e}"));
             }
         }
         let jobs: Vec<Option<JobConfig>> = self

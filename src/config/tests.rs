@@ -143,3 +143,46 @@ url = "postgres://app:${{DRCTL_TEST_SECRET_FOR_DEBUG}}@h/db"
     assert!(!dbg.contains("AKIAEXAMPLE"), "{dbg}");
     assert!(dbg.contains("REDACTED") || dbg.contains("redacted"), "{dbg}");
 }
+
+#[test]
+fn docker_image_takes_the_dumped_major_and_rejects_non_references() {
+    let img = |s: &str| super::VerifyConfig {
+        docker_image: s.into(),
+        ..Default::default()
+    };
+    let default = super::VerifyConfig::default();
+    assert_eq!(default.docker_image_for(16), Ok(("postgres".into(), "16".into())));
+    assert_eq!(
+        img("registry.example.com:5000/team/pg:{major}-alpine").docker_image_for(15),
+        Ok(("registry.example.com:5000/team/pg".into(), "15-alpine".into()))
+    );
+    assert_eq!(
+        img("registry.example.com:5000/pg").docker_image_for(15),
+        Ok(("registry.example.com:5000/pg".into(), "latest".into()))
+    );
+    let err = img("postgres 16").docker_image_for(16).unwrap_err();
+    assert!(err.contains("'postgres 16' is not an image reference"), "{err}");
+    assert!(img("").docker_image_for(16).is_err());
+
+    let errs = parse(
+        &format!(
+            r#"
+[encryption]
+recipients = ["{KEY}"]
+[[storage]]
+name = "local"
+type = "fs"
+root = "/x"
+[verify]
+sandbox = "docker"
+docker_image = "post gres"
+"#
+        ),
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.starts_with("verify.docker_image: 'post gres'")),
+        "{errs:?}"
+    );
+}

@@ -985,3 +985,103 @@ pub fn sh(script: &str, env: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The image the `docker` sandbox tests use: Debian's PostgreSQL server of `major` behind an
+/// entrypoint with the official image's contract, built from Debian packages by
+/// `scripts/lib/pg-test-image/build.sh` (no image registry is reachable where the tests run).
+pub fn pg_test_image(major: u32) -> String {
+    let image = format!("localhost/drctl-test/postgres:{major}");
+    let exists = Command::new("podman")
+        .args(["image", "exists", &image])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        exists,
+        "image {image} is missing: run `bash scripts/lib/pg-test-image/build.sh {major}` (scripts/test.sh does)"
+    );
+    image
+}
+
+/// The major version of the newest installed PostgreSQL server (what `Postgres::start` runs).
+pub fn pg_major() -> u32 {
+    pg_bindir()
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a /usr/lib/postgresql/<major>/bin directory")
+}
+
+/// A throwaway Docker engine: `podman system service` answering the Docker API on a Unix
+/// socket in a temp dir, stopped on drop. Pass `host` as DOCKER_HOST.
+pub struct DockerEngine {
+    dir: tempfile::TempDir,
+    child: Child,
+    pub host: String,
+}
+
+impl DockerEngine {
+    pub fn start() -> DockerEngine {
+        let dir = tempfile::Builder::new().prefix("drctl-engine-").tempdir().unwrap();
+        // runc with cgroupfs and explicit rlimits: these machines run tests inside a sandbox
+        // with hybrid cgroups and without CAP_SYS_RESOURCE, where crun and podman's default
+        // rlimits (nofile 1048576) are refused. Harmless on an ordinary host.
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        let sock = dir.path().join("engine.sock");
+        let child = Command::new("podman")
+            .env("CONTAINERS_CONF", dir.path().join("containers.conf"))
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("engine.log")).unwrap())
+            .spawn()
+            .expect("podman (apt-get install podman runc; scripts/test.sh does)");
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "podman system service did not listen on {}: {}",
+                sock.display(),
+                std::fs::read_to_string(dir.path().join("engine.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let host = format!("unix://{}", sock.display());
+        DockerEngine { dir, child, host }
+    }
+
+    /// Verification sandbox containers that exist now, as "name ports" lines.
+    pub fn sandboxes(&self) -> Vec<String> {
+        let out = Command::new("podman")
+            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                "name=drctl-verify-",
+                "--format",
+                "{{.Names}} {{.Ports}}",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

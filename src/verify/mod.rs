@@ -7,6 +7,8 @@
 //!   TCP port, so no other local user can read the restored data. As root it runs as the
 //!   `postgres` user (initdb refuses root).
 //! * `url`: an existing scratch server; drctl creates a uniquely named database and drops it.
+//! * `docker`: a `postgres:<major>` container through testcontainers on the local Docker engine,
+//!   its port published on 127.0.0.1 only, a random password; removed afterwards.
 //!
 //! Checks: the download's hashes and age authentication; `pg_restore --exit-on-error` exits 0;
 //! every table's exact row count equals the count recorded at backup time in the dump's own
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::Instant;
+
+mod docker;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
@@ -612,6 +616,12 @@ enum Kind {
         db: String,
         dropped: bool,
     },
+    /// Removed by `stop()`, or by the container's own `Drop` (testcontainers removes it there).
+    Docker {
+        container: Option<Box<testcontainers::ContainerAsync<docker::PgImage>>>,
+        image: String,
+        id: String,
+    },
 }
 
 impl Sandbox {
@@ -619,6 +629,7 @@ impl Sandbox {
         match &self.kind {
             Kind::Local { bin, .. } => format!("local ({})", bin.display()),
             Kind::Url { admin, db, .. } => format!("url ({}, database {db})", admin.display()),
+            Kind::Docker { image, id, .. } => format!("docker ({image}, container {id})"),
         }
     }
 
@@ -628,13 +639,7 @@ impl Sandbox {
             .tempdir_in(cfg.verify.work_dir())?;
         match &cfg.verify.sandbox {
             VerifySandbox::Local => {
-                let major = m
-                    .facts
-                    .get("server_version")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| v.split(['.', ' ']).next())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .ok_or_else(|| anyhow!("the manifest records no server version"))?;
+                let major = dumped_major(m)?;
                 let bin = match &cfg.verify.pg_bin_dir {
                     Some(d) => d.clone(),
                     None => PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
@@ -734,6 +739,24 @@ impl Sandbox {
                     },
                 })
             }
+            VerifySandbox::Docker => {
+                let (name, tag) = cfg
+                    .verify
+                    .docker_image_for(dumped_major(m)?)
+                    .map_err(|e| anyhow!("[verify] docker_image: {e}"))?;
+                let image = format!("{name}:{tag}");
+                let (container, conn) = docker::start(name, tag, &m.id).await?;
+                let id = container.id().chars().take(12).collect();
+                Ok(Sandbox {
+                    conn,
+                    work,
+                    kind: Kind::Docker {
+                        container: Some(Box::new(container)),
+                        image,
+                        id,
+                    },
+                })
+            }
         }
     }
 
@@ -748,6 +771,13 @@ impl Sandbox {
                     Err(e) => tracing::warn!(db = %db, error = %e, "cannot drop the scratch database"),
                 },
                 Err(e) => tracing::warn!(db = %db, error = %format!("{e:#}"), "cannot drop the scratch database"),
+            }
+        }
+        if let Kind::Docker { container, id, .. } = &mut self.kind {
+            if let Some(c) = container.take() {
+                if let Err(e) = c.rm().await {
+                    tracing::warn!(container = %id, error = %e, "cannot remove the sandbox container; remove it with `docker rm -f {id}`");
+                }
             }
         }
         // Local clusters are stopped by Drop.
@@ -778,6 +808,16 @@ impl Drop for Sandbox {
             _ => {}
         }
     }
+}
+
+/// The major version of the server a backup was dumped from.
+fn dumped_major(m: &Manifest) -> Result<u32> {
+    m.facts
+        .get("server_version")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.split(['.', ' ']).next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| anyhow!("the manifest records no server version"))
 }
 
 async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
