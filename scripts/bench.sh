@@ -23,19 +23,9 @@ PG_EXTRA_OPTS="-c shared_buffers=256MB -c fsync=off -c max_wal_size=4GB"
 start_throwaway_pg
 trap 'stop_throwaway_pg; rm -rf "$WORK"' EXIT
 
-make_db() { # name, MB — rows of ~250 bytes: text that compresses about as well as real app data
-  local rows=$(( $2 * 1024 * 1024 / 250 ))
-  pg_psql -c "create database $1"
-  pg_psql -d "$1" -c "create table events (id bigserial primary key, at timestamptz, kind text, user_id int, body text, meta jsonb);
-    insert into events (at, kind, user_id, body, meta)
-    select '2026-01-01'::timestamptz + g * interval '1 second', (array['login','view','buy','logout'])[1 + g % 4], g % 50000,
-           md5(g::text) || ' ' || repeat(md5((g % 997)::text), 3), jsonb_build_object('ip', '10.0.' || (g % 255) || '.' || (g % 7), 'ok', g % 3 = 0)
-    from generate_series(1, $rows) g;" >/dev/null
-  echo "  $1: $(pg_psql -c "select pg_size_pretty(pg_database_size('$1'))")"
-}
 echo "==> building databases (this takes a while)"
-make_db big "$SIZE_MB"
-make_db small $(( SIZE_MB / 4 ))
+make_bench_db big "$SIZE_MB"
+make_bench_db small $(( SIZE_MB / 4 ))
 
 "$DRCTL" keygen --output "$WORK/key.txt" > "$WORK/recipient.txt" 2>/dev/null
 RCPT=$(cat "$WORK/recipient.txt")

@@ -13,22 +13,9 @@ use std::time::{Duration, Instant};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn setup(image: &str, extra_source: &str) -> (Postgres, Workspace) {
-    let pg = Postgres::start();
-    pg.createdb("app");
-    pg.psql(
-        "app",
-        "create table users (id serial primary key, name text); insert into users (name) select 'u' || g from generate_series(1, 2000) g;
-         create schema billing; create table billing.invoices (id int, total numeric); insert into billing.invoices select g, g * 2 from generate_series(1, 300) g;",
-    );
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "{}{extra_source}\n[verify]\nsandbox = \"docker\"\ndocker_image = \"{image}\"\n",
-            pg_source_toml("app-db", &pg, "app")
-        ),
-    );
-    (pg, ws)
+    verify_setup(&format!(
+        "{extra_source}\n[verify]\nsandbox = \"docker\"\ndocker_image = \"{image}\"\n"
+    ))
 }
 
 fn spawn_verify(ws: &Workspace, engine: &DockerEngine) -> std::process::Child {
@@ -95,6 +82,7 @@ fn docker_sandbox_passes_and_fails_on_a_real_server_on_loopback_only_and_leaves_
         "{out}"
     );
     assert_eq!(engine.sandboxes(), Vec::<String>::new(), "container left after a pass");
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
     let rec = files_under(&ws.fs_root("local"))
         .into_iter()
         .find(|f| f.starts_with("verify/app-db/"))
@@ -156,6 +144,7 @@ fn an_interrupted_docker_verify_removes_its_container() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(engine.sandboxes(), Vec::<String>::new(), "container left after Ctrl-C");
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
 }
 
 #[test]
@@ -183,4 +172,5 @@ fn docker_sandbox_names_a_missing_engine_and_a_missing_image() {
         "{out}"
     );
     assert_eq!(engine.sandboxes(), Vec::<String>::new());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
 }

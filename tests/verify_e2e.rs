@@ -8,41 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn setup(extra_source: &str) -> (Postgres, Workspace) {
-    let pg = Postgres::start();
-    pg.createdb("app");
-    pg.psql(
-        "app",
-        "create table users (id serial primary key, name text); insert into users (name) select 'u' || g from generate_series(1, 2000) g;
-         create schema billing; create table billing.invoices (id int, total numeric); insert into billing.invoices select g, g * 2 from generate_series(1, 300) g;",
-    );
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!("{}{extra_source}", pg_source_toml("app-db", &pg, "app")),
-    );
-    (pg, ws)
+    verify_setup(extra_source)
 }
 
 fn verify(ws: &Workspace, identity: &std::path::Path) -> (i32, String, String) {
     ws.run(&["verify", "--identity", identity.to_str().unwrap()])
-}
-
-/// Sandbox leftovers: temp dirs and postmasters started from them.
-fn leftovers() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("drctl-verify-"))
-        .map(|e| e.path().display().to_string())
-        .collect();
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    out.extend(
-        String::from_utf8_lossy(&ps.stdout)
-            .lines()
-            .filter(|l| l.contains("drctl-verify-") && !l.contains("ps -eo"))
-            .map(str::to_string),
-    );
-    out
 }
 
 // Tests that look for leftovers run one at a time, so one test's sandbox is not another's leak.
@@ -77,7 +47,7 @@ fn verify_passes_reports_rto_and_records_the_result() {
     assert!(rec["rto_seconds"].as_f64().unwrap() > 0.0);
     let list = ws.ok(&["list"]);
     assert!(list.contains("verified"), "{list}");
-    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
 }
 
 #[test]
@@ -98,7 +68,7 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
         "{out}"
     );
     assert!(out.contains("ok   row counts"), "{out}");
-    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
 
     // A manifest whose recorded count was altered.
     let original = std::fs::read_to_string(&manifest_path).unwrap();
@@ -136,7 +106,7 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
     assert_eq!(code, 1);
     assert!(out.contains("wrong identity"), "{out}");
 
-    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
     let list = ws.ok(&["list"]);
     assert!(list.contains("FAILED"), "the last result is shown: {list}");
 }
@@ -157,7 +127,7 @@ fn an_interrupted_verify_leaves_no_sandbox() {
         .unwrap();
     let t0 = Instant::now();
     // Wait until the sandbox exists, then interrupt.
-    while leftovers().iter().all(|l| !l.contains("postgres")) {
+    while verify_leftovers().iter().all(|l| !l.contains("postgres")) {
         assert!(t0.elapsed() < Duration::from_secs(30), "sandbox never started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -174,7 +144,7 @@ fn an_interrupted_verify_leaves_no_sandbox() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
 }
 
 #[test]
@@ -237,5 +207,33 @@ fn restore_test_script_passes_on_good_backups_and_fails_on_bad() {
     let (code, out, err) = run(&std::fs::read_to_string(&other).unwrap());
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(err.contains("restore test FAILED"), "{err}");
-    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert!(verify_leftovers().is_empty(), "{:?}", verify_leftovers());
+}
+
+#[test]
+fn a_private_work_dir_is_named_instead_of_failing_inside_initdb() {
+    // Only root hands the cluster to the `postgres` user; as that user, everything it needs is its own.
+    if !is_root() {
+        eprintln!("skipped: the local sandbox changes user only when run as root");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_pg, ws) = setup("");
+    ws.ok(&["backup"]);
+    let private_dir = ws.path().join("private");
+    std::fs::create_dir(&private_dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    ws.set_config(&format!("{}\n[verify]\nwork_dir = \"./private\"\n", ws.config_text()));
+    let (code, out, _) = verify(&ws, &ws.identity);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("runs PostgreSQL as the postgres user, which cannot reach")
+            && out.contains("set [verify] work_dir to a directory postgres can traverse"),
+        "{out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&private_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "work dir left behind: {left:?}");
 }

@@ -30,3 +30,14 @@ stop_throwaway_pg() {
 }
 
 pg_psql() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+make_bench_db() { # name, MB — rows of ~250 bytes: text that compresses about as well as real app data
+  local rows=$(( $2 * 1024 * 1024 / 250 ))
+  pg_psql -c "create database $1"
+  pg_psql -d "$1" -c "create table events (id bigserial primary key, at timestamptz, kind text, user_id int, body text, meta jsonb);
+    insert into events (at, kind, user_id, body, meta)
+    select '2026-01-01'::timestamptz + g * interval '1 second', (array['login','view','buy','logout'])[1 + g % 4], g % 50000,
+           md5(g::text) || ' ' || repeat(md5((g % 997)::text), 3), jsonb_build_object('ip', '10.0.' || (g % 255) || '.' || (g % 7), 'ok', g % 3 = 0)
+    from generate_series(1, $rows) g;" >/dev/null
+  echo "  $1: $(pg_psql -c "select pg_size_pretty(pg_database_size('$1'))")"
+}

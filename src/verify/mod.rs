@@ -655,6 +655,20 @@ impl Sandbox {
                 let sock = work.path().to_path_buf();
                 if let Some(u) = &run_as {
                     run(StdCommand::new("chown").arg("-R").arg(u).arg(work.path()), "chown")?;
+                    // The cluster runs as `postgres`, which must reach the work dir through
+                    // its parents; a private work_dir otherwise fails deep inside initdb.
+                    let reachable = as_user(&run_as, Path::new("test"))
+                        .arg("-x")
+                        .arg(work.path())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    if !reachable {
+                        bail!(
+                            "the local sandbox runs PostgreSQL as the {u} user, which cannot reach {} (a parent directory is private); set [verify] work_dir to a directory {u} can traverse, e.g. /var/tmp",
+                            work.path().display()
+                        );
+                    }
                 }
                 let mut sb = Sandbox {
                     conn: ConnInfo {
