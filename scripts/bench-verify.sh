@@ -11,19 +11,13 @@
 # Usage: scripts/bench-verify.sh [SIZE_MB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 SIZE_MB=${1:-200}
 RUNS=${2:-2}
 IMAGE=${DRCTL_BENCH_DOCKER_IMAGE:-postgres:{major\}}
 . scripts/lib/throwaway-pg.sh
 ensure_pg_installed
 
-cargo build --release --quiet
-DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
-WORK=$(mktemp -d /tmp/drctl-bench.XXXXXX)
-PG_EXTRA_OPTS="-c shared_buffers=256MB -c fsync=off -c max_wal_size=4GB"
-start_throwaway_pg
-trap 'stop_throwaway_pg; rm -rf "$WORK"' EXIT
+start_bench
 
 echo "==> building the database (this takes a while)"
 make_bench_db app "$SIZE_MB"

@@ -7,7 +7,6 @@
 # Usage: scripts/bench.sh [SIZE_MB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 SIZE_MB=${1:-500}
 RUNS=${2:-2}
 . scripts/lib/throwaway-pg.sh
@@ -16,12 +15,7 @@ need=(); command -v age >/dev/null || need+=(age); command -v zstd >/dev/null ||
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 
-cargo build --release --quiet
-DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
-WORK=$(mktemp -d /tmp/drctl-bench.XXXXXX)
-PG_EXTRA_OPTS="-c shared_buffers=256MB -c fsync=off -c max_wal_size=4GB"
-start_throwaway_pg
-trap 'stop_throwaway_pg; rm -rf "$WORK"' EXIT
+start_bench
 
 echo "==> building databases (this takes a while)"
 make_bench_db big "$SIZE_MB"

@@ -41,3 +41,14 @@ make_bench_db() { # name, MB — rows of ~250 bytes: text that compresses about 
     from generate_series(1, $rows) g;" >/dev/null
   echo "  $1: $(pg_psql -c "select pg_size_pretty(pg_database_size('$1'))")"
 }
+
+# For benchmarks: a release build of drctl ($DRCTL), a private $WORK dir and a throwaway server
+# tuned for bulk loads, all removed on exit.
+start_bench() {
+  cargo build --release --quiet
+  DRCTL="${CARGO_TARGET_DIR:-$PWD/target}/release/drctl"
+  WORK=$(mktemp -d /tmp/drctl-bench.XXXXXX)
+  PG_EXTRA_OPTS="-c shared_buffers=256MB -c fsync=off -c max_wal_size=4GB"
+  start_throwaway_pg
+  trap 'stop_throwaway_pg; rm -rf "$WORK"' EXIT
+}

@@ -357,14 +357,8 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
     let store = work.join("store");
     let snapshot = m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot");
     if !snapshot {
-        let (f, s) = (tarfile.to_path_buf(), store.clone());
-        let extracted = tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &s)).await;
-        let extracted = match extracted {
-            Ok(r) => r,
-            Err(e) => Err(anyhow!("{e}")),
-        };
-        let ok = extracted.is_ok();
-        checks.push(check("extract the store", extracted.map(|_| "ok".into())));
+        let (c, ok) = extract(tarfile, &store, "extract the store").await;
+        checks.push(c);
         if !ok {
             return (checks, None);
         }
@@ -466,16 +460,22 @@ async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> 
     (checks, Some(rto))
 }
 
-async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
-    let mut checks = Vec::new();
-    let dest = work.join("files");
-    let (f, d) = (tarfile.to_path_buf(), dest.clone());
+/// Extracts a tar artifact (with restore's escape checks) as a check named `name`.
+async fn extract(tarfile: &Path, dest: &Path, name: &str) -> (Check, bool) {
+    let (f, d) = (tarfile.to_path_buf(), dest.to_path_buf());
     let extracted = match tokio::task::spawn_blocking(move || crate::restore::archive::extract(&f, &d)).await {
         Ok(r) => r,
         Err(e) => Err(anyhow!("{e}")),
     };
     let ok = extracted.is_ok();
-    checks.push(check("extract", extracted.map(|_| "ok".into())));
+    (check(name, extracted.map(|_| "ok".into())), ok)
+}
+
+async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let dest = work.join("files");
+    let (c, ok) = extract(tarfile, &dest, "extract").await;
+    checks.push(c);
     if !ok {
         return (checks, None);
     }
