@@ -410,13 +410,16 @@ async fn verify(cfg: &Config, a: &VerifyArgs) -> Result<i32> {
         for r in &results {
             match r {
                 Ok(rec) => {
+                    // A failed verification's time is no restore time: the restore may not
+                    // have run at all (no engine, wrong identity).
+                    let (verdict, took) = if rec.ok {
+                        ("PASS", "restore took")
+                    } else {
+                        ("FAIL", "failed after")
+                    };
                     println!(
-                        "{} {}  backup {}  restore took {:.1}s  ({})",
-                        if rec.ok { "PASS" } else { "FAIL" },
-                        rec.source,
-                        rec.backup_id,
-                        rec.rto_seconds,
-                        rec.sandbox
+                        "{verdict} {}  backup {}  {took} {:.1}s  ({})",
+                        rec.source, rec.backup_id, rec.rto_seconds, rec.sandbox
                     );
                     for c in &rec.checks {
                         println!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);

@@ -157,6 +157,12 @@ fn docker_sandbox_names_a_missing_engine_and_a_missing_image() {
     let nowhere = format!("unix://{}/no-engine.sock", ws.path().display());
     let (code, out, err) = ws.run_env(&["verify", "--identity", ident], &[("DOCKER_HOST", &nowhere)]);
     assert_eq!(code, 1, "{out}\n{err}");
+    // No restore ran, so no restore time is claimed.
+    assert!(
+        out.starts_with("FAIL app-db") && out.contains(" failed after "),
+        "{out}"
+    );
+    assert!(!out.contains("restore took"), "{out}");
     assert!(
         out.contains(&format!("no Docker engine answered at {nowhere}")),
         "{out}"
