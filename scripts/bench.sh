@@ -2,9 +2,12 @@
 # Benchmark: drctl backup (pg_dump → zstd -3 → age → fs storage) against, in the same run,
 #   A) raw `pg_dump -Fc -Z0 > /dev/null`
 #   B) the shell pipeline `pg_dump -Fc -Z0 | zstd -3 | age -r KEY > file`
+# and drctl writing the same stream to two fs storages at once (the tee's cost),
 # on a database of SIZE_MB (default 500), printing wall-time ratios and peak RSS, then drctl's
 # peak RSS on a database a quarter of that size, to show memory does not grow with the dump.
-# Usage: scripts/bench.sh [SIZE_MB] [RUNS]
+# DRCTL_BASELINE=/path/to/another/drctl adds that binary's `backup` to the same run, to tell a
+# regression from a noisy machine.
+# Usage: [DRCTL_BASELINE=…] scripts/bench.sh [SIZE_MB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${1:-500}
@@ -41,6 +44,15 @@ type = "postgres"
 url = "postgres://postgres@127.0.0.1:$PG_PORT/$db"
 TOML
 done
+# The same source into two storages: one encoded stream, teed.
+install -m 600 /dev/null "$WORK/big2.toml"
+cp "$WORK/big.toml" "$WORK/big2.toml"
+cat >> "$WORK/big2.toml" <<TOML
+[[storage]]
+name = "second"
+type = "fs"
+root = "store-big-second"
+TOML
 
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres
 # measure NAME CMD... → sets WALL_<NAME> (s) and RSS_<NAME> (KiB): best of $RUNS
@@ -63,6 +75,11 @@ measure raw sh -c "pg_dump -Fc -Z0 -d big > /dev/null"
 measure shell sh -c "pg_dump -Fc -Z0 -d big | zstd -3 -q | age -r $RCPT > $WORK/shell.age"
 measure drctl env DRCTL_CONFIG="$WORK/big.toml" "$DRCTL" backup
 SELF_big=$(drctl_self_rss)
+measure drctl2 env DRCTL_CONFIG="$WORK/big2.toml" "$DRCTL" backup
+SELF_big2=$(drctl_self_rss)
+if [ -n "${DRCTL_BASELINE:-}" ]; then
+  measure baseline env DRCTL_CONFIG="$WORK/big.toml" "$DRCTL_BASELINE" backup
+fi
 measure drctlsmall env DRCTL_CONFIG="$WORK/small.toml" "$DRCTL" backup
 SELF_small=$(drctl_self_rss)
 
@@ -74,6 +91,10 @@ printf '%-44s %9s %8s %14s\n' "command" "wall (s)" "× raw" "peak RSS (MiB)"
 printf '%-44s %9s %8s %14s\n' "pg_dump -Fc -Z0 > /dev/null" "$WALL_raw" "1.00" "$(mib "$RSS_raw")"
 printf '%-44s %9s %8s %14s\n' "pg_dump -Fc -Z0 | zstd -3 | age > file" "$WALL_shell" "$(ratio "$WALL_shell" "$WALL_raw")" "n/a (pipeline)"
 printf '%-44s %9s %8s %14s\n' "drctl backup (fs)" "$WALL_drctl" "$(ratio "$WALL_drctl" "$WALL_raw")" "$(mib "$RSS_drctl")"
+printf '%-44s %9s %8s %14s\n' "drctl backup (2 fs storages, teed)" "$WALL_drctl2" "$(ratio "$WALL_drctl2" "$WALL_raw")" "$(mib "$SELF_big2") (own)"
+if [ -n "${DRCTL_BASELINE:-}" ]; then
+  printf '%-44s %9s %8s %14s\n' "baseline drctl backup (fs)" "$WALL_baseline" "$(ratio "$WALL_baseline" "$WALL_raw")" "$(mib "$RSS_baseline")"
+fi
 echo
 echo "drctl's own peak RSS (VmHWM, self-reported): big $(mib "$SELF_big") MiB, small (1/4 size) $(mib "$SELF_small") MiB"
 echo "  (/usr/bin/time's figure for drctl is the max over drctl and its pg_dump child: big $(mib "$RSS_drctl"), small $(mib "$RSS_drctlsmall") MiB)"

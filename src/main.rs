@@ -13,12 +13,15 @@ fn init_logging(cli: &Cli) {
     };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // reqsign (OpenDAL's request signer) prints its credential providers, secret keys
-    // included, at debug level. No verbosity or RUST_LOG may turn that on.
+    // included, at debug level; bollard (the Docker client under the docker verify sandbox)
+    // prints every request body, the sandbox's POSTGRES_PASSWORD included. No verbosity or
+    // RUST_LOG may turn that on.
     for target in [
         "reqsign=warn",
         "reqsign_core=warn",
         "reqsign_aws_v4=warn",
         "reqsign_file_read_tokio=warn",
+        "bollard=warn",
     ] {
         filter = filter.add_directive(target.parse().expect("static directive"));
     }

@@ -18,10 +18,12 @@ fn setup(image: &str, extra_source: &str) -> (Postgres, Workspace) {
     ))
 }
 
+/// `drctl -vv verify` with trace logging on, so the tests can look for secrets in the log.
 fn spawn_verify(ws: &Workspace, engine: &DockerEngine) -> std::process::Child {
     ws.drctl()
-        .args(["verify", "--identity", ws.identity.to_str().unwrap()])
+        .args(["-vv", "verify", "--identity", ws.identity.to_str().unwrap()])
         .env("DOCKER_HOST", &engine.host)
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,8 +73,18 @@ fn docker_sandbox_passes_and_fails_on_a_real_server_on_loopback_only_and_leaves_
         sandbox.contains("127.0.0.1:") && !sandbox.contains("0.0.0.0"),
         "{sandbox}"
     );
+    let name = sandbox.split_whitespace().next().unwrap();
+    let password = engine
+        .env_of(name)
+        .into_iter()
+        .find_map(|e| e.strip_prefix("POSTGRES_PASSWORD=").map(str::to_string))
+        .expect("the sandbox container has a POSTGRES_PASSWORD");
+    assert!(password.len() >= 32, "a random password: {password}");
     let (code, out, err) = output(child);
     assert_eq!(code, 0, "{out}\n{err}");
+    // Regression: bollard printed the container's create request, password included, at debug.
+    assert!(err.lines().count() > 50, "trace logging is on: {err}");
+    assert!(!err.contains(&password), "the sandbox password is in the log");
     assert!(out.starts_with("PASS app-db"), "{out}");
     assert!(out.contains(&format!("docker ({image}, container ")), "{out}");
     assert!(out.contains("ok   pg_restore: exit 0, no errors"), "{out}");

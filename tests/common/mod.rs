@@ -1079,6 +1079,27 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// A container's environment, one `NAME=value` a line.
+    pub fn env_of(&self, container: &str) -> Vec<String> {
+        let out = Command::new("podman")
+            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args([
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                container,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 impl Drop for DockerEngine {
     fn drop(&mut self) {
         let _ = self.child.kill();
