@@ -1056,47 +1056,45 @@ impl DockerEngine {
         DockerEngine { dir, child, host }
     }
 
-    /// Verification sandbox containers that exist now, as "name ports" lines.
-    pub fn sandboxes(&self) -> Vec<String> {
+    /// Runs the podman CLI against this engine's storage; its output, a line each.
+    fn podman(&self, args: &[&str]) -> Vec<String> {
         let out = Command::new("podman")
             .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
-            .args([
-                "ps",
-                "-a",
-                "--filter",
-                "name=drctl-verify-",
-                "--format",
-                "{{.Names}} {{.Ports}}",
-            ])
+            .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect()
     }
-}
 
-impl DockerEngine {
+    /// Verification sandbox containers that exist now, as "name ports" lines.
+    pub fn sandboxes(&self) -> Vec<String> {
+        self.podman(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=drctl-verify-",
+            "--format",
+            "{{.Names}} {{.Ports}}",
+        ])
+    }
+
     /// A container's environment, one `NAME=value` a line.
     pub fn env_of(&self, container: &str) -> Vec<String> {
-        let out = Command::new("podman")
-            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
-            .args([
-                "inspect",
-                "--format",
-                "{{range .Config.Env}}{{println .}}{{end}}",
-                container,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.podman(&[
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            container,
+        ])
     }
 }
 
