@@ -849,6 +849,7 @@ impl RawSections {
                 }
                 _ => {}
             }
+            // Any major will do: this checks the template's shape, not a particular image.
             if let Err(e) = v.docker_image_for(15) {
                 errors.push(format!("verify.docker_image: {e}"));
             }

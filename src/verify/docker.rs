@@ -134,6 +134,13 @@ pub async fn start(name: String, tag: String, backup_id: &str) -> Result<(Contai
     Ok((container, conn))
 }
 
+/// "image:tag, container <short id>", for the verification record.
+pub fn describe(c: &ContainerAsync<PgImage>) -> String {
+    let img = c.image();
+    let id: String = c.id().chars().take(12).collect();
+    format!("{}:{}, container {id}", img.name, img.tag)
+}
+
 /// Publish 5432 on 127.0.0.1 with a port the engine picks, instead of testcontainers' default
 /// of every exposed port on every interface.
 fn loopback_only(hc: &mut HostConfig) {

@@ -619,8 +619,6 @@ enum Kind {
     /// Removed by `stop()`, or by the container's own `Drop` (testcontainers removes it there).
     Docker {
         container: Option<Box<testcontainers::ContainerAsync<docker::PgImage>>>,
-        image: String,
-        id: String,
     },
 }
 
@@ -629,7 +627,8 @@ impl Sandbox {
         match &self.kind {
             Kind::Local { bin, .. } => format!("local ({})", bin.display()),
             Kind::Url { admin, db, .. } => format!("url ({}, database {db})", admin.display()),
-            Kind::Docker { image, id, .. } => format!("docker ({image}, container {id})"),
+            Kind::Docker { container: Some(c) } => format!("docker ({})", docker::describe(c)),
+            Kind::Docker { container: None } => "docker".into(),
         }
     }
 
@@ -758,16 +757,12 @@ impl Sandbox {
                     .verify
                     .docker_image_for(dumped_major(m)?)
                     .map_err(|e| anyhow!("[verify] docker_image: {e}"))?;
-                let image = format!("{name}:{tag}");
                 let (container, conn) = docker::start(name, tag, &m.id).await?;
-                let id = container.id().chars().take(12).collect();
                 Ok(Sandbox {
                     conn,
                     work,
                     kind: Kind::Docker {
                         container: Some(Box::new(container)),
-                        image,
-                        id,
                     },
                 })
             }
@@ -787,8 +782,9 @@ impl Sandbox {
                 Err(e) => tracing::warn!(db = %db, error = %format!("{e:#}"), "cannot drop the scratch database"),
             }
         }
-        if let Kind::Docker { container, id, .. } = &mut self.kind {
+        if let Kind::Docker { container } = &mut self.kind {
             if let Some(c) = container.take() {
+                let id = c.id().to_string();
                 if let Err(e) = c.rm().await {
                     tracing::warn!(container = %id, error = %e, "cannot remove the sandbox container; remove it with `docker rm -f {id}`");
                 }
