@@ -12,7 +12,7 @@
 use crate::config::{self, Config};
 use crate::events::{Event, Events};
 use crate::metrics::Metrics;
-use crate::status::StateDir;
+use crate::state::StateDir;
 use anyhow::{anyhow, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,7 +32,7 @@ struct Ctx {
 }
 
 fn duration(s: &str) -> Duration {
-    crate::retention::parse_duration(s)
+    crate::config::parse_duration(s)
         .ok()
         .and_then(|d| d.to_std().ok())
         .unwrap_or(Duration::from_secs(300))
@@ -188,7 +188,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                         .await;
                 }
                 let Some(max) = job.max_age.as_deref() else { continue };
-                let Ok(limit) = crate::retention::parse_duration(max) else {
+                let Ok(limit) = crate::config::parse_duration(max) else {
                     continue;
                 };
                 // No backup at all counts as stale from the daemon's start of checking.

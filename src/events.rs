@@ -6,7 +6,7 @@
 use crate::catalog::Manifest;
 use crate::config::{NotifyConfig, NotifyKind};
 use crate::metrics::{self, Metrics};
-use crate::status::{StateDir, Success};
+use crate::state::{StateDir, Success};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -200,7 +200,7 @@ async fn prune_sources(
     opts: &Options,
     out: &mut Outcome,
 ) -> Result<()> {
-    let orphan_age = crate::retention::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
+    let orphan_age = crate::config::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
     let locks = lock::acquire_all(storages, lock::Kind::Exclusive, "prune after backup", opts.lock_wait).await?;
     let result = async {
         for s in sources {

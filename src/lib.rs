@@ -3,27 +3,32 @@
 //! A backup is one streaming pass: source → hash → compress → encrypt → hash → storages,
 //! then a manifest. A restore is the same pass backwards into a target.
 
+pub mod archive;
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod copy;
 pub mod daemon;
 pub mod events;
-pub mod integrity;
 pub mod jobs;
 pub mod keys;
 pub mod lock;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod secret;
 pub mod sources;
-pub mod status;
+pub mod state;
 pub mod storage;
+pub mod tarball;
 pub mod verify;
 
 /// Whether this process runs as root (uid 0): decides the default state dir, whether the

@@ -26,6 +26,7 @@
 //! 10-25 (W43). Monthly looks at backups before Monday 10-19 (start of W43): 10-18 (October),
 //! 09-30 (September), 08-31 (August). 14 backups in all.
 
+use crate::config::parse_duration;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -98,23 +99,6 @@ impl Policy {
     fn tz(&self) -> Tz {
         self.timezone.as_deref().and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC)
     }
-}
-
-/// "90s", "45m", "36h", "2d", "1w" → duration.
-pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 90s, 45m, 36h, 2d or 1w"))?;
-    Ok(match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
-        _ => return Err(format!("'{s}' is not a duration like 90s, 45m, 36h, 2d or 1w")),
-    })
 }
 
 /// What retention needs to know about a backup.

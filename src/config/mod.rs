@@ -6,10 +6,21 @@
 //! against the directory that holds the config file, so `drctl daemon` started from `/` and
 //! `drctl restore` started from a shell agree on where things are.
 
+mod build;
 mod expand;
 mod model;
+mod units;
 
+pub(crate) use build::check_names;
 pub use model::*;
+pub use units::*;
+// Sections that live with their kind, re-exported so `config::X` names every config type.
+pub use crate::sources::files::FilesSource;
+pub use crate::sources::nats::{NatsMode, NatsSource};
+pub use crate::sources::postgres::{PostgresSource, SqlAssertion};
+pub use crate::sources::redis::{RedisMode, RedisSource};
+pub use crate::sources::SourceConfig;
+pub use crate::storage::config::*;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -74,7 +85,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<String>> {
     let mut value: toml::Table = toml::from_str(text).map_err(|e| vec![format!("not valid TOML: {e}")])?;
     let mut errors = Vec::new();
     expand::expand_table(&mut value, "", &mut errors);
-    let raw = model::RawSections::split(value, &mut errors);
+    let raw = build::RawSections::split(value, &mut errors);
     let config = raw.build(base, &mut errors);
     match config {
         Some(c) if errors.is_empty() => Ok(c),

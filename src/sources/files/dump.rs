@@ -1,8 +1,8 @@
-//! Files (.env, Caddyfile, compose files): a streamed tar keeping modes, owners and mtimes,
-//! with every file's SHA-256 in the manifest.
+//! A streamed tar of the configured paths.
 
-use super::{tarball, Dump, Finish};
 use crate::config::FilesSource;
+use crate::sources::{Dump, Finish};
+use crate::tarball;
 use anyhow::{anyhow, Result};
 
 pub async fn start_dump(src: &FilesSource) -> Result<Dump> {

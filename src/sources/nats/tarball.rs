@@ -8,50 +8,13 @@
 //! message counts and last sequences are read from the monitoring endpoint (`monitor_url`) just
 //! before the tar starts, and verification compares the restored server against them.
 
-use super::{tarball, Dump, Facts, Finish};
+use super::stream_states;
 use crate::config::NatsSource;
+use crate::sources::{Dump, Facts, Finish};
+use crate::tarball;
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Per-stream state from `GET <monitor>/jsz?streams=true`.
-pub async fn stream_states(monitor_url: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let url = format!("{}/jsz?streams=true", monitor_url.trim_end_matches('/'));
-    let v: serde_json::Value = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(15))
-        .build()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach NATS monitoring at {monitor_url} (is nats-server started with -m?)"))?
-        .error_for_status()?
-        .json()
-        .await
-        .context("NATS monitoring answered with something that is not JSON")?;
-    let mut out = serde_json::Map::new();
-    for acc in v["account_details"].as_array().into_iter().flatten() {
-        for st in acc["stream_detail"].as_array().into_iter().flatten() {
-            let name = st["name"].as_str().unwrap_or_default().to_string();
-            out.insert(
-                name,
-                serde_json::json!({
-                    "messages": st["state"]["messages"],
-                    "first_seq": st["state"]["first_seq"],
-                    "last_seq": st["state"]["last_seq"],
-                    "consumers": st["state"]["consumer_count"],
-                }),
-            );
-        }
-    }
-    Ok(out)
-}
-
-pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    match src.mode {
-        crate::config::NatsMode::Tarball => tarball_dump(src).await,
-        crate::config::NatsMode::Snapshot => super::nats_snapshot::start_dump(src).await,
-    }
-}
-
-async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
+pub async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
     let data_dir = src
         .data_dir
         .clone()

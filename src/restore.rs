@@ -1,14 +1,13 @@
 //! Restore: pick the newest complete backup at or before a time, for every source asked for,
 //! say what that point loses, then bring it back into a target.
 
-pub mod archive;
-pub mod postgres;
-pub mod redis;
-
+use crate::archive;
 use crate::catalog::{self, Entry};
 use crate::config::Config;
 use crate::keys::Identities;
 use crate::pipeline;
+use crate::sources::postgres::restore as postgres;
+use crate::sources::redis::restore as redis;
 use crate::storage::{self, Storage};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -164,13 +163,13 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
                     "restored '{}' from backup {} into {}: {n} keys",
                     m.source,
                     m.id,
-                    crate::sources::postgres::redact_url(url)
+                    crate::secret::redact_url(url)
                 );
             }
             "nats" if m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot") => {
                 let file = scratch.path().join("snapshot.tar");
                 fetch_to_file(&storages, choice.entry, &identities, &file).await?;
-                let done = crate::sources::nats_snapshot::restore(&file, url, req.clean).await?;
+                let done = crate::sources::nats::snapshot::restore(&file, url, req.clean).await?;
                 for (stream, state) in &done {
                     println!(
                         "restored stream {stream} of '{}' (backup {}): {} messages, last sequence {}",

@@ -3,8 +3,8 @@
 //! (restore path only; the backup path never writes one) and loaded only after both of its
 //! hashes matched — a damaged backup never touches the target.
 
+use crate::process;
 use crate::sources::postgres::{query_value, ConnInfo};
-use crate::sources::process;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tokio::process::Command;

@@ -14,8 +14,8 @@
 //! numbered parts `STREAM/stream.tar.s2.000001`, …. `cat` the parts back together and you have
 //! what `nats stream backup` writes, ready for `nats stream restore`.
 
-use super::{Dump, Facts, Finish};
 use crate::config::NatsSource;
+use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use std::time::Duration;
@@ -29,12 +29,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client> {
         .connection_timeout(Duration::from_secs(15))
         .connect(url)
         .await
-        .map_err(|e| {
-            anyhow!(
-                "cannot connect to NATS at {}: {e}",
-                crate::sources::postgres::redact_url(url)
-            )
-        })
+        .map_err(|e| anyhow!("cannot connect to NATS at {}: {e}", crate::secret::redact_url(url)))
 }
 
 async fn api(client: &async_nats::Client, subject: String, body: serde_json::Value) -> Result<serde_json::Value> {

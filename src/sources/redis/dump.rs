@@ -11,58 +11,12 @@
 //! Either way the header (`REDIS00xx`) and the size are checked before the backup commits, and
 //! the per-db key counts are recorded. The password travels only inside the connection.
 
-use super::{Dump, Facts, Finish};
+use super::client::{connect, field, info, keyspace};
 use crate::config::{RedisMode, RedisSource};
+use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-pub async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(url).map_err(|e| anyhow!("bad redis url: {e}"))?;
-    let con = tokio::time::timeout(Duration::from_secs(15), client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| anyhow!("timed out connecting"))??;
-    Ok(con)
-}
-
-pub async fn info(con: &mut redis::aio::MultiplexedConnection, section: &str) -> Result<String> {
-    Ok(redis::cmd("INFO").arg(section).query_async::<String>(con).await?)
-}
-
-fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(str::trim))
-}
-
-/// `INFO keyspace` → {"db0": {"keys": N, "expires": M}, …}
-pub fn parse_keyspace(info: &str) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    for line in info.lines() {
-        let Some((db, rest)) = line.trim().split_once(':') else {
-            continue;
-        };
-        if !db.starts_with("db") {
-            continue;
-        }
-        let mut keys = 0u64;
-        let mut expires = 0u64;
-        for kv in rest.split(',') {
-            match kv.split_once('=') {
-                Some(("keys", v)) => keys = v.parse().unwrap_or(0),
-                Some(("expires", v)) => expires = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        out.insert(db.to_string(), serde_json::json!({ "keys": keys, "expires": expires }));
-    }
-    out
-}
-
-pub async fn keyspace(
-    con: &mut redis::aio::MultiplexedConnection,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    Ok(parse_keyspace(&info(con, "keyspace").await?))
-}
 
 fn saves(info: &str) -> Option<u64> {
     field(info, "rdb_saves").and_then(|v| v.parse().ok())
@@ -134,7 +88,7 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
         format!(
             "source '{}': cannot connect to Redis at {}",
             src.name,
-            crate::sources::postgres::redact_url(&src.url)
+            crate::secret::redact_url(&src.url)
         )
     })?;
     let version = field(&info(&mut con, "server").await?, "redis_version")
@@ -166,7 +120,7 @@ async fn file_mode(
     keys_before: serde_json::Map<String, serde_json::Value>,
     mut facts: Facts,
 ) -> Result<Dump> {
-    let timeout = crate::retention::parse_duration(&src.bgsave_timeout)
+    let timeout = crate::config::parse_duration(&src.bgsave_timeout)
         .ok()
         .and_then(|d| d.to_std().ok())
         .unwrap_or(Duration::from_secs(600));
@@ -403,6 +357,7 @@ async fn copy_rdb(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::redis::parse_keyspace;
 
     #[test]
     fn keyspace_and_header() {

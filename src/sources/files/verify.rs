@@ -1,0 +1,44 @@
+use crate::catalog::Manifest;
+use crate::verify::{check, extract, Check};
+use anyhow::anyhow;
+use std::path::Path;
+use std::time::Instant;
+
+pub async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let dest = work.join("files");
+    let (c, ok) = extract(tarfile, &dest, "extract").await;
+    checks.push(c);
+    if !ok {
+        return (checks, None);
+    }
+    let rto = t0.elapsed().as_secs_f64();
+    let files = m
+        .facts
+        .get("files")
+        .and_then(|v| v.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let mut bad = Vec::new();
+    for (name, want) in &files {
+        use sha2::Digest;
+        match std::fs::read(dest.join(name)) {
+            Ok(b) => {
+                let got = hex::encode(sha2::Sha256::digest(&b));
+                if Some(got.as_str()) != want["sha256"].as_str() {
+                    bad.push(format!("{name}: SHA-256 {got}, recorded {}", want["sha256"]));
+                }
+            }
+            Err(e) => bad.push(format!("{name}: {e}")),
+        }
+    }
+    checks.push(check(
+        "file hashes",
+        if bad.is_empty() {
+            Ok(format!("{} files, every SHA-256 equal to the manifest's", files.len()))
+        } else {
+            Err(anyhow!("{}", bad.join("; ")))
+        },
+    ));
+    (checks, Some(rto))
+}

@@ -1,0 +1,300 @@
+//! Throwaway PostgreSQL servers to restore into:
+//! * `local` (default): a temporary cluster (initdb + pg_ctl) from the server binaries of the
+//!   dumped server's major version, listening on a Unix socket in a private temp dir only — no
+//!   TCP port, so no other local user can read the restored data. As root it runs as the
+//!   `postgres` user (initdb refuses root).
+//! * `url`: an existing scratch server; drctl creates a uniquely named database and drops it.
+//! * `docker`: a `postgres:<major>` container through testcontainers on the local Docker engine,
+//!   its port published on 127.0.0.1 only, a random password; removed afterwards.
+
+mod docker;
+
+use super::{pg_config, ConnInfo};
+use crate::catalog::Manifest;
+use crate::config::{Config, VerifySandbox};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+/// A throwaway place to restore into. Always cleaned up: `stop()` on every path, and `Drop`
+/// as the last resort (an early return, a panic, Ctrl-C dropping the future).
+pub struct Sandbox {
+    pub conn: ConnInfo,
+    pub work: tempfile::TempDir,
+    kind: Kind,
+}
+
+enum Kind {
+    Local {
+        bin: PathBuf,
+        data: PathBuf,
+        run_as: Option<String>,
+        stopped: bool,
+    },
+    Url {
+        admin: ConnInfo,
+        db: String,
+        dropped: bool,
+    },
+    /// Removed by `stop()`, or by the container's own `Drop` (testcontainers removes it there).
+    Docker {
+        container: Option<Box<testcontainers::ContainerAsync<docker::PgImage>>>,
+    },
+}
+
+impl Sandbox {
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Local { bin, .. } => format!("local ({})", bin.display()),
+            Kind::Url { admin, db, .. } => format!("url ({}, database {db})", admin.display()),
+            Kind::Docker { container: Some(c) } => format!("docker ({})", docker::describe(c)),
+            Kind::Docker { container: None } => "docker".into(),
+        }
+    }
+
+    pub async fn start(cfg: &Config, m: &Manifest) -> Result<Sandbox> {
+        let work = tempfile::Builder::new()
+            .prefix("drctl-verify-")
+            .tempdir_in(cfg.verify.work_dir())?;
+        match &cfg.verify.sandbox {
+            VerifySandbox::Local => {
+                let major = dumped_major(m)?;
+                let bin = match &cfg.verify.pg_bin_dir {
+                    Some(d) => d.clone(),
+                    None => PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+                };
+                if !bin.join("initdb").exists() {
+                    bail!(
+                        "the backup is from PostgreSQL {major}, but {} has no initdb; install postgresql-{major} (the server package) or set [verify] pg_bin_dir",
+                        bin.display()
+                    );
+                }
+                let run_as = crate::is_root().then(|| "postgres".to_string());
+                let data = work.path().join("data");
+                let sock = work.path().to_path_buf();
+                if let Some(u) = &run_as {
+                    run(StdCommand::new("chown").arg("-R").arg(u).arg(work.path()), "chown")?;
+                    // The cluster runs as `postgres`, which must reach the work dir through
+                    // its parents; a private work_dir otherwise fails deep inside initdb.
+                    let reachable = as_user(&run_as, Path::new("test"))
+                        .arg("-x")
+                        .arg(work.path())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    if !reachable {
+                        bail!(
+                            "the local sandbox runs PostgreSQL as the {u} user, which cannot reach {} (a parent directory is private); set [verify] work_dir to a directory {u} can traverse, e.g. /var/tmp",
+                            work.path().display()
+                        );
+                    }
+                }
+                let mut sb = Sandbox {
+                    conn: ConnInfo {
+                        host: Some(sock.to_string_lossy().into_owned()),
+                        port: Some(5432),
+                        user: Some("postgres".into()),
+                        password: None,
+                        dbname: Some("verify".into()),
+                        params: Vec::new(),
+                    },
+                    kind: Kind::Local {
+                        bin: bin.clone(),
+                        data: data.clone(),
+                        run_as: run_as.clone(),
+                        stopped: true,
+                    },
+                    work,
+                };
+                run(
+                    as_user(&run_as, &bin.join("initdb"))
+                        .args([
+                            "-U",
+                            "postgres",
+                            "--auth=trust",
+                            "--no-sync",
+                            "-E",
+                            "UTF8",
+                            "--locale=C",
+                            "-D",
+                        ])
+                        .arg(&data),
+                    "initdb",
+                )?;
+                // No TCP at all: the restored data is reachable only through the private socket dir.
+                let opts = format!(
+                    "-c listen_addresses='' -k {} -p 5432 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+                    sock.display()
+                );
+                run(
+                    as_user(&run_as, &bin.join("pg_ctl"))
+                        .arg("-D")
+                        .arg(&data)
+                        .args(["-o", &opts, "-l"])
+                        .arg(sock.join("log"))
+                        .args(["-w", "-t", "60", "start"]),
+                    "pg_ctl start",
+                )?;
+                if let Kind::Local { stopped, .. } = &mut sb.kind {
+                    *stopped = false;
+                }
+                run(
+                    as_user(&run_as, &bin.join("createdb"))
+                        .args(["-h"])
+                        .arg(&sock)
+                        .args(["-p", "5432", "-U", "postgres", "verify"]),
+                    "createdb",
+                )?;
+                Ok(sb)
+            }
+            VerifySandbox::Url => {
+                let url = cfg
+                    .verify
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("[verify] sandbox = \"url\" needs url"))?;
+                let admin = ConnInfo::parse(url).map_err(|e| anyhow!("[verify] url: {e}"))?;
+                let db = format!("drctl_verify_{:08x}", rand::random::<u32>());
+                let client = connect(&admin).await?;
+                client
+                    .batch_execute(&format!("create database {db}"))
+                    .await
+                    .context("cannot create the scratch database")?;
+                let mut conn = admin.clone();
+                conn.dbname = Some(db.clone());
+                Ok(Sandbox {
+                    conn,
+                    work,
+                    kind: Kind::Url {
+                        admin,
+                        db,
+                        dropped: false,
+                    },
+                })
+            }
+            VerifySandbox::Docker => {
+                let (name, tag) = cfg
+                    .verify
+                    .docker_image_for(dumped_major(m)?)
+                    .map_err(|e| anyhow!("[verify] docker_image: {e}"))?;
+                let (container, conn) = docker::start(name, tag, &m.id).await?;
+                Ok(Sandbox {
+                    conn,
+                    work,
+                    kind: Kind::Docker {
+                        container: Some(Box::new(container)),
+                    },
+                })
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Kind::Url { admin, db, dropped } = &mut self.kind {
+            match connect(admin).await {
+                Ok(c) => match c
+                    .batch_execute(&format!("drop database if exists {db} with (force)"))
+                    .await
+                {
+                    Ok(()) => *dropped = true,
+                    Err(e) => tracing::warn!(db = %db, error = %e, "cannot drop the scratch database"),
+                },
+                Err(e) => tracing::warn!(db = %db, error = %format!("{e:#}"), "cannot drop the scratch database"),
+            }
+        }
+        if let Kind::Docker { container } = &mut self.kind {
+            if let Some(c) = container.take() {
+                let id = c.id().to_string();
+                if let Err(e) = c.rm().await {
+                    tracing::warn!(container = %id, error = %e, "cannot remove the sandbox container; remove it with `docker rm -f {id}`");
+                }
+            }
+        }
+        // Local clusters are stopped by Drop.
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        match &mut self.kind {
+            Kind::Local {
+                bin,
+                data,
+                run_as,
+                stopped,
+            } if !*stopped => {
+                let _ = as_user(run_as, &bin.join("pg_ctl"))
+                    .arg("-D")
+                    .arg(&*data)
+                    .args(["-m", "immediate", "-w", "stop"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                *stopped = true;
+            }
+            Kind::Url { db, dropped, .. } if !*dropped => {
+                tracing::warn!(db = %db, "scratch database was not dropped; drop it by hand");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The major version of the server a backup was dumped from.
+fn dumped_major(m: &Manifest) -> Result<u32> {
+    m.facts
+        .get("server_version")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.split(['.', ' ']).next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| anyhow!("the manifest records no server version"))
+}
+
+async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
+    let (client, connection) = pg_config(c)?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {}", c.display()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
+    let mut c = match user {
+        Some(u) => {
+            let mut c = StdCommand::new("runuser");
+            c.args(["-u", u, "--"]).arg(prog);
+            c
+        }
+        None => StdCommand::new(prog),
+    };
+    // The operator's libpq settings (a PGPORT exported for their real server) must not steer
+    // the sandbox's own tools elsewhere.
+    for v in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+use crate::catalog::Manifest;
+use crate::verify::{check, verdict, Check};
+use anyhow::anyhow;
+use std::path::Path;
+use std::time::Instant;
+
+pub async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+    let mut checks = Vec::new();
+    let out = tokio::process::Command::new("redis-check-rdb").arg(rdb).output().await;
+    let read = match &out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+            l.strip_prefix("[info] ")
+                .and_then(|r| r.strip_suffix(" keys read"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        }),
+        Err(_) => None,
+    };
+    checks.push(check(
+        "redis-check-rdb",
+        match out {
+            Ok(o) if o.status.success() => Ok(format!(
+                "RDB looks OK, {} keys",
+                read.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            )),
+            Ok(o) => Err(anyhow!(
+                "{}",
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
+            Err(e) => Err(anyhow!("cannot run redis-check-rdb (install redis-tools): {e}")),
+        },
+    ));
+    let temp = match crate::sources::redis::restore::TempRedis::start(rdb, work).await {
+        Ok(t) => t,
+        Err(e) => {
+            checks.push(check("load into a throwaway redis-server", Err(e)));
+            return (checks, None);
+        }
+    };
+    let rto = t0.elapsed().as_secs_f64();
+    let loaded = async {
+        let mut c = crate::sources::redis::connect(&temp.url(0)).await?;
+        crate::sources::redis::keyspace(&mut c).await
+    }
+    .await;
+    let recorded = m.facts.get("key_counts").and_then(|v| v.as_object()).cloned();
+    let exact = m
+        .facts
+        .get("key_counts_exact")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    checks.push(check(
+        "key counts",
+        loaded.and_then(|ks| match (recorded, exact) {
+            (Some(rec), true) => {
+                let mut diffs = Vec::new();
+                for (db, v) in &rec {
+                    let want = v["keys"].as_u64().unwrap_or(0);
+                    let expires = v["expires"].as_u64().unwrap_or(0);
+                    let got = ks.get(db).and_then(|x| x["keys"].as_u64()).unwrap_or(0);
+                    // Keys whose TTL ran out since the backup are dropped on load.
+                    if got > want || want - got > expires {
+                        diffs.push(format!(
+                            "{db}: loaded {got} keys, recorded {want} ({expires} with a TTL)"
+                        ));
+                    }
+                }
+                let ok = format!("{} databases, counts equal to those recorded at backup time", rec.len());
+                verdict(diffs, ok, "key counts")
+            }
+            _ => Ok("loaded; counts not compared (writes happened while the snapshot was taken)".into()),
+        }),
+    ));
+    drop(temp);
+    (checks, Some(rto))
+}

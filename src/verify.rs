@@ -1,0 +1,254 @@
+//! Restore verification: restore a backup into a throwaway server, check it, record the result
+//! next to the backup, clean up. A backup that was never restored is a hope, not a backup.
+//!
+//! This file holds what every kind shares (the record, the download check); each kind's checks
+//! live in its folder (`sources/<kind>/verify.rs`).
+
+use crate::catalog::{self, Entry};
+use crate::config::Config;
+use crate::keys::Identities;
+use crate::sources::files::verify::verify_files;
+use crate::sources::nats::verify::verify_nats;
+use crate::sources::postgres::verify::verify_postgres;
+use crate::sources::redis::verify::verify_redis;
+use crate::storage::Storage;
+use anyhow::{anyhow, bail, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Stored as `verify/<source>/<id>.json` in every storage that holds the backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub source: String,
+    pub backup_id: String,
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    /// Download + decrypt + restore, the time a real restore of this backup would take.
+    pub rto_seconds: f64,
+    pub sandbox: String,
+    pub host: String,
+    pub drctl_version: String,
+    pub checks: Vec<Check>,
+}
+
+impl Record {
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect()
+    }
+}
+
+pub fn record_key(source: &str, id: &str) -> String {
+    format!("verify/{source}/{id}.json")
+}
+
+/// Verification records on one storage, by (source, backup id).
+pub async fn records(st: &Storage) -> Result<std::collections::HashMap<(String, String), Record>> {
+    let mut out = std::collections::HashMap::new();
+    for key in st.list("verify/").await? {
+        if let Ok(b) = st.get(&key).await {
+            if let Ok(r) = serde_json::from_slice::<Record>(&b) {
+                out.insert((r.source.clone(), r.backup_id.clone()), r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies every source in turn, emitting an event for each; errors that prevent a
+/// verification (no backup, unreadable storage) come back as `Err((source, message))`.
+pub async fn run_all(
+    cfg: &Config,
+    sources: &[String],
+    at: Option<DateTime<Utc>>,
+    storages: &[Storage],
+    identities: &Identities,
+    events: &crate::events::Events,
+) -> Vec<Result<Record, (String, String)>> {
+    let mut out = Vec::new();
+    for s in sources {
+        match verify_source(cfg, s, at, storages, identities).await {
+            Ok(r) => {
+                let detail = r.failures().join("; ");
+                events
+                    .emit(crate::events::Event::VerifyFinished {
+                        source: s,
+                        backup: &r.backup_id,
+                        ok: r.ok,
+                        rto_seconds: r.rto_seconds,
+                        detail: &detail,
+                    })
+                    .await;
+                out.push(Ok(r));
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                report_error(events, s, &msg).await;
+                out.push(Err((s.clone(), msg)));
+            }
+        }
+    }
+    out
+}
+
+/// Verifies one source's backup (newest, or the newest at or before `at`) and stores the record.
+pub async fn verify_source(
+    cfg: &Config,
+    source: &str,
+    at: Option<DateTime<Utc>>,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<Record> {
+    let entries = catalog::list(storages, Some(source)).await?;
+    let entry = catalog::pick(&entries, source, at.unwrap_or_else(Utc::now))
+        .ok_or_else(|| anyhow!("no backup of '{source}' to verify (run `drctl list --source {source}`)"))?;
+    let t0 = Instant::now();
+    let (checks, rto, sandbox) = match entry.manifest.kind.as_str() {
+        "postgres" => verify_postgres(cfg, entry, cfg.source(source), storages, identities).await,
+        "redis" | "nats" | "files" => verify_artifact(cfg, entry, storages, identities).await,
+        other => bail!("verification of {other} backups is not available"),
+    };
+    let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());
+    let record = Record {
+        source: source.to_string(),
+        backup_id: entry.manifest.id.clone(),
+        at: Utc::now(),
+        ok: checks.iter().all(|c| c.ok),
+        rto_seconds,
+        sandbox,
+        host: crate::lock::hostname(),
+        drctl_version: env!("CARGO_PKG_VERSION").to_string(),
+        checks,
+    };
+    let json = serde_json::to_vec_pretty(&record)?;
+    for st in storages.iter().filter(|s| entry.storages.contains(&s.name)) {
+        if let Err(e) = st.put(&record_key(source, &entry.manifest.id), json.clone()).await {
+            tracing::warn!(storage = %st.name, error = %format!("{e:#}"), "cannot store the verification record");
+        }
+    }
+    Ok(record)
+}
+
+/// Ok with `ok` when nothing differs, else an error listing every difference.
+pub(crate) fn verdict(diffs: Vec<String>, ok: String, what: &str) -> Result<String> {
+    if diffs.is_empty() {
+        Ok(ok)
+    } else {
+        Err(anyhow!("{what} differ: {}", diffs.join("; ")))
+    }
+}
+
+/// A verification that could not even start (no backup, no identity): one failed event.
+pub async fn report_error(events: &crate::events::Events, source: &str, msg: &str) {
+    events
+        .emit(crate::events::Event::VerifyFinished {
+            source,
+            backup: "-",
+            ok: false,
+            rto_seconds: 0.0,
+            detail: msg,
+        })
+        .await;
+}
+
+pub(crate) fn check(name: &str, r: Result<String>) -> Check {
+    match r {
+        Ok(detail) => Check {
+            name: name.into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Check {
+            name: name.into(),
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+    }
+}
+
+/// The first check of every kind: fetch, hash and decrypt the backup into `file`.
+pub(crate) async fn download(
+    storages: &[Storage],
+    entry: &Entry,
+    identities: &Identities,
+    file: &Path,
+) -> (Check, bool) {
+    let m = &entry.manifest;
+    let fetched = crate::restore::fetch_to_file(storages, entry, identities, file).await;
+    let ok = fetched.is_ok();
+    let c = check(
+        "download, hashes and decryption",
+        fetched.map(|_| {
+            format!(
+                "{} stored bytes and {} plain bytes match the manifest's SHA-256",
+                m.stored.size, m.plain.size
+            )
+        }),
+    );
+    (c, ok)
+}
+
+/// Redis, NATS and files: download into a private work dir, then check by kind.
+async fn verify_artifact(
+    cfg: &Config,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> (Vec<Check>, Option<f64>, String) {
+    let m = &entry.manifest;
+    let t0 = Instant::now();
+    let mut checks = Vec::new();
+    let work = match tempfile::Builder::new()
+        .prefix("drctl-verify-")
+        .tempdir_in(cfg.verify.work_dir())
+    {
+        Ok(w) => w,
+        Err(e) => {
+            checks.push(check("work dir", Err(e.into())));
+            return (checks, None, "local".into());
+        }
+    };
+    let file = work.path().join("artifact");
+    let (c, ok) = download(storages, entry, identities, &file).await;
+    checks.push(c);
+    if !ok {
+        return (checks, None, "local".into());
+    }
+    let (more, rto) = match m.kind.as_str() {
+        "redis" => verify_redis(m, &file, work.path(), t0).await,
+        "nats" => verify_nats(m, &file, work.path(), t0).await,
+        _ => verify_files(m, &file, work.path(), t0).await,
+    };
+    checks.extend(more);
+    (checks, rto, format!("local ({})", m.kind))
+}
+
+/// Extracts a tar artifact (with restore's escape checks) as a check named `name`.
+pub(crate) async fn extract(tarfile: &Path, dest: &Path, name: &str) -> (Check, bool) {
+    let (f, d) = (tarfile.to_path_buf(), dest.to_path_buf());
+    let extracted = match tokio::task::spawn_blocking(move || crate::archive::extract(&f, &d)).await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow!("{e}")),
+    };
+    let ok = extracted.is_ok();
+    (check(name, extracted.map(|_| "ok".into())), ok)
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
