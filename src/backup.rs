@@ -92,7 +92,7 @@ pub async fn backup_source(
     };
     // The stream ended; only the producer's exit status says whether it ended because the
     // dump was complete.
-    let late_facts = match dump.finish.wait().await {
+    let facts = match dump.finish.wait().await {
         Ok(f) => f,
         Err(e) => {
             abort_all(&mut targets).await;
@@ -100,7 +100,7 @@ pub async fn backup_source(
         }
     };
     // Producers that know how many bytes they meant to send (an RDB file's size) say so.
-    if let Some(n) = late_facts.get("expected_size").and_then(|v| v.as_u64()) {
+    if let Some(n) = facts.expected_size() {
         if n != sealed.plain.size {
             abort_all(&mut targets).await;
             return Err(nothing_committed(
@@ -178,14 +178,11 @@ pub async fn backup_source(
         return Err(nothing_committed(src, err));
     }
 
-    let mut facts = dump.facts;
-    facts.extend(late_facts);
     let manifest = Manifest {
         format_version: catalog::FORMAT_VERSION,
         id: id.clone(),
         run_id: run_id.to_string(),
         source: src.name().to_string(),
-        kind: src.kind().to_string(),
         started_at,
         finished_at: Utc::now(),
         drctl_version: env!("CARGO_PKG_VERSION").to_string(),

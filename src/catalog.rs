@@ -12,6 +12,7 @@
 //! confirmed, so a listing never shows a backup that is not all there.
 
 use crate::config::Algorithm;
+use crate::sources::{Facts, Kind};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -44,13 +45,14 @@ pub struct Manifest {
     pub id: String,
     pub run_id: String,
     pub source: String,
-    pub kind: String,
+    /// `"kind"` and `"facts"` in the JSON: what was dumped and what the source recorded about
+    /// it (server and tool versions, counts, hashes), one typed struct per kind.
+    #[serde(flatten)]
+    pub facts: Facts,
     /// The recovery point: the dump's snapshot is taken when it starts.
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub drctl_version: String,
-    /// Source facts: server and tool versions, database name, …
-    pub facts: serde_json::Map<String, serde_json::Value>,
     /// The dump as the source produced it.
     pub plain: Digest,
     /// The bytes in storage (after compression and encryption).
@@ -60,6 +62,12 @@ pub struct Manifest {
     pub objects: Vec<Object>,
     /// The storages this backup was written to in its run.
     pub storages: Vec<String>,
+}
+
+impl Manifest {
+    pub fn kind(&self) -> Kind {
+        self.facts.kind()
+    }
 }
 
 pub fn new_id(at: DateTime<Utc>) -> String {
@@ -253,11 +261,10 @@ mod tests {
                 id: id.into(),
                 run_id: id.into(),
                 source: source.into(),
-                kind: "postgres".into(),
+                facts: Facts::Postgres(Default::default()),
                 started_at: t(at),
                 finished_at: t(at),
                 drctl_version: "0".into(),
-                facts: Default::default(),
                 plain: Digest {
                     size: 0,
                     sha256: String::new(),

@@ -1,13 +1,13 @@
 //! Restore: pick the newest complete backup at or before a time, for every source asked for,
-//! say what that point loses, then bring it back into a target.
+//! say what that point loses, then bring it back into a target. What a kind's backup is
+//! restored into, and how, lives with the kind (`sources::restore_into`, `sources::restore_to_dir`);
+//! this file plans, fetches and checks.
 
-use crate::archive;
 use crate::catalog::{self, Entry};
 use crate::config::Config;
 use crate::keys::Identities;
 use crate::pipeline;
-use crate::sources::postgres::restore as postgres;
-use crate::sources::redis::restore as redis;
+use crate::sources::{self, nats::StreamState, Target};
 use crate::storage::{self, Storage};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -27,18 +27,50 @@ pub struct Request {
     pub no_owner: bool,
 }
 
+/// How to load into a running server.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub clean: bool,
+    pub jobs: usize,
+    pub no_owner: bool,
+}
+
 /// One row of the plan: which backup each source comes back from.
-pub struct Choice<'a> {
-    pub entry: &'a Entry,
+pub struct Choice {
+    pub entry: Entry,
     pub loss: chrono::Duration,
 }
 
-pub fn plan<'a>(entries: &'a [Entry], sources: &[String], at: DateTime<Utc>) -> Result<Vec<Choice<'a>>> {
+/// What a restore brought back, for `commands/` to report.
+pub enum Restored {
+    Database {
+        source: String,
+        backup: String,
+        target: String,
+    },
+    RedisKeys {
+        source: String,
+        backup: String,
+        target: String,
+        keys: u64,
+    },
+    NatsStreams {
+        source: String,
+        backup: String,
+        streams: Vec<(String, StreamState)>,
+    },
+    /// A decrypted artifact written as a file, with what to do with it.
+    Wrote { path: PathBuf, hint: Option<String> },
+    /// An archive extracted into a directory, with what to do with it.
+    Extracted { dir: PathBuf, hint: Option<String> },
+}
+
+pub fn plan(entries: &[Entry], sources: &[String], at: DateTime<Utc>) -> Result<Vec<Choice>> {
     let mut out = Vec::new();
     for s in sources {
         match catalog::pick(entries, s, at) {
             Some(e) => out.push(Choice {
-                entry: e,
+                entry: e.clone(),
                 loss: at - e.manifest.started_at,
             }),
             None => {
@@ -61,50 +93,20 @@ pub fn plan<'a>(entries: &'a [Entry], sources: &[String], at: DateTime<Utc>) -> 
     Ok(out)
 }
 
-pub fn print_plan(at: DateTime<Utc>, choices: &[Choice<'_>]) {
-    println!(
-        "restore point {}",
-        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
-    println!(
-        "{:<16} {:<28} {:<22} {:>10} DATA LOSS WINDOW",
-        "SOURCE", "BACKUP", "TIME (UTC)", "SIZE"
-    );
-    for c in choices {
-        let m = &c.entry.manifest;
-        println!(
-            "{:<16} {:<28} {:<22} {:>10} {}",
-            m.source,
-            m.id,
-            m.started_at.format("%Y-%m-%d %H:%M:%S"),
-            catalog::human_bytes(m.plain.size),
-            catalog::human_duration(c.loss)
-        );
-    }
+/// A restore whose arguments checked out and whose backups are chosen; nothing touched yet.
+pub struct Prepared {
+    pub choices: Vec<Choice>,
+    storages: Vec<Storage>,
+    target: Option<Target>,
 }
 
-pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
+/// Checks the request and picks the backups. Touches no target.
+pub async fn prepare(cfg: &Config, req: &Request) -> Result<Prepared> {
     if req.target_url.is_some() == req.output_dir.is_some() && !req.dry_run {
         bail!("say where to restore: --target-url URL (load into a database) or --output-dir DIR (write the decrypted dump)");
     }
     // Parsed first: a password on the command line is refused before anything else happens.
-    let target = req
-        .target_url
-        .as_deref()
-        .filter(|u| u.starts_with("postgres"))
-        .map(postgres::parse_target)
-        .transpose()?;
-    if let Some(u) = req
-        .target_url
-        .as_deref()
-        .filter(|u| u.starts_with("redis") || u.starts_with("nats"))
-    {
-        if let Some(pw) = url::Url::parse(u).ok().and_then(|x| x.password().map(str::to_string)) {
-            if std::env::args().any(|a| a.contains(&pw)) {
-                bail!("--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead");
-            }
-        }
-    }
+    let target = req.target_url.as_deref().map(Target::parse).transpose()?;
     let storages = storage::select(&cfg.storages, req.storage.as_deref())?;
     let sources: Vec<String> = if req.sources.is_empty() {
         cfg.sources.iter().map(|s| s.name().to_string()).collect()
@@ -127,10 +129,15 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
     }
     let entries = catalog::list(&storages, None).await?;
     let choices = plan(&entries, &sources, req.at)?;
-    print_plan(req.at, &choices);
-    if req.dry_run {
-        return Ok(());
-    }
+    Ok(Prepared {
+        choices,
+        storages,
+        target,
+    })
+}
+
+/// Restores what `prepare` chose into the target or the output directory.
+pub async fn execute(cfg: &Config, req: &Request, prepared: &Prepared) -> Result<Vec<Restored>> {
     let identity_path = req
         .identity
         .clone()
@@ -139,106 +146,56 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<()> {
             anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file")
         })?;
     let identities = crate::keys::load_identities(&identity_path)?;
-
-    if let Some(url) = &req.target_url {
-        let choice = &choices[0];
-        let m = &choice.entry.manifest;
-        let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir()?;
-        match m.kind.as_str() {
-            "postgres" => {
-                let conn = target.expect("parsed above for postgres URLs");
-                // Refuse early, before spending time on the download.
-                postgres::check_target(&conn, req.clean).await?;
-                let file = scratch.path().join("dump.pgdump");
-                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
-                postgres::pg_restore(&file, &conn, req.jobs, req.clean, req.no_owner).await?;
-                println!("restored '{}' from backup {} into {}", m.source, m.id, conn.display());
-            }
-            "redis" => {
-                redis::prepare_target(url, req.clean).await?;
-                let file = scratch.path().join("dump.rdb");
-                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
-                let n = redis::load(&file, url, scratch.path()).await?;
-                println!(
-                    "restored '{}' from backup {} into {}: {n} keys",
-                    m.source,
-                    m.id,
-                    crate::secret::redact_url(url)
-                );
-            }
-            "nats" if m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot") => {
-                let file = scratch.path().join("snapshot.tar");
-                fetch_to_file(&storages, choice.entry, &identities, &file).await?;
-                let done = crate::sources::nats::snapshot::restore(&file, url, req.clean).await?;
-                for (stream, state) in &done {
-                    println!(
-                        "restored stream {stream} of '{}' (backup {}): {} messages, last sequence {}",
-                        m.source, m.id, state["messages"], state["last_seq"]
-                    );
-                }
-            }
-            "nats" => bail!(
-                "'{}' was backed up in tarball mode: restore it with --output-dir, then `nats-server -js -sd DIR/{}`",
-                m.source,
-                m.source
-            ),
-            other => bail!("--target-url cannot restore {other} backups; use --output-dir"),
-        }
+    let storages = &prepared.storages;
+    let mut out = Vec::new();
+    if let Some(target) = &prepared.target {
+        let opts = Options {
+            clean: req.clean,
+            jobs: req.jobs,
+            no_owner: req.no_owner,
+        };
+        let entry = &prepared.choices[0].entry;
+        out.push(sources::restore_into(target, entry, storages, &identities, opts).await?);
     } else if let Some(dir) = &req.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
-        for c in &choices {
-            let m = &c.entry.manifest;
-            match m.kind.as_str() {
-                "postgres" => {
-                    let dest = dir.join(format!("{}-{}.{}", m.source, m.id, artifact_format(m)));
-                    fetch_to_file(&storages, c.entry, &identities, &dest).await?;
-                    println!("wrote {}", dest.display());
-                }
-                "redis" => {
-                    let sub = dir.join(&m.source);
-                    std::fs::create_dir_all(&sub)?;
-                    let dest = sub.join("dump.rdb");
-                    if dest.exists() {
-                        bail!("{} exists; restore into a new or empty directory", dest.display());
-                    }
-                    fetch_to_file(&storages, c.entry, &identities, &dest).await?;
-                    println!(
-                        "wrote {} (stop Redis, put it in Redis's dir as its dbfilename, start Redis)",
-                        dest.display()
-                    );
-                }
-                _ => {
-                    let sub = dir.join(&m.source);
-                    archive::require_empty(&sub)?;
-                    let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir_in(dir)?;
-                    let file = scratch.path().join("artifact.tar");
-                    fetch_to_file(&storages, c.entry, &identities, &file).await?;
-                    let (f, s) = (file.clone(), sub.clone());
-                    tokio::task::spawn_blocking(move || archive::extract(&f, &s)).await??;
-                    if m.kind == "nats" {
-                        println!(
-                            "extracted {} (start it with: nats-server -js -sd {})",
-                            sub.display(),
-                            sub.display()
-                        );
-                    } else {
-                        println!("extracted {}", sub.display());
-                    }
-                }
-            }
+        for c in &prepared.choices {
+            out.push(sources::restore_to_dir(dir, &c.entry, storages, &identities).await?);
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `pgdump` from `data/app/ID.pgdump.zst.age`.
-fn artifact_format(m: &catalog::Manifest) -> String {
+pub(crate) fn artifact_format(m: &catalog::Manifest) -> String {
     m.objects
         .first()
         .and_then(|o| o.key.rsplit('/').next())
         .and_then(|f| f.split('.').nth(1))
         .unwrap_or("dump")
         .to_string()
+}
+
+/// A private scratch directory for a decrypted artifact on its way into a server.
+pub(crate) fn scratch() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("drctl-restore-").tempdir()?)
+}
+
+/// Fetches, checks and extracts a tar artifact into `dir/<source>`, which must be new or empty.
+pub(crate) async fn extract_to_dir(
+    dir: &Path,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<PathBuf> {
+    let m = &entry.manifest;
+    let sub = dir.join(&m.source);
+    crate::archive::require_empty(&sub)?;
+    let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir_in(dir)?;
+    let file = scratch.path().join("artifact.tar");
+    fetch_to_file(storages, entry, identities, &file).await?;
+    let (f, s) = (file.clone(), sub.clone());
+    tokio::task::spawn_blocking(move || crate::archive::extract(&f, &s)).await??;
+    Ok(sub)
 }
 
 /// Decrypts a backup into `dest` through a hidden partial file that is renamed only after

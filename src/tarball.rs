@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
@@ -39,22 +40,37 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-pub fn start(
-    spec: Spec,
-) -> (
-    tokio::io::DuplexStream,
-    JoinHandle<Result<serde_json::Map<String, serde_json::Value>>>,
-) {
+/// What a finished archive holds. Serialized into the manifest's facts under these names.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TarStats {
+    #[serde(default)]
+    pub file_count: u64,
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// Per-file SHA-256, size and mode, by archive name (files sources only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, FileFact>>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileFact {
+    pub sha256: String,
+    pub size: u64,
+    /// Octal permission bits, e.g. "644".
+    pub mode: String,
+}
+
+pub fn start(spec: Spec) -> (tokio::io::DuplexStream, JoinHandle<Result<TarStats>>) {
     let (w, r) = tokio::io::duplex(1024 * 1024);
     let handle = tokio::task::spawn_blocking(move || write_tar(spec, SyncIoBridge::new(w)));
     (r, handle)
 }
 
-fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<String, serde_json::Value>> {
+fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<TarStats> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    let mut files = serde_json::Map::new();
+    let mut files = BTreeMap::new();
     let (mut count, mut bytes) = (0u64, 0u64);
     for root in &spec.roots {
         let meta = std::fs::symlink_metadata(&root.path).with_context(|| {
@@ -120,11 +136,11 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
                     use std::os::unix::fs::PermissionsExt;
                     files.insert(
                         name,
-                        serde_json::json!({
-                            "sha256": hex::encode(reader.hasher.finalize()),
-                            "size": size,
-                            "mode": format!("{:o}", m.permissions().mode() & 0o7777),
-                        }),
+                        FileFact {
+                            sha256: hex::encode(reader.hasher.finalize()),
+                            size,
+                            mode: format!("{:o}", m.permissions().mode() & 0o7777),
+                        },
                     );
                 }
             } else {
@@ -136,13 +152,11 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<serde_json::Map<St
     let mut out = b.into_inner().context("cannot finish the archive")?;
     out.flush()?;
     drop(out); // closes the pipe: EOF for the pipeline
-    let mut facts = serde_json::Map::new();
-    facts.insert("file_count".into(), count.into());
-    facts.insert("file_bytes".into(), bytes.into());
-    if spec.hash_files {
-        facts.insert("files".into(), files.into());
-    }
-    Ok(facts)
+    Ok(TarStats {
+        file_count: count,
+        file_bytes: bytes,
+        files: spec.hash_files.then_some(files),
+    })
 }
 
 pub fn globs(patterns: &[String]) -> Result<globset::GlobSet, String> {

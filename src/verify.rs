@@ -7,15 +7,11 @@
 use crate::catalog::{self, Entry};
 use crate::config::Config;
 use crate::keys::Identities;
-use crate::sources::files::verify::verify_files;
-use crate::sources::nats::verify::verify_nats;
-use crate::sources::postgres::verify::verify_postgres;
-use crate::sources::redis::verify::verify_redis;
 use crate::storage::Storage;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,11 +111,7 @@ pub async fn verify_source(
     let entry = catalog::pick(&entries, source, at.unwrap_or_else(Utc::now))
         .ok_or_else(|| anyhow!("no backup of '{source}' to verify (run `drctl list --source {source}`)"))?;
     let t0 = Instant::now();
-    let (checks, rto, sandbox) = match entry.manifest.kind.as_str() {
-        "postgres" => verify_postgres(cfg, entry, cfg.source(source), storages, identities).await,
-        "redis" | "nats" | "files" => verify_artifact(cfg, entry, storages, identities).await,
-        other => bail!("verification of {other} backups is not available"),
-    };
+    let (checks, rto, sandbox) = crate::sources::verify(cfg, entry, storages, identities).await;
     let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());
     let record = Record {
         source: source.to_string(),
@@ -200,13 +192,19 @@ pub(crate) async fn download(
     (c, ok)
 }
 
-/// Redis, NATS and files: download into a private work dir, then check by kind.
-async fn verify_artifact(
+/// Redis, NATS and files: download into a private work dir, then run the kind's checks on
+/// (artifact file, work dir, start time).
+pub(crate) async fn with_artifact<F, Fut>(
     cfg: &Config,
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-) -> (Vec<Check>, Option<f64>, String) {
+    checks_of: F,
+) -> (Vec<Check>, Option<f64>, String)
+where
+    F: FnOnce(PathBuf, PathBuf, Instant) -> Fut,
+    Fut: std::future::Future<Output = (Vec<Check>, Option<f64>)>,
+{
     let m = &entry.manifest;
     let t0 = Instant::now();
     let mut checks = Vec::new();
@@ -226,13 +224,9 @@ async fn verify_artifact(
     if !ok {
         return (checks, None, "local".into());
     }
-    let (more, rto) = match m.kind.as_str() {
-        "redis" => verify_redis(m, &file, work.path(), t0).await,
-        "nats" => verify_nats(m, &file, work.path(), t0).await,
-        _ => verify_files(m, &file, work.path(), t0).await,
-    };
+    let (more, rto) = checks_of(file, work.path().to_path_buf(), t0).await;
     checks.extend(more);
-    (checks, rto, format!("local ({})", m.kind))
+    (checks, rto, format!("local ({})", m.kind()))
 }
 
 /// Extracts a tar artifact (with restore's escape checks) as a check named `name`.

@@ -42,11 +42,10 @@ async fn behaviour(st: &Storage) {
         id: "x".into(),
         run_id: "x".into(),
         source: "suite".into(),
-        kind: "files".into(),
         started_at: chrono::Utc::now(),
         finished_at: chrono::Utc::now(),
         drctl_version: "t".into(),
-        facts: Default::default(),
+        facts: drctl::sources::Facts::Files(Default::default()),
         plain: drctl::catalog::Digest {
             size: 0,
             sha256: String::new(),

@@ -1,6 +1,8 @@
 //! `drctl restore`.
 
 use super::*;
+use crate::restore::{Choice, Restored};
+use chrono::{DateTime, Utc};
 
 pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
     let at = catalog::parse_time(&a.at, chrono::Utc::now())?;
@@ -22,6 +24,62 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
         jobs: jobs.max(1),
         no_owner: a.no_owner,
     };
-    crate::restore::run(cfg, &req).await?;
+    let prepared = crate::restore::prepare(cfg, &req).await?;
+    print_plan(at, &prepared.choices);
+    if req.dry_run {
+        return Ok(0);
+    }
+    for r in crate::restore::execute(cfg, &req, &prepared).await? {
+        println!("{}", describe(&r));
+    }
     Ok(0)
+}
+
+fn print_plan(at: DateTime<Utc>, choices: &[Choice]) {
+    println!(
+        "restore point {}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!(
+        "{:<16} {:<28} {:<22} {:>10} DATA LOSS WINDOW",
+        "SOURCE", "BACKUP", "TIME (UTC)", "SIZE"
+    );
+    for c in choices {
+        let m = &c.entry.manifest;
+        println!(
+            "{:<16} {:<28} {:<22} {:>10} {}",
+            m.source,
+            m.id,
+            m.started_at.format("%Y-%m-%d %H:%M:%S"),
+            catalog::human_bytes(m.plain.size),
+            catalog::human_duration(c.loss)
+        );
+    }
+}
+
+fn describe(r: &Restored) -> String {
+    match r {
+        Restored::Database { source, backup, target } => {
+            format!("restored '{source}' from backup {backup} into {target}")
+        }
+        Restored::RedisKeys {
+            source,
+            backup,
+            target,
+            keys,
+        } => format!("restored '{source}' from backup {backup} into {target}: {keys} keys"),
+        Restored::NatsStreams {
+            source,
+            backup,
+            streams,
+        } => streams
+            .iter()
+            .map(|(stream, state)| format!("restored stream {stream} of '{source}' (backup {backup}): {state}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Restored::Wrote { path, hint: None } => format!("wrote {}", path.display()),
+        Restored::Wrote { path, hint: Some(h) } => format!("wrote {} ({h})", path.display()),
+        Restored::Extracted { dir, hint: None } => format!("extracted {}", dir.display()),
+        Restored::Extracted { dir, hint: Some(h) } => format!("extracted {} ({h})", dir.display()),
+    }
 }

@@ -15,18 +15,78 @@ pub mod nats;
 pub mod postgres;
 pub mod redis;
 
-use crate::config::{check_names, RetentionRef};
+use crate::catalog::Entry;
+use crate::config::{check_names, Config, RetentionRef};
+use crate::keys::Identities;
 use crate::process;
+use crate::storage::Storage;
+use crate::{restore, verify};
 use anyhow::{anyhow, Result};
 pub use files::FilesSource;
 pub use nats::{NatsMode, NatsSource};
 pub use postgres::PostgresSource;
 pub use redis::RedisSource;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
 use tokio::io::AsyncRead;
 
-pub type Facts = serde_json::Map<String, serde_json::Value>;
+/// What a backup is a backup of. Serialized as the manifest's `kind` (`"postgres"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Postgres,
+    Redis,
+    Nats,
+    Files,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::Nats => "nats",
+            Kind::Files => "files",
+        })
+    }
+}
+
+/// What a source recorded about its dump, one struct per kind. In a manifest this is the pair
+/// `"kind": "postgres", "facts": {…}` (adjacently tagged), the same JSON as the untyped map
+/// earlier releases wrote, so their manifests read unchanged (fixture test in `catalog`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "facts", rename_all = "lowercase")]
+pub enum Facts {
+    Postgres(postgres::PostgresFacts),
+    Redis(redis::RedisFacts),
+    Nats(nats::NatsFacts),
+    Files(files::FilesFacts),
+}
+
+impl Facts {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Facts::Postgres(_) => Kind::Postgres,
+            Facts::Redis(_) => Kind::Redis,
+            Facts::Nats(_) => Kind::Nats,
+            Facts::Files(_) => Kind::Files,
+        }
+    }
+
+    /// Bytes the producer meant to send, where it knows (an RDB file's size): the backup is
+    /// refused when the stream carried a different number.
+    pub fn expected_size(&self) -> Option<u64> {
+        match self {
+            Facts::Redis(r) => r.expected_size,
+            _ => None,
+        }
+    }
+}
+
+/// Keys of facts written by a newer release, kept so that `drctl copy` (which rewrites
+/// manifests) does not drop them. Never read by key.
+pub type UnknownFacts = serde_json::Map<String, serde_json::Value>;
 
 /// A running dump: read `reader` to the end, then call `finish` — a dump is good only if the
 /// producer also says so (a pg_dump that dies half-way closes its stdout like one that is done).
@@ -34,29 +94,29 @@ pub struct Dump {
     pub reader: Box<dyn AsyncRead + Unpin + Send>,
     /// What the object's name ends with before compression/encryption suffixes, e.g. `pgdump`.
     pub format: &'static str,
-    /// Facts recorded in the manifest (server version, tool version, …).
-    pub facts: Facts,
     pub finish: Finish,
 }
 
-/// How a producer reports that it finished well, with facts only known at the end
-/// (per-file hashes, byte counts).
+/// How a producer reports that it finished well, and the facts recorded in the manifest
+/// (server versions, counts, per-file hashes — some only known at the end).
 pub enum Finish {
-    Process(Box<process::Completion>),
+    /// A child process; the facts were known before it started.
+    Process(Box<process::Completion>, Facts),
+    /// An in-process producer that returns the facts when it is done.
     Task(tokio::task::JoinHandle<Result<Facts>>),
 }
 
 impl Finish {
     pub async fn wait(self) -> Result<Facts> {
         match self {
-            Finish::Process(c) => (*c).wait().await.map(|_| Facts::new()),
+            Finish::Process(c, facts) => (*c).wait().await.map(|_| facts),
             Finish::Task(h) => h.await.map_err(|e| anyhow!("producer task failed: {e}"))?,
         }
     }
 
     pub async fn kill(self) {
         match self {
-            Finish::Process(c) => (*c).kill().await,
+            Finish::Process(c, _) => (*c).kill().await,
             Finish::Task(h) => h.abort(),
         }
     }
@@ -100,12 +160,12 @@ impl SourceConfig {
             SourceConfig::Files(s) => &s.name,
         }
     }
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            SourceConfig::Postgres(_) => "postgres",
-            SourceConfig::Redis(_) => "redis",
-            SourceConfig::Nats(_) => "nats",
-            SourceConfig::Files(_) => "files",
+            SourceConfig::Postgres(_) => Kind::Postgres,
+            SourceConfig::Redis(_) => Kind::Redis,
+            SourceConfig::Nats(_) => Kind::Nats,
+            SourceConfig::Files(_) => Kind::Files,
         }
     }
     pub fn retention(&self) -> Option<&RetentionRef> {
@@ -169,6 +229,122 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
                     errors.push(format!("{at}.{e}"));
                 }
             }
+        }
+    }
+}
+
+/// Where `--target-url` points: a running server of one kind. Parsed before anything else, so
+/// a password typed on the command line is refused first.
+pub enum Target {
+    Postgres(postgres::ConnInfo),
+    Redis(String),
+    Nats(String),
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target> {
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        let target = match scheme {
+            "postgres" | "postgresql" => return Ok(Target::Postgres(postgres::restore::parse_target(url)?)),
+            "redis" => Target::Redis(url.to_string()),
+            "nats" => Target::Nats(url.to_string()),
+            _ => anyhow::bail!(
+                "--target-url '{}' is not postgres://, redis:// or nats:// (for files, use --output-dir)",
+                crate::secret::redact_url(url)
+            ),
+        };
+        if let Some(pw) = url::Url::parse(url).ok().and_then(|x| x.password().map(str::to_string)) {
+            if std::env::args().any(|a| a.contains(&pw)) {
+                anyhow::bail!(
+                    "--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead"
+                );
+            }
+        }
+        Ok(target)
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Target::Postgres(_) => Kind::Postgres,
+            Target::Redis(_) => Kind::Redis,
+            Target::Nats(_) => Kind::Nats,
+        }
+    }
+}
+
+/// Loads a backup into a running server (`--target-url`).
+pub async fn restore_into(
+    target: &Target,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: restore::Options,
+) -> Result<restore::Restored> {
+    let m = &entry.manifest;
+    match (&m.facts, target) {
+        (Facts::Postgres(_), Target::Postgres(conn)) => {
+            postgres::restore::restore_into(conn, entry, storages, identities, opts).await
+        }
+        (Facts::Redis(_), Target::Redis(url)) => {
+            redis::restore::restore_into(url, entry, storages, identities, opts).await
+        }
+        (Facts::Nats(f), Target::Nats(url)) => nats::restore_into(f, url, entry, storages, identities, opts).await,
+        (Facts::Files(_), _) => anyhow::bail!("--target-url cannot restore files backups; use --output-dir"),
+        (facts, target) => anyhow::bail!(
+            "'{}' is a {} backup, but --target-url points at {}; give a {}:// URL (or use --output-dir)",
+            m.source,
+            facts.kind(),
+            target.kind(),
+            facts.kind()
+        ),
+    }
+}
+
+/// Writes a backup as files a person can use by hand (`--output-dir`).
+pub async fn restore_to_dir(
+    dir: &Path,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<restore::Restored> {
+    match &entry.manifest.facts {
+        Facts::Postgres(_) => postgres::restore::restore_to_dir(dir, entry, storages, identities).await,
+        Facts::Redis(_) => redis::restore::restore_to_dir(dir, entry, storages, identities).await,
+        Facts::Nats(_) => nats::restore_to_dir(dir, entry, storages, identities).await,
+        Facts::Files(_) => files::restore_to_dir(dir, entry, storages, identities).await,
+    }
+}
+
+/// Verifies a backup in a throwaway place: the checks, the measured restore time (RTO), and a
+/// description of the sandbox.
+pub async fn verify(
+    cfg: &Config,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> (Vec<verify::Check>, Option<f64>, String) {
+    let m = &entry.manifest;
+    match &m.facts {
+        Facts::Postgres(f) => {
+            postgres::verify::verify(cfg, entry, f, cfg.source(&m.source), storages, identities).await
+        }
+        Facts::Redis(f) => {
+            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+                redis::verify::verify(f, &file, &work, t0).await
+            })
+            .await
+        }
+        Facts::Nats(f) => {
+            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+                nats::verify::verify(f, &file, &work, t0).await
+            })
+            .await
+        }
+        Facts::Files(f) => {
+            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+                files::verify::verify(f, &file, &work, t0).await
+            })
+            .await
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A streamed tar of the configured paths.
 
 use crate::config::FilesSource;
-use crate::sources::{Dump, Finish};
+use crate::sources::{Dump, Facts, Finish};
 use crate::tarball;
 use anyhow::{anyhow, Result};
 
@@ -29,7 +29,12 @@ pub async fn start_dump(src: &FilesSource) -> Result<Dump> {
     Ok(Dump {
         reader: Box::new(reader),
         format: "tar",
-        facts: Default::default(),
-        finish: Finish::Task(task),
+        finish: Finish::Task(tokio::spawn(async move {
+            let tar = task.await.map_err(|e| anyhow!("archive task failed: {e}"))??;
+            Ok(Facts::Files(super::FilesFacts {
+                tar,
+                unknown: Default::default(),
+            }))
+        })),
     })
 }

@@ -6,4 +6,24 @@ mod dump;
 pub mod verify;
 
 pub use config::FilesSource;
+
+/// Facts of a files backup: the archive's counts and every file's SHA-256.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FilesFacts {
+    #[serde(flatten)]
+    pub tar: crate::tarball::TarStats,
+    #[serde(flatten)]
+    pub unknown: super::UnknownFacts,
+}
 pub use dump::start_dump;
+
+/// `--output-dir`: the files under `DIR/<source>/`, with their archive paths.
+pub async fn restore_to_dir(
+    dir: &std::path::Path,
+    entry: &crate::catalog::Entry,
+    storages: &[crate::storage::Storage],
+    identities: &crate::keys::Identities,
+) -> anyhow::Result<crate::restore::Restored> {
+    let sub = crate::restore::extract_to_dir(dir, entry, storages, identities).await?;
+    Ok(crate::restore::Restored::Extracted { dir: sub, hint: None })
+}

@@ -1,10 +1,10 @@
-use crate::catalog::Manifest;
+use super::FilesFacts;
 use crate::verify::{check, extract, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;
 
-pub async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+pub async fn verify(facts: &FilesFacts, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
     let dest = work.join("files");
     let (c, ok) = extract(tarfile, &dest, "extract").await;
@@ -13,20 +13,15 @@ pub async fn verify_files(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant
         return (checks, None);
     }
     let rto = t0.elapsed().as_secs_f64();
-    let files = m
-        .facts
-        .get("files")
-        .and_then(|v| v.as_object())
-        .cloned()
-        .unwrap_or_default();
+    let files = facts.tar.files.clone().unwrap_or_default();
     let mut bad = Vec::new();
     for (name, want) in &files {
         use sha2::Digest;
         match std::fs::read(dest.join(name)) {
             Ok(b) => {
                 let got = hex::encode(sha2::Sha256::digest(&b));
-                if Some(got.as_str()) != want["sha256"].as_str() {
-                    bad.push(format!("{name}: SHA-256 {got}, recorded {}", want["sha256"]));
+                if got != want.sha256 {
+                    bad.push(format!("{name}: SHA-256 {got}, recorded \"{}\"", want.sha256));
                 }
             }
             Err(e) => bad.push(format!("{name}: {e}")),

@@ -18,7 +18,7 @@ impl fmt::Debug for NatsSource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NatsMode {
     /// A streamed tar of the JetStream store directory (`data_dir`).

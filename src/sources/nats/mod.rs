@@ -9,10 +9,76 @@ pub mod verify;
 pub use config::{NatsMode, NatsSource};
 
 use super::Dump;
+use crate::catalog::Entry;
+use crate::keys::Identities;
+use crate::restore::{extract_to_dir, fetch_to_file, Options, Restored};
+use crate::storage::Storage;
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Facts of a NATS backup. `nats_mode` is written only by snapshot mode (absent means tarball,
+/// as in every earlier release); `file_count`/`file_bytes` only by tarball mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NatsFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_mode: Option<NatsMode>,
+    /// Per-stream state when the backup was taken (tarball mode: from `monitor_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<BTreeMap<String, StreamState>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: super::UnknownFacts,
+}
+
+impl NatsFacts {
+    pub fn mode(&self) -> NatsMode {
+        self.nats_mode.unwrap_or(NatsMode::Tarball)
+    }
+}
+
+/// A stream's message count and sequence range, as the server reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub messages: Option<u64>,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub consumers: Option<u64>,
+}
+
+impl StreamState {
+    /// From the `state` object of a JetStream API answer or a monitoring stream detail.
+    pub fn from_api(state: &serde_json::Value) -> StreamState {
+        StreamState {
+            messages: state["messages"].as_u64(),
+            first_seq: state["first_seq"].as_u64(),
+            last_seq: state["last_seq"].as_u64(),
+            consumers: state["consumer_count"].as_u64(),
+        }
+    }
+}
+
+fn or_unknown(n: Option<u64>) -> String {
+    n.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+}
+
+impl std::fmt::Display for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} messages, last sequence {}",
+            or_unknown(self.messages),
+            or_unknown(self.last_seq)
+        )
+    }
+}
 
 /// Per-stream state from `GET <monitor>/jsz?streams=true`.
-pub async fn stream_states(monitor_url: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub async fn stream_states(monitor_url: &str) -> Result<BTreeMap<String, StreamState>> {
     let url = format!("{}/jsz?streams=true", monitor_url.trim_end_matches('/'));
     let v: serde_json::Value = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
@@ -25,19 +91,11 @@ pub async fn stream_states(monitor_url: &str) -> Result<serde_json::Map<String, 
         .json()
         .await
         .context("NATS monitoring answered with something that is not JSON")?;
-    let mut out = serde_json::Map::new();
+    let mut out = BTreeMap::new();
     for acc in v["account_details"].as_array().into_iter().flatten() {
         for st in acc["stream_detail"].as_array().into_iter().flatten() {
             let name = st["name"].as_str().unwrap_or_default().to_string();
-            out.insert(
-                name,
-                serde_json::json!({
-                    "messages": st["state"]["messages"],
-                    "first_seq": st["state"]["first_seq"],
-                    "last_seq": st["state"]["last_seq"],
-                    "consumers": st["state"]["consumer_count"],
-                }),
-            );
+            out.insert(name, StreamState::from_api(&st["state"]));
         }
     }
     Ok(out)
@@ -48,4 +106,47 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
         NatsMode::Tarball => tarball::tarball_dump(src).await,
         NatsMode::Snapshot => snapshot::start_dump(src).await,
     }
+}
+
+/// `--target-url nats://…`: snapshot-mode backups go back through the JetStream API.
+pub async fn restore_into(
+    facts: &NatsFacts,
+    url: &str,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options,
+) -> Result<Restored> {
+    let m = &entry.manifest;
+    if facts.mode() == NatsMode::Tarball {
+        anyhow::bail!(
+            "'{}' was backed up in tarball mode: restore it with --output-dir, then `nats-server -js -sd DIR/{}`",
+            m.source,
+            m.source
+        );
+    }
+    let scratch = crate::restore::scratch()?;
+    let file = scratch.path().join("snapshot.tar");
+    fetch_to_file(storages, entry, identities, &file).await?;
+    let streams = snapshot::restore(&file, url, opts.clean).await?;
+    Ok(Restored::NatsStreams {
+        source: m.source.clone(),
+        backup: m.id.clone(),
+        streams,
+    })
+}
+
+/// `--output-dir`: the archive extracted under `DIR/<source>` (tarball mode: a store directory).
+pub async fn restore_to_dir(
+    dir: &Path,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<Restored> {
+    let sub = extract_to_dir(dir, entry, storages, identities).await?;
+    let hint = format!("start it with: nats-server -js -sd {}", sub.display());
+    Ok(Restored::Extracted {
+        dir: sub,
+        hint: Some(hint),
+    })
 }

@@ -14,6 +14,7 @@
 //! numbered parts `STREAM/stream.tar.s2.000001`, …. `cat` the parts back together and you have
 //! what `nats stream backup` writes, ready for `nats stream restore`.
 
+use super::{NatsFacts, NatsMode, StreamState};
 use crate::config::NatsSource;
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
@@ -108,7 +109,7 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
     let (mut w, reader) = tokio::io::duplex(1024 * 1024);
     let name = src.name.clone();
     let task = tokio::spawn(async move {
-        let mut states = serde_json::Map::new();
+        let mut states = std::collections::BTreeMap::new();
         for stream in &streams {
             let state = snapshot_stream(&client, stream, &mut w)
                 .await
@@ -117,15 +118,17 @@ pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
         }
         w.write_all(&[0u8; 1024]).await?; // end of archive
         w.shutdown().await?;
-        let mut f = Facts::new();
-        f.insert("streams".into(), states.into());
-        f.insert("nats_mode".into(), "snapshot".into());
-        Ok(f)
+        Ok(Facts::Nats(NatsFacts {
+            nats_mode: Some(NatsMode::Snapshot),
+            streams: Some(states),
+            file_count: None,
+            file_bytes: None,
+            unknown: Default::default(),
+        }))
     });
     Ok(Dump {
         reader: Box::new(reader),
         format: "tar",
-        facts: Facts::new(),
         finish: Finish::Task(task),
     })
 }
@@ -135,7 +138,7 @@ async fn snapshot_stream(
     client: &async_nats::Client,
     stream: &str,
     w: &mut tokio::io::DuplexStream,
-) -> Result<serde_json::Value> {
+) -> Result<StreamState> {
     let inbox = client.new_inbox();
     let mut sub = client.subscribe(inbox.clone()).await?;
     let resp = api(
@@ -172,12 +175,7 @@ async fn snapshot_stream(
         }
     }
     let _ = sub.unsubscribe().await;
-    Ok(serde_json::json!({
-        "messages": resp["state"]["messages"],
-        "first_seq": resp["state"]["first_seq"],
-        "last_seq": resp["state"]["last_seq"],
-        "consumers": resp["state"]["consumer_count"],
-    }))
+    Ok(StreamState::from_api(&resp["state"]))
 }
 
 /// A stream in a snapshot artifact: name, backup.json, and (offset, size) of each part.
@@ -185,7 +183,7 @@ type StreamParts = (String, serde_json::Value, Vec<(u64, u64)>);
 
 /// Restores every stream of a snapshot-mode artifact (a tar file) into the server at `url`.
 /// Refuses streams that exist unless `clean`, in which case they are deleted first.
-pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Result<Vec<(String, serde_json::Value)>> {
+pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Result<Vec<(String, StreamState)>> {
     let client = connect(url).await?;
     // Group the archive's entries per stream, in order.
     let file = tar_file.to_path_buf();
@@ -253,7 +251,7 @@ pub async fn restore(tar_file: &std::path::Path, url: &str, clean: bool) -> Resu
         if let Some(e) = v.get("error") {
             bail!("restore of {stream}: {}", e["description"]);
         }
-        restored.push((stream, v["state"].clone()));
+        restored.push((stream, StreamState::from_api(&v["state"])));
     }
     Ok(restored)
 }

@@ -8,7 +8,7 @@
 //! message counts and last sequences are read from the monitoring endpoint (`monitor_url`) just
 //! before the tar starts, and verification compares the restored server against them.
 
-use super::stream_states;
+use super::{stream_states, NatsFacts};
 use crate::config::NatsSource;
 use crate::sources::{Dump, Facts, Finish};
 use crate::tarball;
@@ -33,13 +33,14 @@ pub async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
             data_dir.display()
         );
     }
-    let mut facts = Facts::new();
-    if let Some(m) = &src.monitor_url {
-        let streams = stream_states(m)
-            .await
-            .map_err(|e| anyhow!("source '{}': {e:#}", src.name))?;
-        facts.insert("streams".into(), streams.into());
-    }
+    let streams = match &src.monitor_url {
+        Some(m) => Some(
+            stream_states(m)
+                .await
+                .map_err(|e| anyhow!("source '{}': {e:#}", src.name))?,
+        ),
+        None => None,
+    };
     // `…/jetstream` is archived as `jetstream/…`, so the extract is an `-sd` directory.
     let name = match data_dir.file_name().and_then(|n| n.to_str()) {
         Some("jetstream") => "jetstream".to_string(),
@@ -56,7 +57,15 @@ pub async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
     Ok(Dump {
         reader: Box::new(reader),
         format: "tar",
-        facts,
-        finish: Finish::Task(task),
+        finish: Finish::Task(tokio::spawn(async move {
+            let tar = task.await.map_err(|e| anyhow!("archive task failed: {e}"))??;
+            Ok(Facts::Nats(NatsFacts {
+                nats_mode: None,
+                streams,
+                file_count: Some(tar.file_count),
+                file_bytes: Some(tar.file_bytes),
+                unknown: Default::default(),
+            }))
+        })),
     })
 }

@@ -1,13 +1,13 @@
-use crate::catalog::Manifest;
+use super::{or_unknown, NatsFacts, NatsMode};
 use crate::verify::{check, extract, free_port, verdict, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;
 
-pub async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+pub async fn verify(facts: &NatsFacts, tarfile: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
     let store = work.join("store");
-    let snapshot = m.facts.get("nats_mode").and_then(|v| v.as_str()) == Some("snapshot");
+    let snapshot = facts.mode() == NatsMode::Snapshot;
     if !snapshot {
         let (c, ok) = extract(tarfile, &store, "extract the store").await;
         checks.push(c);
@@ -79,18 +79,21 @@ pub async fn verify_nats(m: &Manifest, tarfile: &Path, work: &Path, t0: Instant)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let rto = t0.elapsed().as_secs_f64();
-    let recorded = m.facts.get("streams").and_then(|v| v.as_object()).cloned();
+    let recorded = facts.streams.as_ref();
     checks.push(check(
         "streams",
         states.and_then(|got| match recorded {
             Some(rec) => {
                 let mut diffs = Vec::new();
-                for (name, want) in &rec {
+                for (name, want) in rec {
                     match got.get(name) {
-                        Some(g) if g["messages"] == want["messages"] && g["last_seq"] == want["last_seq"] => {}
+                        Some(g) if g.messages == want.messages && g.last_seq == want.last_seq => {}
                         Some(g) => diffs.push(format!(
                             "{name}: restored {} messages up to seq {}, recorded {} up to {}",
-                            g["messages"], g["last_seq"], want["messages"], want["last_seq"]
+                            or_unknown(g.messages),
+                            or_unknown(g.last_seq),
+                            or_unknown(want.messages),
+                            or_unknown(want.last_seq)
                         )),
                         None => diffs.push(format!("{name}: missing from the restored server")),
                     }

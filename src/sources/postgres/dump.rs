@@ -1,9 +1,10 @@
 //! `pg_dump --format=custom --compress=0` as a child process, with the exact row counts of
 //! every table taken in the snapshot it dumps.
 
+use super::PostgresFacts;
 use super::{conn_for, pg_config, query_value, ConnInfo, PostgresSource};
 use crate::process;
-use crate::sources::{Dump, Finish};
+use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -152,21 +153,23 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         cmd.arg(format!("--snapshot={}", s.id));
     }
     let (stdout, mut finish) = process::spawn_streaming(cmd, format!("pg_dump for '{}'", src.name))?;
-    let mut facts = serde_json::Map::new();
+    let mut facts = PostgresFacts {
+        row_counts: None,
+        server_version,
+        pg_dump_version,
+        database: conn.dbname.clone().unwrap_or_default(),
+        unknown: Default::default(),
+    };
     if let Some(s) = snapshot {
-        facts.insert("row_counts".into(), serde_json::to_value(&s.counts)?);
+        facts.row_counts = Some(s.counts);
         // The exporting transaction must stay open until pg_dump has imported the snapshot;
         // keep it until the dump is over.
         finish.keep_alive(Box::new(s.client));
     }
-    facts.insert("server_version".into(), server_version.into());
-    facts.insert("pg_dump_version".into(), pg_dump_version.into());
-    facts.insert("database".into(), conn.dbname.clone().unwrap_or_default().into());
     Ok(Dump {
         reader: Box::new(stdout),
         format: "pgdump",
-        facts,
-        finish: Finish::Process(Box::new(finish)),
+        finish: Finish::Process(Box::new(finish), Facts::Postgres(facts)),
     })
 }
 

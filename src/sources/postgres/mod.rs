@@ -16,5 +16,33 @@ mod sandbox;
 pub mod verify;
 
 pub use config::{PostgresSource, SqlAssertion};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Facts of a PostgreSQL backup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostgresFacts {
+    /// Exact rows per table (`schema.table`), counted in the snapshot pg_dump dumped; absent
+    /// with `row_counts = false` or when counting failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<BTreeMap<String, i64>>,
+    /// `SHOW server_version`, e.g. "15.19 (Debian 15.19-0+deb12u1)".
+    #[serde(default)]
+    pub server_version: String,
+    #[serde(default)]
+    pub pg_dump_version: String,
+    #[serde(default)]
+    pub database: String,
+    #[serde(flatten)]
+    pub unknown: super::UnknownFacts,
+}
+
+impl PostgresFacts {
+    /// The dumped server's major version (15 from "15.19 (Debian …)").
+    pub fn server_major(&self) -> Option<u32> {
+        self.server_version.split(['.', ' ']).next()?.parse().ok()
+    }
+}
 pub use conn::{conn_for, pg_config, query_value, ConnInfo};
 pub use dump::{choose_pg_dump, count_rows, parse_tool_version, server_major, start_dump, LIST_TABLES};

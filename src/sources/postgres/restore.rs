@@ -3,8 +3,12 @@
 //! (restore path only; the backup path never writes one) and loaded only after both of its
 //! hashes matched — a damaged backup never touches the target.
 
+use crate::catalog::Entry;
+use crate::keys::Identities;
 use crate::process;
+use crate::restore::{artifact_format, fetch_to_file, Options, Restored};
 use crate::sources::postgres::{query_value, ConnInfo};
+use crate::storage::Storage;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tokio::process::Command;
@@ -65,4 +69,40 @@ pub async fn pg_restore(file: &Path, conn: &ConnInfo, jobs: usize, clean: bool, 
     cmd.arg(file);
     process::run(cmd, &format!("pg_restore into {}", conn.display())).await?;
     Ok(())
+}
+
+/// `--target-url postgres://…`: refuses a non-empty target (unless `--clean`) before the
+/// download, then fetches and checks the dump into a scratch file and runs pg_restore on it.
+pub async fn restore_into(
+    conn: &ConnInfo,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options,
+) -> Result<Restored> {
+    let m = &entry.manifest;
+    // Refuse early, before spending time on the download.
+    check_target(conn, opts.clean).await?;
+    let scratch = crate::restore::scratch()?;
+    let file = scratch.path().join("dump.pgdump");
+    fetch_to_file(storages, entry, identities, &file).await?;
+    pg_restore(&file, conn, opts.jobs, opts.clean, opts.no_owner).await?;
+    Ok(Restored::Database {
+        source: m.source.clone(),
+        backup: m.id.clone(),
+        target: conn.display(),
+    })
+}
+
+/// `--output-dir`: the decrypted custom-format dump, for pg_restore by hand.
+pub async fn restore_to_dir(
+    dir: &Path,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<Restored> {
+    let m = &entry.manifest;
+    let dest = dir.join(format!("{}-{}.{}", m.source, m.id, artifact_format(m)));
+    fetch_to_file(storages, entry, identities, &dest).await?;
+    Ok(Restored::Wrote { path: dest, hint: None })
 }

@@ -4,8 +4,8 @@
 //! `[[source.verify]] sql` assertions return true.
 
 use super::sandbox::Sandbox;
-use super::{count_rows, pg_config, ConnInfo};
-use crate::catalog::{Entry, Manifest};
+use super::{count_rows, pg_config, ConnInfo, PostgresFacts};
+use crate::catalog::Entry;
 use crate::config::{Config, SourceConfig};
 use crate::keys::Identities;
 use crate::storage::Storage;
@@ -14,9 +14,10 @@ use anyhow::{anyhow, Context};
 use std::time::Instant;
 
 /// Returns the checks, the measured restore time, and the sandbox used.
-pub async fn verify_postgres(
+pub async fn verify(
     cfg: &Config,
     entry: &Entry,
+    facts: &PostgresFacts,
     src: Option<&SourceConfig>,
     storages: &[Storage],
     identities: &Identities,
@@ -24,7 +25,7 @@ pub async fn verify_postgres(
     let m = &entry.manifest;
     let t0 = Instant::now();
     let mut checks = Vec::new();
-    let sandbox = match Sandbox::start(cfg, m).await {
+    let sandbox = match Sandbox::start(cfg, facts, &m.id).await {
         Ok(s) => s,
         Err(e) => {
             checks.push(check("sandbox", Err(e)));
@@ -44,7 +45,7 @@ pub async fn verify_postgres(
     checks.push(check("pg_restore", restored.map(|_| "exit 0, no errors".into())));
     let rto = t0.elapsed().as_secs_f64();
     if ok {
-        checks.extend(sandbox_checks(&sandbox.conn, m, src).await);
+        checks.extend(sandbox_checks(&sandbox.conn, facts, src).await);
     }
     sandbox.stop().await;
     (checks, Some(rto), name)
@@ -57,7 +58,7 @@ fn jobs() -> usize {
         .min(8)
 }
 
-async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig>) -> Vec<Check> {
+async fn sandbox_checks(conn: &ConnInfo, facts: &PostgresFacts, src: Option<&SourceConfig>) -> Vec<Check> {
     let mut checks = Vec::new();
     let client = match async {
         let (client, connection) = pg_config(conn)?.connect(tokio_postgres::NoTls).await?;
@@ -74,16 +75,12 @@ async fn sandbox_checks(conn: &ConnInfo, m: &Manifest, src: Option<&SourceConfig
             return checks;
         }
     };
-    match m
-        .facts
-        .get("row_counts")
-        .and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, i64>>(v.clone()).ok())
-    {
+    match &facts.row_counts {
         Some(recorded) => {
             let r = async {
                 let restored = count_rows(&client).await?;
                 let mut diffs = Vec::new();
-                for (t, n) in &recorded {
+                for (t, n) in recorded {
                     match restored.get(t) {
                         Some(r) if r == n => {}
                         Some(r) => diffs.push(format!("{t}: restored {r} rows, recorded {n}")),

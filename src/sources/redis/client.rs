@@ -1,5 +1,6 @@
 //! Talking to Redis: connections, INFO and the keyspace.
 
+use super::{DbKeys, Keyspace};
 use anyhow::{anyhow, Result};
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ pub(crate) fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// `INFO keyspace` → {"db0": {"keys": N, "expires": M}, …}
-pub fn parse_keyspace(info: &str) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
+pub fn parse_keyspace(info: &str) -> Keyspace {
+    let mut out = Keyspace::new();
     for line in info.lines() {
         let Some((db, rest)) = line.trim().split_once(':') else {
             continue;
@@ -39,13 +40,11 @@ pub fn parse_keyspace(info: &str) -> serde_json::Map<String, serde_json::Value> 
                 _ => {}
             }
         }
-        out.insert(db.to_string(), serde_json::json!({ "keys": keys, "expires": expires }));
+        out.insert(db.to_string(), DbKeys { keys, expires });
     }
     out
 }
 
-pub async fn keyspace(
-    con: &mut redis::aio::MultiplexedConnection,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub async fn keyspace(con: &mut redis::aio::MultiplexedConnection) -> Result<Keyspace> {
     Ok(parse_keyspace(&info(con, "keyspace").await?))
 }

@@ -12,6 +12,7 @@
 //! the per-db key counts are recorded. The password travels only inside the connection.
 
 use super::client::{connect, field, info, keyspace};
+use super::{Keyspace, RedisFacts};
 use crate::config::{RedisMode, RedisSource};
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
@@ -95,8 +96,10 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
         .unwrap_or("")
         .to_string();
     let keys_before = keyspace(&mut con).await?;
-    let mut facts = Facts::new();
-    facts.insert("redis_version".into(), version.into());
+    let facts = RedisFacts {
+        redis_version: Some(version),
+        ..Default::default()
+    };
     match src.mode {
         RedisMode::File => file_mode(src, con, keys_before, facts).await,
         RedisMode::Replication => replication_mode(src, con, keys_before, facts).await,
@@ -104,21 +107,16 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
 }
 
 /// Records the key counts, marking them exact only when nothing changed around the snapshot.
-fn record_keys(
-    facts: &mut Facts,
-    before: serde_json::Map<String, serde_json::Value>,
-    after: serde_json::Map<String, serde_json::Value>,
-) {
-    let exact = before == after;
-    facts.insert("key_counts".into(), after.into());
-    facts.insert("key_counts_exact".into(), exact.into());
+fn record_keys(facts: &mut RedisFacts, before: Keyspace, after: Keyspace) {
+    facts.key_counts_exact = before == after;
+    facts.key_counts = Some(after);
 }
 
 async fn file_mode(
     src: &RedisSource,
     mut con: redis::aio::MultiplexedConnection,
-    keys_before: serde_json::Map<String, serde_json::Value>,
-    mut facts: Facts,
+    keys_before: Keyspace,
+    mut facts: RedisFacts,
 ) -> Result<Dump> {
     let timeout = crate::config::parse_duration(&src.bgsave_timeout)
         .ok()
@@ -160,17 +158,13 @@ async fn file_mode(
         .await
         .map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
     check_header(&header).map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
-    facts.insert("rdb_path".into(), path.display().to_string().into());
+    facts.rdb_path = Some(path.display().to_string());
+    facts.expected_size = Some(size);
     let reader = std::io::Cursor::new(header.to_vec()).chain(f.take(size - 9));
     Ok(Dump {
         reader: Box::new(reader),
         format: "rdb",
-        facts,
-        finish: Finish::Task(tokio::spawn(async move {
-            let mut f = Facts::new();
-            f.insert("expected_size".into(), size.into());
-            Ok(f)
-        })),
+        finish: Finish::Task(tokio::spawn(async move { Ok(Facts::Redis(facts)) })),
     })
 }
 
@@ -187,8 +181,8 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
 async fn replication_mode(
     src: &RedisSource,
     mut con: redis::aio::MultiplexedConnection,
-    keys_before: serde_json::Map<String, serde_json::Value>,
-    mut facts: Facts,
+    keys_before: Keyspace,
+    mut facts: RedisFacts,
 ) -> Result<Dump> {
     let u = url::Url::parse(&src.url)?;
     let host = u.host_str().unwrap_or("127.0.0.1").to_string();
@@ -260,8 +254,7 @@ async fn replication_mode(
     } else {
         bail!("source '{name}': unexpected SYNC reply '{line}'");
     };
-    facts.insert(
-        "transfer".into(),
+    facts.transfer = Some(
         match framing {
             Framing::Eof(_) => "diskless",
             Framing::Len(_) => "disk",
@@ -274,14 +267,12 @@ async fn replication_mode(
             .await
             .map_err(|e| anyhow!("source '{name}': replication transfer: {e}"))?;
         w.shutdown().await?;
-        let mut f = Facts::new();
-        f.insert("expected_size".into(), n.into());
-        Ok(f)
+        facts.expected_size = Some(n);
+        Ok(Facts::Redis(facts))
     });
     Ok(Dump {
         reader: Box::new(reader),
         format: "rdb",
-        facts,
         finish: Finish::Task(task),
     })
 }
@@ -363,9 +354,9 @@ mod tests {
     fn keyspace_and_header() {
         let ks =
             parse_keyspace("# Keyspace\r\ndb0:keys=1000,expires=50,avg_ttl=3600\r\ndb3:keys=7,expires=0,avg_ttl=0\r\n");
-        assert_eq!(ks["db0"]["keys"], 1000);
-        assert_eq!(ks["db0"]["expires"], 50);
-        assert_eq!(ks["db3"]["keys"], 7);
+        assert_eq!(ks["db0"].keys, 1000);
+        assert_eq!(ks["db0"].expires, 50);
+        assert_eq!(ks["db3"].keys, 7);
         assert!(check_header(b"REDIS0011\xfa").is_ok());
         assert!(check_header(b"PGDMP....").is_err());
     }

@@ -5,6 +5,10 @@
 //! (strings, hashes, lists, sets, sorted sets, streams, modules' types) and every TTL arrives
 //! as it was — and it works against a managed Redis where `REPLICAOF` is not allowed.
 
+use crate::catalog::Entry;
+use crate::keys::Identities;
+use crate::restore::{fetch_to_file, Options, Restored};
+use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,7 +91,7 @@ pub async fn prepare_target(url: &str, clean: bool) -> Result<()> {
         .await
         .context("cannot connect to the target Redis")?;
     let ks = crate::sources::redis::keyspace(&mut c).await?;
-    let keys: u64 = ks.values().filter_map(|v| v["keys"].as_u64()).sum();
+    let keys: u64 = ks.values().map(|v| v.keys).sum();
     if keys > 0 {
         if !clean {
             bail!("target Redis is not empty ({keys} keys); restore into an empty Redis, or pass --clean to FLUSHALL it first");
@@ -139,4 +143,46 @@ pub async fn load(rdb: &Path, target_url: &str, work: &Path) -> Result<u64> {
         }
     }
     Ok(copied)
+}
+
+/// `--target-url redis://…`: every key of the backup copied into the running server.
+pub async fn restore_into(
+    url: &str,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options,
+) -> Result<Restored> {
+    let m = &entry.manifest;
+    prepare_target(url, opts.clean).await?;
+    let scratch = crate::restore::scratch()?;
+    let file = scratch.path().join("dump.rdb");
+    fetch_to_file(storages, entry, identities, &file).await?;
+    let keys = load(&file, url, scratch.path()).await?;
+    Ok(Restored::RedisKeys {
+        source: m.source.clone(),
+        backup: m.id.clone(),
+        target: crate::secret::redact_url(url),
+        keys,
+    })
+}
+
+/// `--output-dir`: `DIR/<source>/dump.rdb`, to put in place of a stopped server's file.
+pub async fn restore_to_dir(
+    dir: &Path,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+) -> Result<Restored> {
+    let sub = dir.join(&entry.manifest.source);
+    std::fs::create_dir_all(&sub)?;
+    let dest = sub.join("dump.rdb");
+    if dest.exists() {
+        bail!("{} exists; restore into a new or empty directory", dest.display());
+    }
+    fetch_to_file(storages, entry, identities, &dest).await?;
+    Ok(Restored::Wrote {
+        path: dest,
+        hint: Some("stop Redis, put it in Redis's dir as its dbfilename, start Redis".into()),
+    })
 }

@@ -1,10 +1,10 @@
-use crate::catalog::Manifest;
+use super::RedisFacts;
 use crate::verify::{check, verdict, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;
 
-pub async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
+pub async fn verify(facts: &RedisFacts, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
     let out = tokio::process::Command::new("redis-check-rdb").arg(rdb).output().await;
     let read = match &out {
@@ -47,21 +47,16 @@ pub async fn verify_redis(m: &Manifest, rdb: &Path, work: &Path, t0: Instant) ->
         crate::sources::redis::keyspace(&mut c).await
     }
     .await;
-    let recorded = m.facts.get("key_counts").and_then(|v| v.as_object()).cloned();
-    let exact = m
-        .facts
-        .get("key_counts_exact")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    let recorded = facts.key_counts.as_ref();
+    let exact = facts.key_counts_exact;
     checks.push(check(
         "key counts",
         loaded.and_then(|ks| match (recorded, exact) {
             (Some(rec), true) => {
                 let mut diffs = Vec::new();
-                for (db, v) in &rec {
-                    let want = v["keys"].as_u64().unwrap_or(0);
-                    let expires = v["expires"].as_u64().unwrap_or(0);
-                    let got = ks.get(db).and_then(|x| x["keys"].as_u64()).unwrap_or(0);
+                for (db, v) in rec {
+                    let (want, expires) = (v.keys, v.expires);
+                    let got = ks.get(db).map(|x| x.keys).unwrap_or(0);
                     // Keys whose TTL ran out since the backup are dropped on load.
                     if got > want || want - got > expires {
                         diffs.push(format!(

@@ -9,8 +9,7 @@
 
 mod docker;
 
-use super::{pg_config, ConnInfo};
-use crate::catalog::Manifest;
+use super::{pg_config, ConnInfo, PostgresFacts};
 use crate::config::{Config, VerifySandbox};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -52,13 +51,13 @@ impl Sandbox {
         }
     }
 
-    pub async fn start(cfg: &Config, m: &Manifest) -> Result<Sandbox> {
+    pub async fn start(cfg: &Config, facts: &PostgresFacts, backup_id: &str) -> Result<Sandbox> {
         let work = tempfile::Builder::new()
             .prefix("drctl-verify-")
             .tempdir_in(cfg.verify.work_dir())?;
         match &cfg.verify.sandbox {
             VerifySandbox::Local => {
-                let major = dumped_major(m)?;
+                let major = dumped_major(facts)?;
                 let bin = match &cfg.verify.pg_bin_dir {
                     Some(d) => d.clone(),
                     None => PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
@@ -175,9 +174,9 @@ impl Sandbox {
             VerifySandbox::Docker => {
                 let (name, tag) = cfg
                     .verify
-                    .docker_image_for(dumped_major(m)?)
+                    .docker_image_for(dumped_major(facts)?)
                     .map_err(|e| anyhow!("[verify] docker_image: {e}"))?;
-                let (container, conn) = docker::start(name, tag, &m.id).await?;
+                let (container, conn) = docker::start(name, tag, backup_id).await?;
                 Ok(Sandbox {
                     conn,
                     work,
@@ -241,12 +240,9 @@ impl Drop for Sandbox {
 }
 
 /// The major version of the server a backup was dumped from.
-fn dumped_major(m: &Manifest) -> Result<u32> {
-    m.facts
-        .get("server_version")
-        .and_then(|v| v.as_str())
-        .and_then(|v| v.split(['.', ' ']).next())
-        .and_then(|v| v.parse::<u32>().ok())
+fn dumped_major(facts: &PostgresFacts) -> Result<u32> {
+    facts
+        .server_major()
         .ok_or_else(|| anyhow!("the manifest records no server version"))
 }
 
