@@ -1,12 +1,12 @@
 //! Secrets stay out of logs (at every level) and out of child processes' command lines.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::time::{Duration, Instant};
 
 #[test]
 fn secrets_never_appear_in_trace_logs_or_process_lists() {
+    // Other tests put these passwords on command lines of their own.
+    let _g = exclusive();
     let pg = Postgres::start();
     pg.createdb("app");
     pg.psql(

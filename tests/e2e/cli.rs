@@ -1,8 +1,6 @@
 //! The commands a newcomer meets first: keygen and validate, and the messages they print.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::os::unix::fs::PermissionsExt;
 
 #[test]

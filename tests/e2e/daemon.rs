@@ -1,8 +1,6 @@
 //! The daemon against real servers: schedules, pruning, failures that get noticed, signals.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -383,6 +381,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
 
 #[test]
 fn scheduled_verification_alerts_on_a_damaged_backup_and_exports_rto() {
+    let _g = shared(); // runs a verification sandbox
     let pg = seeded_pg();
     let rx = Receiver::start();
     let ws = setup(

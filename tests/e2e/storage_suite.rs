@@ -2,9 +2,7 @@
 //! fs, S3 (moto), SFTP (a local sshd) and WebDAV (rclone). Write, list, read back, abort
 //! leaves nothing, delete, parts — then a real backup and restore through each.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use drctl::storage::Storage;
 
 fn payload(n: usize) -> Vec<u8> {

@@ -1,8 +1,6 @@
 //! Retention against real backups in real storages: plan, apply, crash leftovers, locks.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,7 @@
 //! Restore verification against real PostgreSQL: passing, failing for each reason, and always
 //! cleaning up its sandbox.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,12 +9,9 @@ fn verify(ws: &Workspace, identity: &std::path::Path) -> (i32, String, String) {
     ws.run(&["verify", "--identity", identity.to_str().unwrap()])
 }
 
-// Tests that look for leftovers run one at a time, so one test's sandbox is not another's leak.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn verify_passes_reports_rto_and_records_the_result() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (_pg, ws) = verify_setup("\n[[source.verify]]\nsql = \"select count(*) = 2000 from users\"\n");
     ws.ok(&["backup"]);
     let (code, out, err) = verify(&ws, &ws.identity);
@@ -48,7 +43,7 @@ fn verify_passes_reports_rto_and_records_the_result() {
 
 #[test]
 fn verify_fails_with_a_reason_for_each_kind_of_damage() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (_pg, ws) =
         verify_setup("\n[[source.verify]]\nsql = \"select count(*) = 1 from users where name = 'nobody'\"\n");
     ws.ok(&["backup"]);
@@ -110,7 +105,7 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
 
 #[test]
 fn an_interrupted_verify_leaves_no_sandbox() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (pg, ws) = verify_setup("");
     // Enough data that the restore takes a while.
     pg.psql("app", "create table big as select g as id, md5(g::text) || md5((g * 7)::text) as s from generate_series(1, 1500000) g;");
@@ -146,7 +141,7 @@ fn an_interrupted_verify_leaves_no_sandbox() {
 
 #[test]
 fn url_sandbox_creates_and_drops_a_scratch_database() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (pg, ws) = verify_setup("");
     ws.ok(&["backup"]);
     let cfg = std::fs::read_to_string(ws.path().join("drctl.toml")).unwrap();
@@ -170,7 +165,7 @@ fn url_sandbox_creates_and_drops_a_scratch_database() {
 
 #[test]
 fn restore_test_script_passes_on_good_backups_and_fails_on_bad() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (_pg, ws) = verify_setup("");
     ws.ok(&["backup"]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/restore-test.sh");
@@ -214,7 +209,7 @@ fn a_private_work_dir_is_named_instead_of_failing_inside_initdb() {
         eprintln!("skipped: the local sandbox changes user only when run as root");
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (_pg, ws) = verify_setup("");
     ws.ok(&["backup"]);
     let private_dir = ws.path().join("private");

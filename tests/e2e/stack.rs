@@ -1,9 +1,7 @@
 //! Redis, NATS JetStream and files, and a whole stack restored to one point in time, against
 //! real throwaway servers.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -137,6 +135,7 @@ fn redis_source(r: &Redis, name: &str, mode: &str) -> String {
 }
 
 fn redis_round_trip(mode: &str, server_args: &[&str], transfer: Option<&str>) {
+    let _g = shared(); // redis-server's command line, a verification sandbox
     let r = Redis::start_with(server_args);
     seed_redis(&r);
     let before = redis_contents(|db| r.url_db(db));
@@ -236,6 +235,7 @@ fn redis_replication_mode_disk_based_round_trip_keeps_types_and_ttls() {
 
 #[test]
 fn redis_bgsave_failure_is_a_clear_error_and_commits_nothing() {
+    let _g = shared(); // a password on redis-server's command line until it renames itself
     let r = Redis::start_with(&["--enable-protected-configs", "yes"]);
     seed_redis(&r);
     let mut c = redis::Client::open(r.url()).unwrap().get_connection().unwrap();
@@ -313,6 +313,7 @@ fn nats_source(n: &Nats) -> String {
 
 #[test]
 fn nats_tarball_round_trip_keeps_messages_sequences_and_consumers() {
+    let _g = shared(); // runs a verification sandbox
     let n = Nats::start();
     seed_nats(&n, 500);
     let before = nats_messages(&n);
@@ -408,6 +409,7 @@ fn describe(root: &Path) -> BTreeMap<String, (u32, Option<u64>, Vec<u8>)> {
 
 #[test]
 fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
+    let _g = shared(); // runs a verification sandbox
     let src = tempfile::tempdir().unwrap();
     make_tree(src.path());
     let ws = Workspace::new();
@@ -494,6 +496,7 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
 
 #[test]
 fn whole_stack_restore_at_a_time_between_two_runs_equals_the_first() {
+    let _g = shared(); // a password on redis-server's command line until it renames itself
     let pg = Postgres::start();
     pg.createdb("app");
     pg.psql("app", "create table t (id int primary key, v text); insert into t select g, 'v' || g from generate_series(1, 1000) g;");
@@ -616,6 +619,7 @@ fn seed_nats_more(n: &Nats) {
 
 #[test]
 fn nats_snapshot_mode_round_trip_through_the_jetstream_api() {
+    let _g = shared(); // runs a verification sandbox
     let n = Nats::start();
     seed_nats(&n, 500);
     let before = nats_messages(&n);

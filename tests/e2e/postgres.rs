@@ -1,9 +1,7 @@
 //! End to end against a real throwaway PostgreSQL and a real local S3 server, driving the
 //! drctl binary as an operator would.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,9 +1,7 @@
 //! Several storages as one repository, integrity checks, and the faults storage survives:
 //! a fault-injecting proxy in front of a real S3 server, SIGKILL mid-upload, a full disk.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -129,6 +127,7 @@ fn a_stalled_storage_times_out_and_the_other_commits() {
 
 #[test]
 fn check_names_damaged_objects_and_restore_falls_back_to_the_other_storage() {
+    let _g = shared(); // runs a verification sandbox
     let pg = seeded_pg(5000);
     let ws = Workspace::new();
     ws.write_config(

@@ -3,14 +3,9 @@
 //! right reasons, publishes the restored data on loopback only, and leaves no container behind
 //! after a pass, a failure or Ctrl-C. Without an engine or an image it says what is missing.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-// One engine's containers at a time, so one test's sandbox is not another's leftover.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn setup(image: &str, extra_source: &str) -> (Postgres, Workspace) {
     verify_setup(&format!(
@@ -56,7 +51,7 @@ fn output(child: std::process::Child) -> (i32, String, String) {
 
 #[test]
 fn docker_sandbox_passes_and_fails_on_a_real_server_on_loopback_only_and_leaves_no_container() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let engine = DockerEngine::start();
     let major = pg_major();
     let image = pg_test_image(major);
@@ -134,7 +129,7 @@ fn docker_sandbox_passes_and_fails_on_a_real_server_on_loopback_only_and_leaves_
 
 #[test]
 fn an_interrupted_docker_verify_removes_its_container() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let engine = DockerEngine::start();
     pg_test_image(pg_major());
     let (pg, ws) = setup("localhost/drctl-test/postgres:{major}", "");
@@ -161,7 +156,7 @@ fn an_interrupted_docker_verify_removes_its_container() {
 
 #[test]
 fn docker_sandbox_names_a_missing_engine_and_a_missing_image() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = exclusive();
     let (_pg, ws) = setup("localhost/drctl-test/absent:{major}", "");
     ws.ok(&["backup"]);
     let ident = ws.identity.to_str().unwrap();

@@ -2,9 +2,7 @@
 //! bash against throwaway servers and local storage, the variables of each runbook's ` ```sh env `
 //! block supplied by the drill. A runbook whose commands drift from the CLI fails here.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -175,6 +173,7 @@ fn base_env(s: &Stack, restore_dir: &Path) -> Vec<(&'static str, String)> {
 
 #[test]
 fn drill_runbooks_1_to_6() {
+    let _g = shared(); // a password on redis-cli's command line, verification sandboxes
     let s = stack();
     let source_db = s.pg.contents("app");
 

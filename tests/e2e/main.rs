@@ -1,0 +1,17 @@
+//! drctl's integration tests, one binary: the drctl executable driven against throwaway servers
+//! (`support`), one module per area.
+
+mod support;
+
+mod cli;
+mod config_reference;
+mod daemon;
+mod postgres;
+mod prune;
+mod runbooks;
+mod security;
+mod stack;
+mod storage;
+mod storage_suite;
+mod verify;
+mod verify_docker;
