@@ -1,12 +1,5 @@
-//! Manifests: what a backup is, how its objects are named, listing across storages and
-//! picking one by time.
-//!
-//! Layout under each storage root (documented in README, relied on by the by-hand runbook):
-//!
-//! ```text
-//! data/<source>/<id>.<format>[.zst|.gz].age     the artifact: age(compress(dump))
-//! manifests/<source>/<id>.json                  written last: its presence means "complete"
-//! ```
+//! Manifests: what a backup is, how its objects are named (keys: `layout.rs`), listing across
+//! storages and picking one by time.
 //!
 //! A manifest is written only after every byte of the data object is stored and its size
 //! confirmed, so a listing never shows a backup that is not all there.
@@ -77,12 +70,10 @@ pub fn new_id(at: DateTime<Utc>) -> String {
 }
 
 pub fn data_key(source: &str, id: &str, format: &str, alg: Algorithm) -> String {
-    format!("data/{source}/{id}.{format}{}.age", alg.suffix())
+    crate::layout::data_key(source, id, format, alg.suffix())
 }
 
-pub fn manifest_key(source: &str, id: &str) -> String {
-    format!("manifests/{source}/{id}.json")
-}
+pub use crate::layout::manifest_key;
 
 /// A backup as seen across storages: one manifest, and where it is.
 #[derive(Debug, Clone)]
@@ -107,10 +98,7 @@ impl Entry {
 pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entry>> {
     let mut by_key: BTreeMap<(String, String), Entry> = BTreeMap::new();
     for st in storages {
-        let prefix = match source {
-            Some(s) => format!("manifests/{s}/"),
-            None => "manifests/".to_string(),
-        };
+        let prefix = crate::layout::manifest_prefix(source);
         for key in st.list(&prefix).await? {
             if !key.ends_with(".json") {
                 continue;

@@ -97,7 +97,7 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 }
             }
         }
-        for key in st.list("data/").await? {
+        for key in st.list(crate::layout::DATA).await? {
             if referenced.contains(&key) {
                 continue;
             }

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod events;
 pub mod jobs;
 pub mod keys;
+pub mod layout;
 pub mod lock;
 pub mod metrics;
 pub mod pipeline;

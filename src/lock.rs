@@ -75,7 +75,7 @@ pub struct Lock {
 /// Every lock object on the storage, with its parsed info (None if unreadable).
 pub async fn list(storage: &Storage) -> Result<Vec<(String, Option<Info>)>> {
     let mut out = Vec::new();
-    for key in storage.list("locks/").await? {
+    for key in storage.list(crate::layout::LOCKS).await? {
         let info = match storage.get(&key).await {
             Ok(b) => serde_json::from_slice(&b).ok(),
             Err(_) => continue, // removed while we listed
@@ -97,7 +97,7 @@ pub async fn acquire(storage: &Storage, kind: Kind, operation: &str, wait: Durat
             created: now,
             refreshed: now,
         };
-        let key = format!("locks/{}.json", crate::catalog::new_id(now));
+        let key = crate::layout::lock_key(&crate::catalog::new_id(now));
         storage.put(&key, serde_json::to_vec_pretty(&info)?).await?;
         let mut holder = None;
         for (other, oi) in list(storage).await? {

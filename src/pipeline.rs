@@ -196,20 +196,44 @@ impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Tallied<R> {
     }
 }
 
+/// Why a stored backup could not be opened, where callers decide by the reason: a wrong
+/// identity fails on every storage alike (so restore stops trying others), a damaged object is
+/// a reason to try the next storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("wrong identity: none of the given identities can decrypt backup {id} of '{source_name}' (it was encrypted to {recipients}); pass --identity with the matching AGE-SECRET-KEY file")]
+    WrongIdentity {
+        id: String,
+        source_name: String,
+        recipients: String,
+    },
+    #[error("backup {id} of '{source_name}': object {key} on storage '{storage}' is damaged or was altered (age: {detail}); try another storage with --storage")]
+    Damaged {
+        id: String,
+        source_name: String,
+        key: String,
+        storage: String,
+        detail: String,
+    },
+}
+
 /// What went wrong reading a stored object, so that the message can say what to do.
 fn describe_decrypt_error(e: age::DecryptError, m: &Manifest, key: &str, storage: &str) -> anyhow::Error {
     match e {
-        age::DecryptError::NoMatchingKeys => anyhow!(
-            "wrong identity: none of the given identities can decrypt backup {} of '{}' (it was encrypted to {}); pass --identity with the matching AGE-SECRET-KEY file",
-            m.id,
-            m.source,
-            m.recipients.join(", ")
-        ),
-        other => anyhow!(
-            "backup {} of '{}': object {key} on storage '{storage}' is damaged or was altered (age: {other}); try another storage with --storage",
-            m.id,
-            m.source
-        ),
+        age::DecryptError::NoMatchingKeys => OpenError::WrongIdentity {
+            id: m.id.clone(),
+            source_name: m.source.clone(),
+            recipients: m.recipients.join(", "),
+        }
+        .into(),
+        other => OpenError::Damaged {
+            id: m.id.clone(),
+            source_name: m.source.clone(),
+            key: key.to_string(),
+            storage: storage.to_string(),
+            detail: other.to_string(),
+        }
+        .into(),
     }
 }
 

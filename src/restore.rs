@@ -223,7 +223,10 @@ pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Ide
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&partial).await;
-                let wrong_key = e.to_string().starts_with("wrong identity");
+                let wrong_key = matches!(
+                    e.downcast_ref::<pipeline::OpenError>(),
+                    Some(pipeline::OpenError::WrongIdentity { .. })
+                );
                 if !wrong_key && errors.is_empty() {
                     tracing::warn!(storage = %st.name, error = %format!("{e:#}"), "restore from this storage failed; trying the next one that holds the backup");
                 }

@@ -47,13 +47,13 @@ impl Record {
 }
 
 pub fn record_key(source: &str, id: &str) -> String {
-    format!("verify/{source}/{id}.json")
+    crate::layout::verify_key(source, id)
 }
 
 /// Verification records on one storage, by (source, backup id).
 pub async fn records(st: &Storage) -> Result<std::collections::HashMap<(String, String), Record>> {
     let mut out = std::collections::HashMap::new();
-    for key in st.list("verify/").await? {
+    for key in st.list(crate::layout::VERIFY).await? {
         if let Ok(b) = st.get(&key).await {
             if let Ok(r) = serde_json::from_slice::<Record>(&b) {
                 out.insert((r.source.clone(), r.backup_id.clone()), r);

@@ -335,8 +335,8 @@ impl Storage {
             return;
         }
         let base = key.rsplit('/').next().unwrap_or(key);
-        for k in self.list(".tmp/").await.unwrap_or_default() {
-            if k.trim_start_matches(".tmp/").starts_with(base) {
+        for k in self.list(crate::layout::FS_TEMP).await.unwrap_or_default() {
+            if k.trim_start_matches(crate::layout::FS_TEMP).starts_with(base) {
                 let _ = self.op.delete(&k).await;
             }
         }

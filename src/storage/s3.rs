@@ -42,10 +42,11 @@ fn xml_field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
 pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
     let Some(s3) = &st.s3 else { return Ok(Vec::new()) };
     let (bucket, root, key, secret) = s3_parts(s3)?;
+    let data = crate::layout::DATA;
     let prefix = if root.is_empty() {
-        "data/".to_string()
+        data.to_string()
     } else {
-        format!("{root}/data/")
+        format!("{root}/{data}")
     };
     let url = rusty_s3::signing::sign(
         &jiff::Timestamp::now(),

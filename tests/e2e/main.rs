@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod compat;
 mod config_reference;
 mod daemon;
 mod postgres;
