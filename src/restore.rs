@@ -175,9 +175,24 @@ pub(crate) fn artifact_format(m: &catalog::Manifest) -> String {
         .to_string()
 }
 
-/// A private scratch directory for a decrypted artifact on its way into a server.
-pub(crate) fn scratch() -> Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("drctl-restore-").tempdir()?)
+/// A decrypted, checked artifact in a private scratch directory, on its way into a server;
+/// removed when dropped.
+pub(crate) struct Fetched {
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+/// Fetches and checks a backup into `<scratch>/<name>` (see `fetch_to_file`).
+pub(crate) async fn fetch_to_scratch(
+    storages: &[Storage],
+    entry: &Entry,
+    identities: &Identities,
+    name: &str,
+) -> Result<Fetched> {
+    let dir = tempfile::Builder::new().prefix("drctl-restore-").tempdir()?;
+    let file = dir.path().join(name);
+    fetch_to_file(storages, entry, identities, &file).await?;
+    Ok(Fetched { dir, file })
 }
 
 /// Fetches, checks and extracts a tar artifact into `dir/<source>`, which must be new or empty.

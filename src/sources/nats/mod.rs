@@ -11,7 +11,7 @@ pub use config::{NatsMode, NatsSource};
 use super::Dump;
 use crate::catalog::Entry;
 use crate::keys::Identities;
-use crate::restore::{extract_to_dir, fetch_to_file, Options, Restored};
+use crate::restore::{extract_to_dir, fetch_to_scratch, Options, Restored};
 use crate::storage::Storage;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -125,10 +125,8 @@ pub async fn restore_into(
             m.source
         );
     }
-    let scratch = crate::restore::scratch()?;
-    let file = scratch.path().join("snapshot.tar");
-    fetch_to_file(storages, entry, identities, &file).await?;
-    let streams = snapshot::restore(&file, url, opts.clean).await?;
+    let tar = fetch_to_scratch(storages, entry, identities, "snapshot.tar").await?;
+    let streams = snapshot::restore(&tar.file, url, opts.clean).await?;
     Ok(Restored::NatsStreams {
         source: m.source.clone(),
         backup: m.id.clone(),

@@ -6,7 +6,7 @@
 use crate::catalog::Entry;
 use crate::keys::Identities;
 use crate::process;
-use crate::restore::{artifact_format, fetch_to_file, Options, Restored};
+use crate::restore::{artifact_format, fetch_to_file, fetch_to_scratch, Options, Restored};
 use crate::sources::postgres::{query_value, ConnInfo};
 use crate::storage::Storage;
 use anyhow::{bail, Context, Result};
@@ -83,10 +83,8 @@ pub async fn restore_into(
     let m = &entry.manifest;
     // Refuse early, before spending time on the download.
     check_target(conn, opts.clean).await?;
-    let scratch = crate::restore::scratch()?;
-    let file = scratch.path().join("dump.pgdump");
-    fetch_to_file(storages, entry, identities, &file).await?;
-    pg_restore(&file, conn, opts.jobs, opts.clean, opts.no_owner).await?;
+    let dump = fetch_to_scratch(storages, entry, identities, "dump.pgdump").await?;
+    pg_restore(&dump.file, conn, opts.jobs, opts.clean, opts.no_owner).await?;
     Ok(Restored::Database {
         source: m.source.clone(),
         backup: m.id.clone(),

@@ -7,7 +7,7 @@
 
 use crate::catalog::Entry;
 use crate::keys::Identities;
-use crate::restore::{fetch_to_file, Options, Restored};
+use crate::restore::{fetch_to_file, fetch_to_scratch, Options, Restored};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -155,10 +155,8 @@ pub async fn restore_into(
 ) -> Result<Restored> {
     let m = &entry.manifest;
     prepare_target(url, opts.clean).await?;
-    let scratch = crate::restore::scratch()?;
-    let file = scratch.path().join("dump.rdb");
-    fetch_to_file(storages, entry, identities, &file).await?;
-    let keys = load(&file, url, scratch.path()).await?;
+    let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb").await?;
+    let keys = load(&rdb.file, url, rdb.dir.path()).await?;
     Ok(Restored::RedisKeys {
         source: m.source.clone(),
         backup: m.id.clone(),
