@@ -38,5 +38,8 @@ if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   python3 -m pip install -q 'moto[server]'
 fi
 
+# Module layering: lower layers never reach up, no import cycles outside the model layer.
+python3 scripts/module-cycles.py
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo test --locked --all-targets "$@"

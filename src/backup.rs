@@ -7,9 +7,9 @@
 
 use crate::catalog::{self, Compression, Manifest, Object};
 use crate::config::{Config, SourceConfig};
-use crate::events::StorageFailure;
 use crate::pipeline::{self, Target};
 use crate::storage::Storage;
+use crate::storage::StorageFailure;
 use anyhow::{anyhow, Result};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -48,14 +48,9 @@ pub async fn backup_source(
     run_id: &str,
     cancel: &CancellationToken,
 ) -> Result<Committed> {
-    let recipients = cfg
-        .encryption
-        .recipients
-        .iter()
-        .map(|r| crate::keys::parse_recipient(r).map_err(|e| anyhow!(e)))
-        .collect::<Result<Vec<_>>>()?;
+    let recipients = cfg.encryption.recipients.iter().map(|r| r.get().clone()).collect();
     let started_at = Utc::now();
-    let id = catalog::new_id(started_at);
+    let id = crate::layout::new_id(started_at);
     let dump = crate::sources::start(src).await?;
     let key = catalog::data_key(src.name(), &id, dump.format, cfg.compression.algorithm);
 
@@ -193,7 +188,7 @@ pub async fn backup_source(
             algorithm: cfg.compression.algorithm,
             level: cfg.compression.effective_level(),
         },
-        recipients: cfg.encryption.recipients.clone(),
+        recipients: cfg.encryption.recipients.iter().map(|r| r.text().to_string()).collect(),
         objects: vec![Object {
             key: key.clone(),
             size: sealed.stored.size,

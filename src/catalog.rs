@@ -26,11 +26,7 @@ pub struct Compression {
     pub level: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Object {
-    pub key: String,
-    pub size: u64,
-}
+pub use crate::storage::Object;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -61,12 +57,6 @@ impl Manifest {
     pub fn kind(&self) -> Kind {
         self.facts.kind()
     }
-}
-
-pub fn new_id(at: DateTime<Utc>) -> String {
-    use rand::Rng;
-    let r: u32 = rand::thread_rng().gen();
-    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), r)
 }
 
 pub fn data_key(source: &str, id: &str, format: &str, alg: Algorithm) -> String {

@@ -47,7 +47,7 @@ async fn hash_stored(st: &Storage, m: &Manifest, objects: &[catalog::Object]) ->
 pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result<Report> {
     let mut r = Report::default();
     let now = chrono::Utc::now();
-    let orphan_age = crate::config::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
+    let orphan_age = cfg.prune.orphan_age.chrono();
     for st in storages {
         let entries = catalog::list(std::slice::from_ref(st), None).await?;
         r.backups += entries.len();

@@ -31,18 +31,11 @@ struct Ctx {
     running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
 }
 
-fn duration(s: &str) -> Duration {
-    crate::config::parse_duration(s)
-        .ok()
-        .and_then(|d| d.to_std().ok())
-        .unwrap_or(Duration::from_secs(300))
-}
-
 async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
     let sched = JobScheduler::new()
         .await
         .map_err(|e| anyhow!("cannot create scheduler: {e}"))?;
-    let tz = crate::schedule::parse_tz(&ctx.cfg.daemon.timezone).map_err(anyhow::Error::msg)?;
+    let tz = *ctx.cfg.daemon.timezone.get();
     for job in &ctx.cfg.jobs {
         let name = job.name.clone();
         let flag = ctx
@@ -53,7 +46,7 @@ async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
             .or_insert_with(|| Arc::new(AtomicBool::new(false)))
             .clone();
         let c = ctx.clone();
-        let j = Job::new_async_tz(crate::schedule::normalize(&job.schedule), tz, move |_id, _l| {
+        let j = Job::new_async_tz(job.schedule.get().as_str(), tz, move |_id, _l| {
             let c = c.clone();
             let name = name.clone();
             let flag = flag.clone();
@@ -79,7 +72,7 @@ async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
         let c = ctx.clone();
         let flag = Arc::new(AtomicBool::new(false));
         let schedule = ctx.cfg.verify.schedule.clone();
-        let j = Job::new_async_tz(crate::schedule::normalize(&schedule), tz, move |_id, _l| {
+        let j = Job::new_async_tz(schedule.get().as_str(), tz, move |_id, _l| {
             let c = c.clone();
             let flag = flag.clone();
             let identity = identity.clone();
@@ -187,10 +180,8 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                         })
                         .await;
                 }
-                let Some(max) = job.max_age.as_deref() else { continue };
-                let Ok(limit) = crate::config::parse_duration(max) else {
-                    continue;
-                };
+                let Some(max) = &job.max_age else { continue };
+                let limit = max.chrono();
                 // No backup at all counts as stale from the daemon's start of checking.
                 let age = newest.map(|t| now - t);
                 let key = (src.name().to_string(), st.name.clone());
@@ -201,7 +192,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                                 source: src.name(),
                                 storage: &st.name,
                                 age: age.unwrap_or(chrono::Duration::MAX),
-                                max_age: max,
+                                max_age: max.text(),
                             })
                             .await;
                     }
@@ -253,7 +244,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
             loop {
                 let c = holder.lock().expect("ctx").clone();
                 check_staleness(&c.cfg, &c.events, &mut alerted).await;
-                tokio::time::sleep(duration(&c.cfg.daemon.stale_check_interval)).await;
+                tokio::time::sleep(c.cfg.daemon.stale_check_interval.std()).await;
             }
         })
     };
@@ -263,9 +254,8 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     // schedule when the zone's offset changes (a DST switch), so "0 3 * * *" stays 03:00 local.
     let offset = |c: &Config| {
         use chrono::Offset;
-        crate::schedule::parse_tz(&c.daemon.timezone)
-            .map(|tz| chrono::Utc::now().with_timezone(&tz).offset().fix().local_minus_utc())
-            .unwrap_or(0)
+        let tz = *c.daemon.timezone.get();
+        chrono::Utc::now().with_timezone(&tz).offset().fix().local_minus_utc()
     };
     let mut built_offset = offset(&ctx.cfg);
     let mut dst_check = tokio::time::interval(Duration::from_secs(60));
@@ -307,7 +297,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     let _ = sched.shutdown().await;
     stale_handle.abort();
     tracker.close();
-    let grace = duration(&ctx.cfg.daemon.grace_period);
+    let grace = ctx.cfg.daemon.grace_period.std();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             grace_seconds = grace.as_secs(),

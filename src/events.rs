@@ -58,16 +58,6 @@ pub enum Event<'a> {
     },
 }
 
-/// A storage named in a failure, attached as anyhow context where a storage operation fails.
-#[derive(Debug, Clone)]
-pub struct StorageFailure(pub String);
-
-impl std::fmt::Display for StorageFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storage '{}' failed", self.0)
-    }
-}
-
 #[derive(Clone)]
 pub struct Events {
     pub metrics: Option<Arc<Metrics>>,
@@ -138,7 +128,9 @@ impl Events {
                 if let Some(mx) = &self.metrics {
                     mx.failures.get_or_create(&metrics::source(source)).inc();
                     // anyhow finds a context of this type at any depth of the chain.
-                    if let Some(StorageFailure(st)) = error.downcast_ref::<StorageFailure>() {
+                    if let Some(crate::storage::StorageFailure(st)) =
+                        error.downcast_ref::<crate::storage::StorageFailure>()
+                    {
                         mx.storage_write_errors
                             .get_or_create(&metrics::StorageLabel { storage: st.clone() })
                             .inc();

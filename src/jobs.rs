@@ -2,7 +2,7 @@
 //! events for every outcome, and retention only after a run in which everything succeeded.
 //! `drctl backup` and the daemon both run backups through here.
 
-use crate::catalog::{self, Manifest};
+use crate::catalog::Manifest;
 use crate::config::{Config, SourceConfig};
 use crate::events::{Event, Events};
 use crate::lock;
@@ -54,7 +54,7 @@ pub async fn run(
 ) -> Outcome {
     events.emit(Event::RunStarted { job, ping_url }).await;
     let mut out = Outcome::default();
-    let run_id = catalog::new_id(chrono::Utc::now());
+    let run_id = crate::layout::new_id(chrono::Utc::now());
     let fail =
         |out: &mut Outcome, source: &str, e: &anyhow::Error| out.failures.push((source.to_string(), format!("{e:#}")));
 
@@ -200,7 +200,7 @@ async fn prune_sources(
     opts: &Options,
     out: &mut Outcome,
 ) -> Result<()> {
-    let orphan_age = crate::config::parse_duration(&cfg.prune.orphan_age).map_err(anyhow::Error::msg)?;
+    let orphan_age = cfg.prune.orphan_age.chrono();
     let locks = lock::acquire_all(storages, lock::Kind::Exclusive, "prune after backup", opts.lock_wait).await?;
     let result = async {
         for s in sources {

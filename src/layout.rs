@@ -45,3 +45,25 @@ pub fn verify_key(source: &str, id: &str) -> String {
 pub fn lock_key(id: &str) -> String {
     format!("{LOCKS}{id}.json")
 }
+
+/// Names become part of object keys: 1-64 of a-z, A-Z, 0-9, '-', '_', each used once.
+pub fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, errors: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in names.enumerate() {
+        let ok = !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            errors.push(format!(
+                "{what}[{i}].name: '{n}' must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_' (it becomes part of object keys)"
+            ));
+        }
+        if !seen.insert(n) {
+            errors.push(format!("{what}[{i}].name: '{n}' is used twice; names must be unique"));
+        }
+    }
+}
+
+pub fn new_id(at: chrono::DateTime<chrono::Utc>) -> String {
+    use rand::Rng;
+    let r: u32 = rand::thread_rng().gen();
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), r)
+}

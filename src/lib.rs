@@ -13,6 +13,7 @@ pub mod config;
 pub mod copy;
 pub mod daemon;
 pub mod events;
+pub mod fetch;
 pub mod jobs;
 pub mod keys;
 pub mod layout;
@@ -30,6 +31,8 @@ pub mod sources;
 pub mod state;
 pub mod storage;
 pub mod tarball;
+pub mod units;
+pub mod verification;
 pub mod verify;
 
 /// Whether this process runs as root (uid 0): decides the default state dir, whether the

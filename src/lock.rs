@@ -97,7 +97,7 @@ pub async fn acquire(storage: &Storage, kind: Kind, operation: &str, wait: Durat
             created: now,
             refreshed: now,
         };
-        let key = crate::layout::lock_key(&crate::catalog::new_id(now));
+        let key = crate::layout::lock_key(&crate::layout::new_id(now));
         storage.put(&key, serde_json::to_vec_pretty(&info)?).await?;
         let mut holder = None;
         for (other, oi) in list(storage).await? {

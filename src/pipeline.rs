@@ -159,7 +159,7 @@ async fn upload(
                 async move {
                     if let Err(e) = t.writer.write(b).await {
                         tracing::warn!(storage = %t.storage.name, error = %e, "storage failed mid-backup; continuing with the others");
-                        t.failed = Some(e.context(crate::events::StorageFailure(t.storage.name.clone())));
+                        t.failed = Some(e.context(crate::storage::StorageFailure(t.storage.name.clone())));
                     }
                 }
             });

@@ -49,41 +49,6 @@ impl Plan {
     pub fn drops(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(|i| !i.decision.keep)
     }
-
-    pub fn print(&self) {
-        let mut last = None;
-        for i in &self.items {
-            let group = (&i.storage, &i.source);
-            if last != Some(group) {
-                println!("storage '{}', source '{}':", i.storage, i.source);
-                last = Some(group);
-            }
-            println!(
-                "  {} {:<28} {}  {}",
-                if i.decision.keep { "keep" } else { "DROP" },
-                i.decision.id,
-                i.decision.time.format("%Y-%m-%d %H:%M"),
-                i.decision.reasons.join(", ")
-            );
-        }
-        for o in &self.orphans {
-            println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
-        }
-        for u in &self.uploads {
-            println!(
-                "  unfinished upload on '{}': {} (started {})",
-                u.storage,
-                u.key,
-                u.initiated.to_rfc3339()
-            );
-        }
-        println!(
-            "{} kept, {} to drop, {} orphaned objects",
-            self.items.len() - self.drops().count(),
-            self.drops().count(),
-            self.orphans.len()
-        );
-    }
 }
 
 /// Builds the plan for `storages`, limited to `source` if given.
@@ -100,7 +65,7 @@ pub async fn plan(
     };
     for st in storages {
         let entries = catalog::list(std::slice::from_ref(st), None).await?;
-        let verified = crate::verify::records(st).await?;
+        let verified = crate::verification::records(st).await?;
         let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for e in &entries {
             by_source.entry(e.manifest.source.as_str()).or_default().push(e);
@@ -140,7 +105,7 @@ pub async fn plan(
                         .chain(
                             verified
                                 .contains_key(&(m.source.clone(), m.id.clone()))
-                                .then(|| crate::verify::record_key(&m.source, &m.id)),
+                                .then(|| crate::verification::record_key(&m.source, &m.id)),
                         )
                         .collect(),
                     decision: d,

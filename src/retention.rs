@@ -26,7 +26,6 @@
 //! 10-25 (W43). Monthly looks at backups before Monday 10-19 (start of W43): 10-18 (October),
 //! 09-30 (September), 08-31 (August). 14 backups in all.
 
-use crate::config::parse_duration;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -49,10 +48,18 @@ pub struct Policy {
     pub keep_yearly: Option<u32>,
     /// e.g. "2d", "36h", "1w"
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within: Option<String>,
+    pub keep_within: Option<crate::units::Duration>,
     /// IANA name, e.g. "Europe/Berlin"; default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<crate::units::TimeZone>,
+}
+
+/// `retention = "policies/db.toml"` or `retention = { keep_daily = 7, … }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RetentionRef {
+    File(std::path::PathBuf),
+    Inline(Policy),
 }
 
 impl Policy {
@@ -81,23 +88,17 @@ impl Policy {
         if !keeps_something {
             errors.push("policy keeps nothing; set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within (an empty policy is never read as \"delete everything\")".into());
         }
-        if let Some(w) = &self.keep_within {
-            if let Err(e) = parse_duration(w) {
-                errors.push(format!("keep_within: {e}"));
-            }
+        if let Some(e) = self.keep_within.as_ref().and_then(|w| w.error()) {
+            errors.push(format!("keep_within: {e}"));
         }
-        if let Some(tz) = &self.timezone {
-            if tz.parse::<Tz>().is_err() {
-                errors.push(format!(
-                    "timezone: '{tz}' is not an IANA time zone (e.g. UTC, Europe/Berlin)"
-                ));
-            }
+        if let Some(e) = self.timezone.as_ref().and_then(|t| t.error()) {
+            errors.push(format!("timezone: {e}"));
         }
         errors
     }
 
     fn tz(&self) -> Tz {
-        self.timezone.as_deref().and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC)
+        self.timezone.as_ref().map(|t| *t.get()).unwrap_or(Tz::UTC)
     }
 }
 
@@ -229,7 +230,7 @@ pub fn apply(policy: &Policy, backups: &[Backup], now: DateTime<Utc>) -> Result<
             }
         }
         if let Some(w) = &policy.keep_within {
-            let d = parse_duration(w).map_err(PolicyError)?;
+            let d = w.chrono();
             let since = backups[newest].time - d;
             for &i in &present {
                 if backups[i].time >= since {

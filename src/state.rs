@@ -7,15 +7,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Fields in alphabetical order: `drctl status --json` prints this as `last_success`, and its
+/// keys have always come out sorted there. (The order in the state file does not matter.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Success {
     pub at: DateTime<Utc>,
-    pub id: String,
     pub duration_seconds: f64,
+    pub id: String,
     pub plain_bytes: u64,
     pub stored_bytes: u64,
 }
 
+/// Fields in alphabetical order, like `Success`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     pub at: DateTime<Utc>,

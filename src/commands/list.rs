@@ -6,9 +6,9 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
     let entries = catalog::list(&storages, a.source.as_deref()).await?;
     // The latest verification of each backup, from whichever storage recorded it.
-    let mut verified: std::collections::HashMap<(String, String), crate::verify::Record> = Default::default();
+    let mut verified: std::collections::HashMap<(String, String), crate::verification::Record> = Default::default();
     for st in &storages {
-        for (k, r) in crate::verify::records(st).await? {
+        for (k, r) in crate::verification::records(st).await? {
             match verified.get(&k) {
                 Some(old) if old.at >= r.at => {}
                 _ => {

@@ -13,8 +13,10 @@ pub(super) async fn prune(cfg: &Config, a: &PruneArgs) -> Result<i32> {
         Some(t) => catalog::parse_time(t, chrono::Utc::now())?,
         None => chrono::Utc::now(),
     };
-    let orphan_age = crate::config::parse_duration(a.orphan_age.as_deref().unwrap_or(&cfg.prune.orphan_age))
-        .map_err(|e| anyhow::anyhow!("--orphan-age: {e}"))?;
+    let orphan_age = match a.orphan_age.as_deref() {
+        Some(s) => crate::config::parse_duration(s).map_err(|e| anyhow::anyhow!("--orphan-age: {e}"))?,
+        None => cfg.prune.orphan_age.chrono(),
+    };
     // A dry run only reads, so it takes no lock and never waits.
     let locks = if a.dry_run {
         Vec::new()
@@ -43,7 +45,7 @@ async fn prune_locked(
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        plan.print();
+        print_plan(&plan);
     }
     if a.dry_run {
         return Ok(0);
@@ -56,4 +58,41 @@ async fn prune_locked(
         );
     }
     Ok(0)
+}
+
+/// The plan as text: each storage and source's decisions with their reasons, then orphans and
+/// unfinished uploads, then the totals.
+fn print_plan(plan: &crate::prune::Plan) {
+    let mut last = None;
+    for i in &plan.items {
+        let group = (&i.storage, &i.source);
+        if last != Some(group) {
+            println!("storage '{}', source '{}':", i.storage, i.source);
+            last = Some(group);
+        }
+        println!(
+            "  {} {:<28} {}  {}",
+            if i.decision.keep { "keep" } else { "DROP" },
+            i.decision.id,
+            i.decision.time.format("%Y-%m-%d %H:%M"),
+            i.decision.reasons.join(", ")
+        );
+    }
+    for o in &plan.orphans {
+        println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
+    }
+    for u in &plan.uploads {
+        println!(
+            "  unfinished upload on '{}': {} (started {})",
+            u.storage,
+            u.key,
+            u.initiated.to_rfc3339()
+        );
+    }
+    println!(
+        "{} kept, {} to drop, {} orphaned objects",
+        plan.items.len() - plan.drops().count(),
+        plan.drops().count(),
+        plan.orphans.len()
+    );
 }

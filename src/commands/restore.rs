@@ -1,7 +1,8 @@
 //! `drctl restore`.
 
 use super::*;
-use crate::restore::{Choice, Restored};
+use crate::restore::Choice;
+use crate::sources::Restored;
 use chrono::{DateTime, Utc};
 
 pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {

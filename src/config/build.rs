@@ -2,6 +2,7 @@
 //! every error gathered so `drctl validate` prints them all at once.
 
 use super::*;
+use crate::layout::check_names;
 use crate::retention::Policy;
 use crate::sources::validate_sources;
 use crate::storage::config::validate_storages;
@@ -79,7 +80,7 @@ impl RawSections {
             None => Some(PruneConfig::default()),
         };
         if let Some(p) = &prune {
-            if let Err(e) = crate::config::parse_duration(&p.orphan_age) {
+            if let Some(e) = p.orphan_age.error() {
                 errors.push(format!("prune.orphan_age: {e}"));
             }
         }
@@ -92,16 +93,25 @@ impl RawSections {
             None => Some(DaemonConfig::default()),
         };
         if let Some(d) = &daemon {
-            if let Err(e) = crate::schedule::parse_tz(&d.timezone) {
+            if let Some(e) = d.timezone.error() {
                 errors.push(format!("daemon.timezone: {e}"));
             }
             for (k, v) in [
                 ("grace_period", &d.grace_period),
                 ("stale_check_interval", &d.stale_check_interval),
             ] {
-                if let Err(e) = crate::config::parse_duration(v) {
+                if let Some(e) = v.error() {
                     errors.push(format!("daemon.{k}: {e}"));
                 }
+            }
+            // Zero would make the staleness loop spin.
+            if d.stale_check_interval.error().is_none()
+                && d.stale_check_interval.chrono() < chrono::Duration::seconds(1)
+            {
+                errors.push(format!(
+                    "daemon.stale_check_interval: '{}' is too short (at least 1s)",
+                    d.stale_check_interval
+                ));
             }
         }
         let verify = match self.verify {
@@ -109,7 +119,7 @@ impl RawSections {
             None => Some(VerifyConfig::default()),
         };
         if let Some(v) = &verify {
-            if let Err(e) = crate::schedule::validate(&v.schedule) {
+            if let Some(e) = v.schedule.error() {
                 errors.push(format!("verify.schedule: '{}': {e}", v.schedule));
             }
             match (&v.sandbox, &v.url) {
@@ -225,27 +235,12 @@ fn section<T: DeserializeOwned>(key: &str, v: toml::Value, errors: &mut Vec<Stri
     }
 }
 
-pub(crate) fn check_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, errors: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
-    for (i, n) in names.enumerate() {
-        let ok = !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
-            errors.push(format!(
-                "{what}[{i}].name: '{n}' must be 1-64 characters of a-z, A-Z, 0-9, '-' or '_' (it becomes part of object keys)"
-            ));
-        }
-        if !seen.insert(n) {
-            errors.push(format!("{what}[{i}].name: '{n}' is used twice; names must be unique"));
-        }
-    }
-}
-
 fn validate_encryption(enc: &EncryptionConfig, errors: &mut Vec<String>) {
     if enc.recipients.is_empty() {
         errors.push("encryption.recipients: empty; add at least one age public key (`drctl keygen` prints one)".into());
     }
     for (i, r) in enc.recipients.iter().enumerate() {
-        if let Err(e) = crate::keys::parse_recipient(r) {
+        if let Some(e) = r.error() {
             errors.push(format!("encryption.recipients[{i}]: {e}"));
         }
     }
@@ -309,7 +304,7 @@ fn validate_jobs(jobs: &[JobConfig], sources: &[SourceConfig], errors: &mut Vec<
     check_names("job", jobs.iter().map(|j| j.name.as_str()), errors);
     for (i, j) in jobs.iter().enumerate() {
         let at = format!("job[{i}] ('{}')", j.name);
-        if let Err(e) = crate::schedule::validate(&j.schedule) {
+        if let Some(e) = j.schedule.error() {
             errors.push(format!("{at}: schedule '{}': {e}", j.schedule));
         }
         for s in &j.sources {
@@ -317,10 +312,8 @@ fn validate_jobs(jobs: &[JobConfig], sources: &[SourceConfig], errors: &mut Vec<
                 errors.push(format!("{at}.sources: no source named '{s}'"));
             }
         }
-        if let Some(m) = &j.max_age {
-            if let Err(e) = crate::config::parse_duration(m) {
-                errors.push(format!("{at}.max_age: {e}"));
-            }
+        if let Some(e) = j.max_age.as_ref().and_then(|m| m.error()) {
+            errors.push(format!("{at}.max_age: {e}"));
         }
         if let Some(u) = &j.ping_url {
             if url::Url::parse(u).is_err() {

@@ -9,14 +9,13 @@
 mod build;
 mod expand;
 mod model;
-mod units;
 
-pub(crate) use build::check_names;
+pub use crate::retention::RetentionRef;
+pub use crate::units::*;
 pub use model::*;
-pub use units::*;
 // Sections that live with their kind, re-exported so `config::X` names every config type.
 pub use crate::sources::files::FilesSource;
-pub use crate::sources::nats::{NatsMode, NatsSource};
+pub use crate::sources::nats::{NatsAccess, NatsMode, NatsSource};
 pub use crate::sources::postgres::{PostgresSource, SqlAssertion};
 pub use crate::sources::redis::{RedisMode, RedisSource};
 pub use crate::sources::SourceConfig;

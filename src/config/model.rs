@@ -1,7 +1,7 @@
 //! The config structs. Each `[[storage]]` and `[[source]]` is a tagged enum chosen by `type`;
 //! a variant carries its own fields (STYLE lesson 4). Unknown keys are errors everywhere.
 
-use super::{SourceConfig, StorageConfig};
+use super::{Cron, Duration, Recipient, SourceConfig, StorageConfig, TimeZone};
 use crate::retention::Policy;
 use serde::Deserialize;
 use std::fmt;
@@ -36,19 +36,15 @@ pub struct BackupConfig {
 #[serde(deny_unknown_fields)]
 pub struct PruneConfig {
     /// Prune the run's sources after a fully successful `drctl backup` (never after a failed one).
-    #[serde(default = "yes")]
+    #[serde(default = "crate::units::yes")]
     pub after_backup: bool,
     /// Data objects without a manifest are removed only when older than this ("24h").
     #[serde(default = "default_orphan_age")]
-    pub orphan_age: String,
+    pub orphan_age: Duration,
 }
 
-pub(crate) fn yes() -> bool {
-    true
-}
-
-fn default_orphan_age() -> String {
-    "24h".into()
+fn default_orphan_age() -> Duration {
+    Duration::known("24h")
 }
 
 impl Default for PruneConfig {
@@ -65,26 +61,26 @@ impl Default for PruneConfig {
 pub struct DaemonConfig {
     /// Time zone the job schedules are read in (IANA name).
     #[serde(default = "utc")]
-    pub timezone: String,
+    pub timezone: TimeZone,
     /// On SIGTERM, how long a running job may take to finish before its uploads are aborted.
     #[serde(default = "default_grace")]
-    pub grace_period: String,
+    pub grace_period: Duration,
     /// Where run status (last success/failure per source) and process locks live.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// How often the daemon checks each job's `max_age` and refreshes age metrics.
     #[serde(default = "default_stale_check")]
-    pub stale_check_interval: String,
+    pub stale_check_interval: Duration,
 }
 
-fn utc() -> String {
-    "UTC".into()
+fn utc() -> TimeZone {
+    TimeZone::known("UTC")
 }
-fn default_grace() -> String {
-    "5m".into()
+fn default_grace() -> Duration {
+    Duration::known("5m")
 }
-fn default_stale_check() -> String {
-    "5m".into()
+fn default_stale_check() -> Duration {
+    Duration::known("5m")
 }
 
 impl Default for DaemonConfig {
@@ -158,11 +154,11 @@ pub struct VerifyConfig {
     /// When the daemon verifies every source (cron) [default: monthly, "0 5 1 * *"].
     /// Needs encryption.identity_file on the verifying host.
     #[serde(default = "default_verify_schedule")]
-    pub schedule: String,
+    pub schedule: Cron,
 }
 
-fn default_verify_schedule() -> String {
-    "0 5 1 * *".into()
+fn default_verify_schedule() -> Cron {
+    Cron::known("0 5 1 * *")
 }
 
 fn default_docker_image() -> String {
@@ -228,13 +224,13 @@ pub struct JobConfig {
     #[serde(default)]
     pub sources: Vec<String>,
     /// Cron: 5 fields, or 6 with seconds first.
-    pub schedule: String,
+    pub schedule: Cron,
     /// healthchecks.io-style URL: `/start` when a run starts, the URL on success, `/fail` on failure.
     #[serde(default)]
     pub ping_url: Option<String>,
     /// Alert when the newest complete backup of a source in this job is older than this ("26h").
     #[serde(default)]
-    pub max_age: Option<String>,
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -263,19 +259,11 @@ impl fmt::Debug for NotifyConfig {
     }
 }
 
-/// `retention = "policies/db.toml"` or `retention = { keep_daily = 7, … }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RetentionRef {
-    File(PathBuf),
-    Inline(Policy),
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionConfig {
     /// age public keys (`age1…`). The backup host holds only these: it cannot read its own backups.
-    pub recipients: Vec<String>,
+    pub recipients: Vec<Recipient>,
     /// Private identity file for restore/verify; usually absent on the backup host.
     #[serde(default)]
     pub identity_file: Option<PathBuf>,
@@ -377,13 +365,13 @@ impl Config {
                     }
                 }
                 SourceConfig::Redis(r) => {
-                    if let Some(p) = &mut r.rdb_path {
+                    if let crate::sources::redis::RedisAccess::File { rdb_path: Some(p) } = &mut r.access {
                         resolve(base, p);
                     }
                 }
                 SourceConfig::Nats(n) => {
-                    if let Some(d) = &mut n.data_dir {
-                        resolve(base, d);
+                    if let crate::sources::NatsAccess::Tarball { data_dir } = &mut n.access {
+                        resolve(base, data_dir);
                     }
                 }
                 SourceConfig::Files(f) => {

@@ -186,3 +186,57 @@ docker_image = "post gres"
         "{errs:?}"
     );
 }
+
+#[test]
+fn out_of_range_durations_are_errors_not_panics() {
+    // Regression: orphan_age = "99999999999999w" panicked inside chrono (validate exited 101,
+    // and a SIGHUP with it crashed the daemon); a zero stale_check_interval made the daemon's
+    // staleness loop spin.
+    let errs = parse(
+        &format!(
+            "[encryption]\nrecipients = [\"{R}\"]\n[prune]\norphan_age = \"99999999999999w\"\n\
+             [daemon]\nstale_check_interval = \"0s\"\n[[storage]]\nname = \"l\"\ntype = \"fs\"\nroot = \"x\"\n",
+            R = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+        ),
+        Path::new("."),
+    )
+    .unwrap_err();
+    let all = errs.join("\n");
+    assert!(all.contains("prune.orphan_age: '99999999999999w' is too long"), "{all}");
+    assert!(all.contains("daemon.stale_check_interval: '0s' is too short"), "{all}");
+}
+
+#[test]
+fn each_mode_takes_only_its_own_keys() {
+    let head = "[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+                [[storage]]\nname = \"l\"\ntype = \"fs\"\nroot = \"x\"\n";
+    let errs = |src: &str| parse(&format!("{head}{src}"), Path::new(".")).unwrap_err().join("\n");
+    let e = errs(
+        "[[source]]\nname = \"n\"\ntype = \"nats\"\nmode = \"tarball\"\ndata_dir = \"/d\"\nurl = \"nats://h:4222\"\n",
+    );
+    assert!(
+        e.contains("source[0] ('n')") && e.contains("url and streams belong to mode = \"snapshot\""),
+        "{e}"
+    );
+    let e = errs(
+        "[[source]]\nname = \"n\"\ntype = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://h:4222\"\ndata_dir = \"/d\"\n",
+    );
+    assert!(e.contains("data_dir belongs to mode = \"tarball\""), "{e}");
+    let e = errs("[[source]]\nname = \"n\"\ntype = \"nats\"\n");
+    assert!(e.contains("data_dir: tarball mode needs the store directory"), "{e}");
+    let e = errs(
+        "[[source]]\nname = \"c\"\ntype = \"redis\"\nurl = \"redis://h\"\nmode = \"replication\"\nrdb_path = \"/r\"\n",
+    );
+    assert!(e.contains("rdb_path belongs to mode = \"file\""), "{e}");
+    let ok = parse(
+        &format!("{head}[[source]]\nname = \"n\"\ntype = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://h:4222\"\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    match &ok.sources[0] {
+        super::SourceConfig::Nats(n) => assert!(
+            matches!(&n.access, super::NatsAccess::Snapshot { url, streams } if url == "nats://h:4222" && streams.is_empty())
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -217,8 +217,8 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
             keep_weekly: weekly,
             keep_monthly: Some(2),
             keep_yearly: yearly,
-            keep_within: within.then(|| "3d".to_string()),
-            timezone: Some(tz.to_string()),
+            keep_within: within.then(|| crate::units::Duration::known("3d")),
+            timezone: Some(crate::units::TimeZone::known(tz)),
         })
 }
 

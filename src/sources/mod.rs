@@ -16,19 +16,21 @@ pub mod postgres;
 pub mod redis;
 
 use crate::catalog::Entry;
-use crate::config::{check_names, Config, RetentionRef};
+use crate::config::Config;
 use crate::keys::Identities;
+use crate::layout::check_names;
 use crate::process;
+use crate::retention::RetentionRef;
 use crate::storage::Storage;
-use crate::{restore, verify};
+use crate::verification;
 use anyhow::{anyhow, Result};
 pub use files::FilesSource;
-pub use nats::{NatsMode, NatsSource};
+pub use nats::{NatsAccess, NatsMode, NatsSource};
 pub use postgres::PostgresSource;
 pub use redis::RedisSource;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::io::AsyncRead;
 
 /// What a backup is a backup of. Serialized as the manifest's `kind` (`"postgres"`, …).
@@ -193,22 +195,13 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
                     Ok(u) if u.scheme() == "redis" => {}
                     _ => errors.push(format!("{at}.url: expected redis://[:password@]host:6379")),
                 }
-                if let Err(e) = crate::config::parse_duration(&r.bgsave_timeout) {
+                if let Some(e) = r.bgsave_timeout.error() {
                     errors.push(format!("{at}.bgsave_timeout: {e}"));
                 }
             }
             SourceConfig::Nats(n) => {
-                match n.mode {
-                    NatsMode::Tarball if n.data_dir.is_none() => errors.push(format!(
-                        "{at}.data_dir: tarball mode needs the store directory (or use mode = \"snapshot\" with url)"
-                    )),
-                    NatsMode::Snapshot if n.url.is_none() => {
-                        errors.push(format!("{at}.url: snapshot mode needs url = \"nats://host:4222\""))
-                    }
-                    _ => {}
-                }
-                if let Some(u) = &n.url {
-                    match url::Url::parse(u) {
+                if let NatsAccess::Snapshot { url, .. } = &n.access {
+                    match url::Url::parse(url) {
                         Ok(x) if x.scheme() == "nats" => {}
                         _ => errors.push(format!("{at}.url: expected nats://[user:password@]host:4222")),
                     }
@@ -278,8 +271,8 @@ pub async fn restore_into(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: restore::Options,
-) -> Result<restore::Restored> {
+    opts: Options,
+) -> Result<Restored> {
     let m = &entry.manifest;
     match (&m.facts, target) {
         (Facts::Postgres(_), Target::Postgres(conn)) => {
@@ -306,7 +299,7 @@ pub async fn restore_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-) -> Result<restore::Restored> {
+) -> Result<Restored> {
     match &entry.manifest.facts {
         Facts::Postgres(_) => postgres::restore::restore_to_dir(dir, entry, storages, identities).await,
         Facts::Redis(_) => redis::restore::restore_to_dir(dir, entry, storages, identities).await,
@@ -322,29 +315,61 @@ pub async fn verify(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-) -> (Vec<verify::Check>, Option<f64>, String) {
+) -> (Vec<verification::Check>, Option<f64>, String) {
     let m = &entry.manifest;
     match &m.facts {
         Facts::Postgres(f) => {
             postgres::verify::verify(cfg, entry, f, cfg.source(&m.source), storages, identities).await
         }
         Facts::Redis(f) => {
-            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+            verification::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
                 redis::verify::verify(f, &file, &work, t0).await
             })
             .await
         }
         Facts::Nats(f) => {
-            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+            verification::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
                 nats::verify::verify(f, &file, &work, t0).await
             })
             .await
         }
         Facts::Files(f) => {
-            verify::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
+            verification::with_artifact(cfg, entry, storages, identities, |file, work, t0| async move {
                 files::verify::verify(f, &file, &work, t0).await
             })
             .await
         }
     }
+}
+
+/// How to load into a running server.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub clean: bool,
+    pub jobs: usize,
+    pub no_owner: bool,
+}
+
+/// What a restore brought back, for `commands/` to report.
+pub enum Restored {
+    Database {
+        source: String,
+        backup: String,
+        target: String,
+    },
+    RedisKeys {
+        source: String,
+        backup: String,
+        target: String,
+        keys: u64,
+    },
+    NatsStreams {
+        source: String,
+        backup: String,
+        streams: Vec<(String, nats::StreamState)>,
+    },
+    /// A decrypted artifact written as a file, with what to do with it.
+    Wrote { path: PathBuf, hint: Option<String> },
+    /// An archive extracted into a directory, with what to do with it.
+    Extracted { dir: PathBuf, hint: Option<String> },
 }

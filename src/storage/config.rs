@@ -1,6 +1,7 @@
 //! `[[storage]]` sections: one variant per backend, chosen by `type`.
 
-use crate::config::{check_names, parse_size};
+use crate::layout::check_names;
+use crate::units::{ByteSize, Duration};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -79,11 +80,11 @@ pub struct WebdavStorage {
     #[serde(default)]
     pub root: Option<String>,
     #[serde(default = "default_part_size")]
-    pub part_size: String,
+    pub part_size: ByteSize,
 }
 
-fn default_part_size() -> String {
-    "16MiB".into()
+fn default_part_size() -> ByteSize {
+    ByteSize::known("16MiB")
 }
 
 impl fmt::Debug for WebdavStorage {
@@ -126,11 +127,11 @@ pub struct S3Storage {
     pub virtual_host_style: bool,
     /// Per request; a stalled request is retried (4 times, with backoff) after this.
     #[serde(default = "default_timeout")]
-    pub timeout: String,
+    pub timeout: Duration,
 }
 
-fn default_timeout() -> String {
-    "60s".into()
+fn default_timeout() -> Duration {
+    Duration::known("60s")
 }
 
 fn default_region() -> String {
@@ -210,6 +211,9 @@ pub(crate) fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<Str
                         ));
                     }
                 }
+                if let Some(e) = s3.timeout.error() {
+                    errors.push(format!("storage[{i}] ('{}').timeout: {e}", s3.name));
+                }
                 if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
                     errors.push(format!(
                         "storage[{i}] ('{}'): access_key_id and secret_access_key go together; set both or neither",
@@ -238,13 +242,13 @@ pub(crate) fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<Str
                         w.name, w.endpoint
                     ));
                 }
-                match parse_size(&w.part_size) {
-                    Ok(n) if (1 << 20..=1 << 30).contains(&n) => {}
-                    Ok(_) => errors.push(format!(
+                match w.part_size.error() {
+                    None if (1 << 20..=1 << 30).contains(w.part_size.get()) => {}
+                    None => errors.push(format!(
                         "storage[{i}] ('{}').part_size: must be between 1MiB and 1GiB",
                         w.name
                     )),
-                    Err(e) => errors.push(format!("storage[{i}] ('{}').part_size: {e}", w.name)),
+                    Some(e) => errors.push(format!("storage[{i}] ('{}').part_size: {e}", w.name)),
                 }
             }
             _ => {}

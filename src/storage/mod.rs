@@ -27,10 +27,28 @@ pub struct Storage {
     pub op: Operator,
     /// For S3 storages: what the multipart-upload housekeeping needs (OpenDAL has no API
     /// to list unfinished uploads).
-    pub s3: Option<crate::config::S3Storage>,
+    pub s3: Option<config::S3Storage>,
     /// For storages whose writer cannot stream (OpenDAL's WebDAV writer holds the whole
     /// object in memory): artifacts are stored as numbered parts of at most this size.
     pub part_size: Option<usize>,
+}
+
+/// One stored object of an artifact (the whole artifact, or one numbered part) and its size.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A storage named in a failure, attached as anyhow context where a storage operation fails
+/// (events read it to count the failure against that storage).
+#[derive(Debug, Clone)]
+pub struct StorageFailure(pub String);
+
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage '{}' failed", self.0)
+    }
 }
 
 /// Where one artifact is being written: a streaming writer, or numbered part objects.
@@ -45,7 +63,7 @@ pub enum Sink {
         key: String,
         part_size: usize,
         buf: bytes::BytesMut,
-        written: Vec<crate::catalog::Object>,
+        written: Vec<Object>,
     },
 }
 
@@ -70,7 +88,7 @@ impl Sink {
                     let k = part_key(key, written.len() + 1);
                     let n = chunk.len() as u64;
                     op.write(&k, chunk).await?;
-                    written.push(crate::catalog::Object { key: k, size: n });
+                    written.push(Object { key: k, size: n });
                 }
                 Ok(())
             }
@@ -78,11 +96,11 @@ impl Sink {
     }
 
     /// Finishes the artifact; returns the objects that now hold it, in order.
-    pub async fn close(&mut self, single_key: &str, total: u64) -> Result<Vec<crate::catalog::Object>> {
+    pub async fn close(&mut self, single_key: &str, total: u64) -> Result<Vec<Object>> {
         match self {
             Sink::Stream { writer, .. } => {
                 writer.close().await?;
-                Ok(vec![crate::catalog::Object {
+                Ok(vec![Object {
                     key: single_key.to_string(),
                     size: total,
                 }])
@@ -95,7 +113,7 @@ impl Sink {
                     let k = part_key(key, written.len() + 1);
                     let n = chunk.len() as u64;
                     op.write(&k, chunk).await?;
-                    written.push(crate::catalog::Object { key: k, size: n });
+                    written.push(Object { key: k, size: n });
                 }
                 Ok(written.clone())
             }
@@ -202,10 +220,7 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
         }
     };
     let timeout = match cfg {
-        StorageConfig::S3(s) => crate::config::parse_duration(&s.timeout)
-            .ok()
-            .and_then(|d| d.to_std().ok())
-            .unwrap_or(Duration::from_secs(60)),
+        StorageConfig::S3(s) => s.timeout.std(),
         _ => Duration::from_secs(60),
     };
     // Timeouts sit inside the retry: a stalled request times out and is retried.
@@ -227,7 +242,7 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
             _ => None,
         },
         part_size: match cfg {
-            StorageConfig::Webdav(w) => Some(crate::config::parse_size(&w.part_size).unwrap_or(16 << 20) as usize),
+            StorageConfig::Webdav(w) => Some(*w.part_size.get() as usize),
             _ => None,
         },
     })

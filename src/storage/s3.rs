@@ -13,7 +13,7 @@ pub struct Upload {
     pub initiated: chrono::DateTime<chrono::Utc>,
 }
 
-fn s3_parts(s3: &crate::config::S3Storage) -> Result<(rusty_s3::Bucket, String, String, String)> {
+fn s3_parts(s3: &super::config::S3Storage) -> Result<(rusty_s3::Bucket, String, String, String)> {
     let endpoint = s3
         .endpoint
         .clone()

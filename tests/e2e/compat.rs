@@ -88,7 +88,7 @@ fn manifests_of_the_previous_release_parse_and_write_back_unchanged() {
                     assert_eq!(original["kind"], m.kind().to_string(), "{}", p.display());
                     serde_json::to_value(&m).unwrap()
                 } else {
-                    let r: drctl::verify::Record =
+                    let r: drctl::verification::Record =
                         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                     serde_json::to_value(&r).unwrap()
                 };

@@ -63,7 +63,8 @@ fn readme_reference_parses_with_unknown_keys_rejected() {
     }
     let cfg =
         parse(&reference(), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:#?}"));
-    assert_eq!(cfg.sources.len(), 4);
+    // Two NATS sources: each mode takes only its own keys.
+    assert_eq!(cfg.sources.len(), 5);
     assert_eq!(cfg.storages.len(), 5);
 }
 

@@ -1,6 +1,6 @@
 //! The `[[source]] type = "files"` section.
 
-use crate::config::RetentionRef;
+use crate::retention::RetentionRef;
 use serde::Deserialize;
 use std::path::PathBuf;
 

@@ -23,7 +23,7 @@ pub async fn restore_to_dir(
     entry: &crate::catalog::Entry,
     storages: &[crate::storage::Storage],
     identities: &crate::keys::Identities,
-) -> anyhow::Result<crate::restore::Restored> {
-    let sub = crate::restore::extract_to_dir(dir, entry, storages, identities).await?;
-    Ok(crate::restore::Restored::Extracted { dir: sub, hint: None })
+) -> anyhow::Result<crate::sources::Restored> {
+    let sub = crate::fetch::extract_to_dir(dir, entry, storages, identities).await?;
+    Ok(crate::sources::Restored::Extracted { dir: sub, hint: None })
 }

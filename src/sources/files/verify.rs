@@ -1,5 +1,5 @@
 use super::FilesFacts;
-use crate::verify::{check, extract, Check};
+use crate::verification::{check, extract, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;

@@ -6,12 +6,13 @@ pub mod snapshot;
 mod tarball;
 pub mod verify;
 
-pub use config::{NatsMode, NatsSource};
+pub use config::{NatsAccess, NatsMode, NatsSource};
 
 use super::Dump;
 use crate::catalog::Entry;
+use crate::fetch::{extract_to_dir, fetch_to_scratch};
 use crate::keys::Identities;
-use crate::restore::{extract_to_dir, fetch_to_scratch, Options, Restored};
+use crate::sources::{Options, Restored};
 use crate::storage::Storage;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -102,9 +103,9 @@ pub async fn stream_states(monitor_url: &str) -> Result<BTreeMap<String, StreamS
 }
 
 pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    match src.mode {
-        NatsMode::Tarball => tarball::tarball_dump(src).await,
-        NatsMode::Snapshot => snapshot::start_dump(src).await,
+    match &src.access {
+        NatsAccess::Tarball { data_dir } => tarball::tarball_dump(src, data_dir).await,
+        NatsAccess::Snapshot { url, streams } => snapshot::start_dump(src, url, streams).await,
     }
 }
 

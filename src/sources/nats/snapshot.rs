@@ -93,18 +93,14 @@ async fn tar_entry(w: &mut tokio::io::DuplexStream, path: &str, data: &[u8]) -> 
     Ok(())
 }
 
-pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    let url = src
-        .url
-        .clone()
-        .ok_or_else(|| anyhow!("source '{}': snapshot mode needs url", src.name))?;
-    let client = connect(&url).await.map_err(|e| anyhow!("source '{}': {e}", src.name))?;
-    let streams = if src.streams.is_empty() {
+pub async fn start_dump(src: &NatsSource, url: &str, streams: &[String]) -> Result<Dump> {
+    let client = connect(url).await.map_err(|e| anyhow!("source '{}': {e}", src.name))?;
+    let streams = if streams.is_empty() {
         stream_names(&client)
             .await
             .map_err(|e| anyhow!("source '{}': {e:#}", src.name))?
     } else {
-        src.streams.clone()
+        streams.to_vec()
     };
     let (mut w, reader) = tokio::io::duplex(1024 * 1024);
     let name = src.name.clone();

@@ -13,13 +13,10 @@ use crate::config::NatsSource;
 use crate::sources::{Dump, Facts, Finish};
 use crate::tarball;
 use anyhow::{anyhow, bail, Context, Result};
+use std::path::Path;
 
-pub async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
-    let data_dir = src
-        .data_dir
-        .clone()
-        .ok_or_else(|| anyhow!("source '{}': tarball mode needs data_dir", src.name))?;
-    let meta = std::fs::metadata(&data_dir).with_context(|| {
+pub async fn tarball_dump(src: &NatsSource, data_dir: &Path) -> Result<Dump> {
+    let meta = std::fs::metadata(data_dir).with_context(|| {
         format!(
             "source '{}': cannot read data_dir {} (mount the NATS volume read-only on this host)",
             src.name,
@@ -48,7 +45,7 @@ pub async fn tarball_dump(src: &NatsSource) -> Result<Dump> {
     };
     let (reader, task) = tarball::start(tarball::Spec {
         roots: vec![tarball::Root {
-            path: data_dir.clone(),
+            path: data_dir.to_path_buf(),
             name,
         }],
         exclude: globset::GlobSet::empty(),

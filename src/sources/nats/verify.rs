@@ -1,5 +1,5 @@
 use super::{or_unknown, NatsFacts, NatsMode};
-use crate::verify::{check, extract, free_port, verdict, Check};
+use crate::verification::{check, extract, free_port, verdict, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! The `[[source]] type = "postgres"` section.
 
-use crate::config::RetentionRef;
+use crate::retention::RetentionRef;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ pub struct PostgresSource {
     #[serde(default)]
     pub retention: Option<RetentionRef>,
     /// Record exact row counts in the dump's snapshot, for verification (off for huge databases).
-    #[serde(default = "crate::config::yes")]
+    #[serde(default = "crate::units::yes")]
     pub row_counts: bool,
     /// Assertions verification runs on the restored copy: `[[source.verify]] sql = "…"`.
     #[serde(default)]

@@ -4,10 +4,11 @@
 //! hashes matched — a damaged backup never touches the target.
 
 use crate::catalog::Entry;
+use crate::fetch::{artifact_format, fetch_to_file, fetch_to_scratch};
 use crate::keys::Identities;
 use crate::process;
-use crate::restore::{artifact_format, fetch_to_file, fetch_to_scratch, Options, Restored};
 use crate::sources::postgres::{query_value, ConnInfo};
+use crate::sources::{Options, Restored};
 use crate::storage::Storage;
 use anyhow::{bail, Context, Result};
 use std::path::Path;

@@ -9,7 +9,7 @@ use crate::catalog::Entry;
 use crate::config::{Config, SourceConfig};
 use crate::keys::Identities;
 use crate::storage::Storage;
-use crate::verify::{check, download, verdict, Check};
+use crate::verification::{check, download, verdict, Check};
 use anyhow::{anyhow, Context};
 use std::time::Instant;
 

@@ -1,6 +1,8 @@
-//! The `[[source]] type = "redis"` section.
+//! The `[[source]] type = "redis"` section. `mode` chooses how drctl gets the RDB, and each
+//! mode carries its own fields.
 
-use crate::config::RetentionRef;
+use crate::retention::RetentionRef;
+use crate::units::Duration;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -15,26 +17,70 @@ pub enum RedisMode {
     Replication,
 }
 
+/// How a Redis source gets its RDB, with what that mode needs.
+#[derive(Debug, Clone)]
+pub enum RedisAccess {
+    /// BGSAVE, then the file: `rdb_path` where Redis's file is on this host (Redis in a
+    /// container), else where Redis says it is (`CONFIG GET dir` + `dbfilename`).
+    File { rdb_path: Option<PathBuf> },
+    /// Over the replication protocol; no disk access.
+    Replication,
+}
+
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawRedisSource")]
 pub struct RedisSource {
     pub name: String,
     /// `redis://[:password@]host:port` (password via ${ENV}).
     pub url: String,
-    #[serde(default)]
-    pub mode: RedisMode,
-    /// Where Redis's RDB file is on this host when Redis runs in a container.
-    #[serde(default)]
-    pub rdb_path: Option<PathBuf>,
+    pub access: RedisAccess,
     /// How long to wait for BGSAVE ("10m").
-    #[serde(default = "default_bgsave_timeout")]
-    pub bgsave_timeout: String,
-    #[serde(default)]
+    pub bgsave_timeout: Duration,
     pub retention: Option<RetentionRef>,
 }
 
-fn default_bgsave_timeout() -> String {
-    "10m".into()
+/// The section as written; `try_from` turns it into the variant its `mode` names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisSource {
+    name: String,
+    url: String,
+    #[serde(default)]
+    mode: RedisMode,
+    #[serde(default)]
+    rdb_path: Option<PathBuf>,
+    #[serde(default = "default_bgsave_timeout")]
+    bgsave_timeout: Duration,
+    #[serde(default)]
+    retention: Option<RetentionRef>,
+}
+
+fn default_bgsave_timeout() -> Duration {
+    Duration::known("10m")
+}
+
+impl TryFrom<RawRedisSource> for RedisSource {
+    type Error = String;
+
+    fn try_from(r: RawRedisSource) -> Result<RedisSource, String> {
+        let access = match (r.mode, r.rdb_path) {
+            (RedisMode::File, rdb_path) => RedisAccess::File { rdb_path },
+            (RedisMode::Replication, None) => RedisAccess::Replication,
+            (RedisMode::Replication, Some(_)) => {
+                return Err(
+                    "rdb_path belongs to mode = \"file\"; replication mode reads no file (remove it, or set mode = \"file\")"
+                        .into(),
+                )
+            }
+        };
+        Ok(RedisSource {
+            name: r.name,
+            url: r.url,
+            access,
+            bgsave_timeout: r.bgsave_timeout,
+            retention: r.retention,
+        })
+    }
 }
 
 impl fmt::Debug for RedisSource {
@@ -42,8 +88,7 @@ impl fmt::Debug for RedisSource {
         f.debug_struct("RedisSource")
             .field("name", &self.name)
             .field("url", &crate::secret::redact_url(&self.url))
-            .field("mode", &self.mode)
-            .field("rdb_path", &self.rdb_path)
+            .field("access", &self.access)
             .finish()
     }
 }

@@ -13,7 +13,7 @@
 
 use super::client::{connect, field, info, keyspace};
 use super::{Keyspace, RedisFacts};
-use crate::config::{RedisMode, RedisSource};
+use super::{RedisAccess, RedisSource};
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::{Duration, Instant};
@@ -100,9 +100,9 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
         redis_version: Some(version),
         ..Default::default()
     };
-    match src.mode {
-        RedisMode::File => file_mode(src, con, keys_before, facts).await,
-        RedisMode::Replication => replication_mode(src, con, keys_before, facts).await,
+    match &src.access {
+        RedisAccess::File { rdb_path } => file_mode(src, rdb_path.as_deref(), con, keys_before, facts).await,
+        RedisAccess::Replication => replication_mode(src, con, keys_before, facts).await,
     }
 }
 
@@ -114,19 +114,17 @@ fn record_keys(facts: &mut RedisFacts, before: Keyspace, after: Keyspace) {
 
 async fn file_mode(
     src: &RedisSource,
+    rdb_path: Option<&std::path::Path>,
     mut con: redis::aio::MultiplexedConnection,
     keys_before: Keyspace,
     mut facts: RedisFacts,
 ) -> Result<Dump> {
-    let timeout = crate::config::parse_duration(&src.bgsave_timeout)
-        .ok()
-        .and_then(|d| d.to_std().ok())
-        .unwrap_or(Duration::from_secs(600));
+    let timeout = src.bgsave_timeout.std();
     bgsave(&mut con, &src.name, timeout).await?;
     let keys_after = keyspace(&mut con).await?;
     record_keys(&mut facts, keys_before, keys_after);
-    let path = match &src.rdb_path {
-        Some(p) => p.clone(),
+    let path = match rdb_path {
+        Some(p) => p.to_path_buf(),
         None => {
             let get = |k: &'static str| {
                 let mut c = con.clone();

@@ -8,7 +8,7 @@ pub mod restore;
 pub mod verify;
 
 pub use client::{connect, info, keyspace, parse_keyspace};
-pub use config::{RedisMode, RedisSource};
+pub use config::{RedisAccess, RedisMode, RedisSource};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -6,8 +6,9 @@
 //! as it was — and it works against a managed Redis where `REPLICAOF` is not allowed.
 
 use crate::catalog::Entry;
+use crate::fetch::{fetch_to_file, fetch_to_scratch};
 use crate::keys::Identities;
-use crate::restore::{fetch_to_file, fetch_to_scratch, Options, Restored};
+use crate::sources::{Options, Restored};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};

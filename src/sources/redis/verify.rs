@@ -1,5 +1,5 @@
 use super::RedisFacts;
-use crate::verify::{check, verdict, Check};
+use crate::verification::{check, verdict, Check};
 use anyhow::anyhow;
 use std::path::Path;
 use std::time::Instant;

@@ -14,6 +14,7 @@ use crate::config::{Config, VerifySandbox};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
+use tokio::process::Command;
 
 /// A throwaway place to restore into. Always cleaned up: `stop()` on every path, and `Drop`
 /// as the last resort (an early return, a panic, Ctrl-C dropping the future).
@@ -72,13 +73,16 @@ impl Sandbox {
                 let data = work.path().join("data");
                 let sock = work.path().to_path_buf();
                 if let Some(u) = &run_as {
-                    run(StdCommand::new("chown").arg("-R").arg(u).arg(work.path()), "chown")?;
+                    let mut chown = Command::new("chown");
+                    chown.arg("-R").arg(u).arg(work.path());
+                    run(chown, "chown").await?;
                     // The cluster runs as `postgres`, which must reach the work dir through
                     // its parents; a private work_dir otherwise fails deep inside initdb.
-                    let reachable = as_user(&run_as, Path::new("test"))
+                    let reachable = as_user_async(&run_as, Path::new("test"))
                         .arg("-x")
                         .arg(work.path())
                         .status()
+                        .await
                         .map(|s| s.success())
                         .unwrap_or(false);
                     if !reachable {
@@ -105,45 +109,42 @@ impl Sandbox {
                     },
                     work,
                 };
-                run(
-                    as_user(&run_as, &bin.join("initdb"))
-                        .args([
-                            "-U",
-                            "postgres",
-                            "--auth=trust",
-                            "--no-sync",
-                            "-E",
-                            "UTF8",
-                            "--locale=C",
-                            "-D",
-                        ])
-                        .arg(&data),
-                    "initdb",
-                )?;
+                let mut initdb = as_user_async(&run_as, &bin.join("initdb"));
+                initdb
+                    .args([
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "--no-sync",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "-D",
+                    ])
+                    .arg(&data);
+                run(initdb, "initdb").await?;
                 // No TCP at all: the restored data is reachable only through the private socket dir.
                 let opts = format!(
                     "-c listen_addresses='' -k {} -p 5432 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
                     sock.display()
                 );
-                run(
-                    as_user(&run_as, &bin.join("pg_ctl"))
-                        .arg("-D")
-                        .arg(&data)
-                        .args(["-o", &opts, "-l"])
-                        .arg(sock.join("log"))
-                        .args(["-w", "-t", "60", "start"]),
-                    "pg_ctl start",
-                )?;
+                let mut pg_ctl = as_user_async(&run_as, &bin.join("pg_ctl"));
+                pg_ctl
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-o", &opts, "-l"])
+                    .arg(sock.join("log"))
+                    .args(["-w", "-t", "60", "start"]);
+                run(pg_ctl, "pg_ctl start").await?;
                 if let Kind::Local { stopped, .. } = &mut sb.kind {
                     *stopped = false;
                 }
-                run(
-                    as_user(&run_as, &bin.join("createdb"))
-                        .args(["-h"])
-                        .arg(&sock)
-                        .args(["-p", "5432", "-U", "postgres", "verify"]),
-                    "createdb",
-                )?;
+                let mut createdb = as_user_async(&run_as, &bin.join("createdb"));
+                createdb
+                    .args(["-h"])
+                    .arg(&sock)
+                    .args(["-p", "5432", "-U", "postgres", "verify"]);
+                run(createdb, "createdb").await?;
                 Ok(sb)
             }
             VerifySandbox::Url => {
@@ -222,6 +223,9 @@ impl Drop for Sandbox {
                 run_as,
                 stopped,
             } if !*stopped => {
+                // Synchronous on purpose: Drop cannot await, and this is the last resort that
+                // must stop the cluster before the TempDir under it is removed (an early return,
+                // a panic, Ctrl-C dropping the future). `pg_ctl -m immediate` returns quickly.
                 let _ = as_user(run_as, &bin.join("pg_ctl"))
                     .arg("-D")
                     .arg(&*data)
@@ -257,6 +261,8 @@ async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// `prog` run as `user` (through runuser) if given, with the operator's libpq variables removed.
+/// A std `Command` so that `Drop` can use it too; async code uses `as_user_async`.
 fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
     let mut c = match user {
         Some(u) => {
@@ -284,10 +290,17 @@ fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
     c
 }
 
-fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
+/// `as_user` for async code: the same command (program, arguments, environment) as a
+/// `tokio::process::Command`, so waiting for it does not block the runtime.
+fn as_user_async(user: &Option<String>, prog: &Path) -> Command {
+    Command::from(as_user(user, prog))
+}
+
+async fn run(mut cmd: Command, what: &str) -> Result<()> {
     let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
+        .await
         .with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
