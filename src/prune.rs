@@ -11,6 +11,7 @@
 
 use crate::catalog::{self, Entry};
 use crate::config::Config;
+use crate::layout;
 use crate::retention::{self, Backup, Decision};
 use crate::storage::Storage;
 use anyhow::Result;
@@ -119,19 +120,19 @@ pub async fn plan(
             .flat_map(|e| e.manifest.objects.iter().map(|o| o.key.clone()))
             .collect();
         let mut candidates: Vec<String> = st
-            .list("data/")
+            .list(layout::DATA)
             .await?
             .into_iter()
             .filter(|k| !referenced.contains(k))
-            .filter(|k| source.is_none_or(|s| k.starts_with(&format!("data/{s}/"))))
+            .filter(|k| source.is_none_or(|s| k.starts_with(&layout::data_prefix(s))))
             .collect();
         for u in crate::storage::open_uploads(st).await? {
-            if now - u.initiated >= orphan_age && source.is_none_or(|s| u.key.starts_with(&format!("data/{s}/"))) {
+            if now - u.initiated >= orphan_age && source.is_none_or(|s| u.key.starts_with(&layout::data_prefix(s))) {
                 plan.uploads.push(u);
             }
         }
-        if st.kind == "fs" && source.is_none() {
-            candidates.extend(st.list(".tmp/").await?);
+        if matches!(st.config, crate::storage::StorageConfig::Fs(_)) && source.is_none() {
+            candidates.extend(st.list(layout::FS_TEMP).await?);
         }
         for key in candidates {
             let meta = match st.op.stat(&key).await {

@@ -23,14 +23,10 @@ pub const CONCURRENT: usize = 2;
 #[derive(Clone)]
 pub struct Storage {
     pub name: String,
-    pub kind: &'static str,
     pub op: Operator,
-    /// For S3 storages: what the multipart-upload housekeeping needs (OpenDAL has no API
-    /// to list unfinished uploads).
-    pub s3: Option<config::S3Storage>,
-    /// For storages whose writer cannot stream (OpenDAL's WebDAV writer holds the whole
-    /// object in memory): artifacts are stored as numbered parts of at most this size.
-    pub part_size: Option<usize>,
+    /// The section it was built from: which backend it is, and what the few backend-specific
+    /// paths need (S3 upload housekeeping, WebDAV's part size).
+    pub config: StorageConfig,
 }
 
 /// One stored object of an artifact (the whole artifact, or one numbered part) and its size.
@@ -148,7 +144,7 @@ impl Sink {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Storage({} {})", self.kind, self.name)
+        write!(f, "Storage({} {})", self.config.kind(), self.name)
     }
 }
 
@@ -235,16 +231,8 @@ pub fn build(cfg: &StorageConfig) -> Result<Storage> {
         );
     Ok(Storage {
         name: cfg.name().to_string(),
-        kind: cfg.kind(),
         op,
-        s3: match cfg {
-            StorageConfig::S3(s) => Some(s.clone()),
-            _ => None,
-        },
-        part_size: match cfg {
-            StorageConfig::Webdav(w) => Some(*w.part_size.get() as usize),
-            _ => None,
-        },
+        config: cfg.clone(),
     })
 }
 
@@ -263,9 +251,18 @@ pub fn select(cfgs: &[StorageConfig], only: Option<&str>) -> Result<Vec<Storage>
 }
 
 impl Storage {
+    /// Storages whose writer cannot stream (OpenDAL's WebDAV writer holds the whole object in
+    /// memory) store artifacts as numbered parts of at most this size.
+    pub fn part_size(&self) -> Option<usize> {
+        match &self.config {
+            StorageConfig::Webdav(w) => Some(*w.part_size.get() as usize),
+            _ => None,
+        }
+    }
+
     /// A sink for one artifact: streaming where the storage streams, parts where it cannot.
     pub async fn sink(&self, key: &str) -> Result<Sink> {
-        match self.part_size {
+        match self.part_size() {
             Some(part_size) => Ok(Sink::Parts {
                 op: self.op.clone(),
                 key: key.to_string(),
@@ -346,7 +343,7 @@ impl Storage {
     /// fs only: removes temp files OpenDAL made for `key` under `.tmp/` (named after the
     /// object's file name plus a random suffix).
     pub async fn remove_temp_of(&self, key: &str) {
-        if self.kind != "fs" {
+        if !matches!(self.config, StorageConfig::Fs(_)) {
             return;
         }
         let base = key.rsplit('/').next().unwrap_or(key);

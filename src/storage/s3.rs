@@ -1,6 +1,6 @@
 //! S3 housekeeping that OpenDAL does not cover: listing and aborting unfinished multipart uploads.
 
-use super::Storage;
+use super::{Storage, StorageConfig};
 use anyhow::{Context, Result};
 
 /// An S3 multipart upload that was started and never completed or aborted (a killed backup).
@@ -40,7 +40,9 @@ fn xml_field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
 
 /// Unfinished multipart uploads under `data/` (S3 storages only; empty elsewhere).
 pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
-    let Some(s3) = &st.s3 else { return Ok(Vec::new()) };
+    let StorageConfig::S3(s3) = &st.config else {
+        return Ok(Vec::new());
+    };
     let (bucket, root, key, secret) = s3_parts(s3)?;
     let data = crate::layout::DATA;
     let prefix = if root.is_empty() {
@@ -88,7 +90,9 @@ pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
 }
 
 pub async fn abort_upload(st: &Storage, u: &Upload) -> Result<()> {
-    let Some(s3) = &st.s3 else { return Ok(()) };
+    let StorageConfig::S3(s3) = &st.config else {
+        return Ok(());
+    };
     let (bucket, root, key, secret) = s3_parts(s3)?;
     let full = if root.is_empty() {
         u.key.clone()

@@ -24,7 +24,7 @@ async fn behaviour(st: &Storage) {
         "{}",
         st.name
     );
-    if st.part_size.is_some() {
+    if st.part_size().is_some() {
         assert!(objects.len() > 1, "{}: stored as parts: {objects:?}", st.name);
     } else {
         assert_eq!(objects.len(), 1, "{}", st.name);
