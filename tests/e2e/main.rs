@@ -9,6 +9,7 @@ mod config_reference;
 mod daemon;
 mod postgres;
 mod prune;
+mod regressions;
 mod runbooks;
 mod security;
 mod stack;

@@ -86,20 +86,17 @@ fn with_db(url: &str, db: u32) -> Result<String> {
     Ok(u.to_string())
 }
 
-/// Refuses a target that holds keys unless `clean`, in which case it is flushed.
-pub async fn prepare_target(url: &str, clean: bool) -> Result<()> {
+/// How many keys the target holds; refuses a non-empty target unless `clean`. Touches nothing.
+async fn check_target(url: &str, clean: bool) -> Result<u64> {
     let mut c = crate::sources::redis::connect(url)
         .await
         .context("cannot connect to the target Redis")?;
     let ks = crate::sources::redis::keyspace(&mut c).await?;
     let keys: u64 = ks.values().map(|v| v.keys).sum();
-    if keys > 0 {
-        if !clean {
-            bail!("target Redis is not empty ({keys} keys); restore into an empty Redis, or pass --clean to FLUSHALL it first");
-        }
-        redis::cmd("FLUSHALL").query_async::<()>(&mut c).await?;
+    if keys > 0 && !clean {
+        bail!("target Redis is not empty ({keys} keys); restore into an empty Redis, or pass --clean to FLUSHALL it first");
     }
-    Ok(())
+    Ok(keys)
 }
 
 /// Copies every key of the RDB into the target; returns how many.
@@ -155,8 +152,16 @@ pub async fn restore_into(
     opts: Options,
 ) -> Result<Restored> {
     let m = &entry.manifest;
-    prepare_target(url, opts.clean).await?;
+    // Refuse a non-empty target early, but flush it (--clean) only once the backup has been
+    // fetched and every check passed: a wrong key or a damaged object leaves it as it was.
+    let present = check_target(url, opts.clean).await?;
     let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb").await?;
+    if present > 0 {
+        let mut c = crate::sources::redis::connect(url)
+            .await
+            .context("cannot connect to the target Redis")?;
+        redis::cmd("FLUSHALL").query_async::<()>(&mut c).await?;
+    }
     let keys = load(&rdb.file, url, rdb.dir.path()).await?;
     Ok(Restored::RedisKeys {
         source: m.source.clone(),

@@ -1,0 +1,111 @@
+//! One test per bug that reached main, named for what broke. Each failed on the code before
+//! its fix.
+
+use crate::support::*;
+use std::process::Command;
+
+/// A second identity that cannot decrypt the workspace's backups.
+fn wrong_identity(ws: &Workspace) -> String {
+    let p = ws.path().join("other-identity.txt");
+    let out = drctl_cmd(ws.path())
+        .args(["keygen", "--output"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    p.to_str().unwrap().to_string()
+}
+
+fn redis_cli(r: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--no-auth-warning"])
+        .env("REDISCLI_AUTH", REDIS_PASSWORD)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn redis_restore_clean_leaves_the_target_untouched_when_the_backup_cannot_be_opened() {
+    // Was: --clean flushed the target before the backup was fetched and checked, so a wrong
+    // identity took it from 50 keys to 0 and then failed.
+    let _g = shared(); // redis-server's command line
+    let source = Redis::start();
+    redis_cli(&source, &["set", "k", "v"]);
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"{}\"\n",
+            source.url_env("DRCTL_REDIS_PASSWORD")
+        ),
+    );
+    let env = [("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)];
+    let (code, out, err) = ws.run_env(&["backup"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let target = Redis::start();
+    for i in 0..50 {
+        redis_cli(&target, &["set", &format!("keep{i}"), "x"]);
+    }
+    let other = wrong_identity(&ws);
+    let (code, _, err) = ws.run_env(
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--source",
+            "cache",
+            "--clean",
+            "--identity",
+            &other,
+        ],
+        &[("DRCTL_TARGET_URL", &target.url()), env[0]],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("wrong identity"), "{err}");
+    assert_eq!(redis_cli(&target, &["dbsize"]), "50", "the target was touched");
+
+    // With the right identity, --clean replaces the target's keys with the backup's.
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let (code, out, err) = ws.run_env(
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--source",
+            "cache",
+            "--clean",
+            "--identity",
+            &ident,
+        ],
+        &[("DRCTL_TARGET_URL", &target.url()), env[0]],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(redis_cli(&target, &["dbsize"]), "1");
+    assert_eq!(redis_cli(&target, &["get", "k"]), "v");
+}
+
+#[test]
+fn a_target_url_of_another_kind_is_an_error_not_a_panic() {
+    // Was: a postgres backup given `--target-url redis://…` panicked
+    // ("parsed above for postgres URLs"), exit 101.
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql("app", "create table t (x int); insert into t values (1);");
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &pg_source_toml("app-db", &pg, "app"));
+    ws.ok(&["backup"]);
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let (code, _, err) = ws.run_env(
+        &["restore", "--at", "now", "--source", "app-db", "--identity", &ident],
+        &[("DRCTL_TARGET_URL", "redis://127.0.0.1:1")],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("'app-db' is a postgres backup, but --target-url points at redis"),
+        "{err}"
+    );
+}
