@@ -101,6 +101,13 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
             if referenced.contains(&key) {
                 continue;
             }
+            if !crate::layout::is_artifact_key(&key) {
+                r.notes.push(format!(
+                    "storage '{}': foreign object {key} (not a name drctl writes; prune leaves it alone)",
+                    st.name
+                ));
+                continue;
+            }
             let old = st
                 .op
                 .stat(&key)

@@ -67,3 +67,83 @@ pub fn new_id(at: chrono::DateTime<chrono::Utc>) -> String {
     let r: u32 = rand::thread_rng().gen();
     format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), r)
 }
+
+/// `20261203T083757Z-789770bc`: what `new_id` makes.
+pub fn is_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 25
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Whether `key` is a name drctl gives an artifact or one of its parts:
+/// `data/<source>/<id>.<format>[.zst|.gz].age[.partNNNNNN]`. The orphan sweep deletes only
+/// these: a storage root may be shared, and what another tool put under `data/` is not ours.
+pub fn is_artifact_key(key: &str) -> bool {
+    let Some((source, file)) = key.strip_prefix(DATA).and_then(|r| r.split_once('/')) else {
+        return false;
+    };
+    let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if !name_ok(source) || file.contains('/') {
+        return false;
+    }
+    let file = match file.rsplit_once(".part") {
+        Some((f, n)) if n.len() == 6 && n.bytes().all(|c| c.is_ascii_digit()) => f,
+        _ => file,
+    };
+    let Some(stem) = file.strip_suffix(".age") else {
+        return false;
+    };
+    let stem = stem
+        .strip_suffix(".zst")
+        .or_else(|| stem.strip_suffix(".gz"))
+        .unwrap_or(stem);
+    match stem.split_once('.') {
+        Some((id, format)) => is_id(id) && name_ok(format),
+        None => false,
+    }
+}
+
+/// Whether `key` is an fs temp file of one of drctl's own objects: OpenDAL writes
+/// `.tmp/<file name>.<random>`, and every file name drctl writes starts with an id.
+pub fn is_own_temp(key: &str) -> bool {
+    key.strip_prefix(FS_TEMP)
+        .is_some_and(|n| n.len() > 26 && n.is_char_boundary(25) && is_id(&n[..25]) && n[25..].starts_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_drctl_names_are_artifacts() {
+        let id = "20261203T083757Z-789770bc";
+        for k in [
+            format!("data/app-db/{id}.pgdump.zst.age"),
+            format!("data/cache/{id}.rdb.gz.age"),
+            format!("data/config/{id}.tar.age"),
+            format!("data/events/{id}.tar.zst.age.part000012"),
+        ] {
+            assert!(is_artifact_key(&k), "{k}");
+        }
+        for k in [
+            "data/photos/IMG_0001.jpg".to_string(),
+            "data/notes.txt".to_string(),
+            format!("data/app-db/{id}.pgdump.zst"),
+            format!("data/app-db/sub/{id}.pgdump.zst.age"),
+            format!("data/app-db/{id}.pgdump.zst.age.part12"),
+            "data/app-db/20261203T083757Z-789770bZ.pgdump.zst.age".to_string(),
+            format!("manifests/app-db/{id}.json"),
+        ] {
+            assert!(!is_artifact_key(&k), "{k}");
+        }
+        assert!(is_own_temp(&format!(".tmp/{id}.pgdump.zst.age.3a9f0c")));
+        assert!(is_own_temp(&format!(".tmp/{id}.json.77")));
+        assert!(!is_own_temp(".tmp/backup-of-my-thesis.odt"));
+        assert!(!is_own_temp(&format!(".tmp/{id}")));
+    }
+}

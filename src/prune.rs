@@ -114,7 +114,9 @@ pub async fn plan(
             }
         }
         // Orphans: data no manifest refers to, and abandoned fs temp files, once old enough
-        // that they cannot belong to an upload still in progress.
+        // that they cannot belong to an upload still in progress. Only names drctl gives its
+        // own objects: a root may be shared, and another tool's files are never ours to delete
+        // (`drctl check` names them as foreign).
         let referenced: HashSet<String> = entries
             .iter()
             .flat_map(|e| e.manifest.objects.iter().map(|o| o.key.clone()))
@@ -123,7 +125,7 @@ pub async fn plan(
             .list(layout::DATA)
             .await?
             .into_iter()
-            .filter(|k| !referenced.contains(k))
+            .filter(|k| !referenced.contains(k) && layout::is_artifact_key(k))
             .filter(|k| source.is_none_or(|s| k.starts_with(&layout::data_prefix(s))))
             .collect();
         for u in crate::storage::open_uploads(st).await? {
@@ -132,7 +134,12 @@ pub async fn plan(
             }
         }
         if matches!(st.config, crate::storage::StorageConfig::Fs(_)) && source.is_none() {
-            candidates.extend(st.list(layout::FS_TEMP).await?);
+            candidates.extend(
+                st.list(layout::FS_TEMP)
+                    .await?
+                    .into_iter()
+                    .filter(|k| layout::is_own_temp(k)),
+            );
         }
         for key in candidates {
             let meta = match st.op.stat(&key).await {

@@ -132,8 +132,9 @@ fn a_prune_interrupted_between_manifest_and_data_is_cleaned_by_the_next() {
     // The state a crash right after deleting the manifest leaves: data with no manifest.
     let old = ids(&r.ws)[1].clone();
     std::fs::remove_file(root.join(format!("manifests/app-db/{old}.json"))).unwrap();
-    // Plus an abandoned upload in the fs temp dir.
-    std::fs::write(root.join(".tmp/abandoned-upload"), b"partial").unwrap();
+    // Plus an abandoned upload in the fs temp dir, named as OpenDAL names it:
+    // `<object file name>.<random>`.
+    std::fs::write(root.join(format!(".tmp/{old}.pgdump.zst.age.8d1f03a9")), b"partial").unwrap();
     assert_eq!(ids(&r.ws).len(), 1, "the half-deleted backup is invisible");
 
     // A young orphan is left alone (it could be an upload in progress)…

@@ -109,3 +109,48 @@ fn a_target_url_of_another_kind_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn prune_deletes_only_objects_drctl_wrote_and_check_names_the_rest() {
+    // Was: the orphan sweep removed anything under data/ and .tmp/ that no manifest named,
+    // whatever its name: data/photos/IMG_0001.jpg in a shared root was deleted.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join(".env"), "APP_ENV=prod\n").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
+            src.path().display()
+        ),
+    );
+    ws.ok(&["backup"]);
+    let root = ws.fs_root("local");
+    let artifact = files_under(&root)
+        .into_iter()
+        .find(|f| f.starts_with("data/config/"))
+        .unwrap();
+    // A real orphan: an artifact no manifest names (a backup killed before its manifest).
+    let orphan = "data/config/20200101T000000Z-0badc0de.tar.zst.age";
+    std::fs::copy(root.join(&artifact), root.join(orphan)).unwrap();
+    // Another tool's files in the same root.
+    let foreign = ["data/photos/IMG_0001.jpg", "data/notes.txt", ".tmp/thesis.odt"];
+    for f in foreign {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"not drctl's").unwrap();
+    }
+
+    let out = ws.ok(&["check"]);
+    for f in ["data/photos/IMG_0001.jpg", "data/notes.txt"] {
+        assert!(out.contains(&format!("foreign object {f}")), "{f} not named:\n{out}");
+    }
+    let out = ws.ok(&["prune", "--orphan-age", "0s"]);
+    assert!(out.contains("1 orphaned object"), "{out}");
+    let files = files_under(&root);
+    assert!(!files.iter().any(|f| f == orphan), "the orphan stayed: {files:?}");
+    for f in foreign {
+        assert!(files.iter().any(|x| x == f), "{f} was deleted: {files:?}");
+    }
+    assert!(files.contains(&artifact), "{files:?}");
+}
