@@ -194,6 +194,7 @@ pub async fn backup_source(
             size: sealed.stored.size,
         }],
         storages: closed.iter().map(|(s, _)| s.name.clone()).collect(),
+        retention: cfg.policy_for(src.name()),
     };
     let mkey = catalog::manifest_key(src.name(), &id);
     // Each storage's manifest lists that storage's own objects (one, or numbered parts).

@@ -51,6 +51,10 @@ pub struct Manifest {
     pub objects: Vec<Object>,
     /// The storages this backup was written to in its run.
     pub storages: Vec<String>,
+    /// The source's retention policy when it was backed up, so that a prune host whose config
+    /// does not define the source still applies the right one (absent before 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl Manifest {
@@ -258,6 +262,7 @@ mod tests {
                 recipients: vec![],
                 objects: vec![],
                 storages: vec![],
+                retention: None,
             },
             storages: vec!["local".into()],
             objects: BTreeMap::new(),

@@ -44,6 +44,9 @@ pub struct Plan {
     pub orphans: Vec<Orphan>,
     /// Unfinished S3 multipart uploads old enough to be abandoned (a killed backup).
     pub uploads: Vec<crate::storage::Upload>,
+    /// Sources whose policy this config does not define and whose backups record none:
+    /// every backup of them is kept.
+    pub unknown_policy: Vec<String>,
 }
 
 impl Plan {
@@ -75,7 +78,12 @@ pub async fn plan(
             if source.is_some_and(|s| s != name) {
                 continue;
             }
-            let policy = cfg.policy_for(name);
+            // This config's policy for the source, else the one its newest backup recorded
+            // (a prune host whose config names only the storage); else keep everything.
+            let newest = es.iter().max_by_key(|e| e.manifest.started_at);
+            let policy = cfg
+                .policy_for(name)
+                .or_else(|| newest.and_then(|e| e.manifest.retention.clone()));
             let backups: Vec<Backup> = es
                 .iter()
                 .map(|e| Backup {
@@ -86,8 +94,23 @@ pub async fn plan(
                         .map(|r| r.ok),
                 })
                 .collect();
-            let decisions =
-                retention::apply(&policy, &backups, now).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?;
+            let decisions = match &policy {
+                Some(p) => retention::apply(p, &backups, now).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?,
+                None => {
+                    if !plan.unknown_policy.iter().any(|s| s == name) {
+                        plan.unknown_policy.push(name.to_string());
+                    }
+                    backups
+                        .iter()
+                        .map(|b| Decision {
+                            id: b.id.clone(),
+                            time: b.time,
+                            keep: true,
+                            reasons: vec!["no retention policy known for this source".into()],
+                        })
+                        .collect()
+                }
+            };
             for d in decisions {
                 let m = &es
                     .iter()

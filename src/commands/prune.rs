@@ -89,6 +89,11 @@ fn print_plan(plan: &crate::prune::Plan) {
             u.initiated.to_rfc3339()
         );
     }
+    for s in &plan.unknown_policy {
+        println!(
+            "note: kept every backup of '{s}': this config does not define it and its backups record no retention policy (add the source with its `retention` to prune it)"
+        );
+    }
     println!(
         "{} kept, {} to drop, {} orphaned objects",
         plan.items.len() - plan.drops().count(),

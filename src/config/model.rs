@@ -396,13 +396,16 @@ impl Config {
         }
     }
 
-    /// The source's policy, or the built-in default (also for sources no longer configured:
-    /// removing a source from the config must not make its backups disappear).
-    pub fn policy_for(&self, source: &str) -> Policy {
-        self.policies
-            .get(source)
-            .cloned()
-            .unwrap_or_else(Policy::default_policy)
+    /// A configured source's policy (its `retention`, else the built-in default); None for a
+    /// source this config does not define, whose policy only its backups can tell.
+    pub fn policy_for(&self, source: &str) -> Option<Policy> {
+        self.source(source)?;
+        Some(
+            self.policies
+                .get(source)
+                .cloned()
+                .unwrap_or_else(Policy::default_policy),
+        )
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {

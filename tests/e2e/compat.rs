@@ -207,3 +207,14 @@ fn previous_release_backups_verify_with_this_binary() {
         assert!(out.contains("PASS"), "{source}: {out}");
     }
 }
+
+#[test]
+fn backups_that_record_no_policy_are_all_kept_by_a_config_that_does_not_define_their_source() {
+    // 0.1.0 recorded no retention policy in its manifests, and the fixture's config here names
+    // only the storage: prune cannot know the sources' policies, so it keeps everything
+    // (the default 7 daily would drop the older of the two same-day cache backups).
+    let (ws, _) = fixture_workspace();
+    let out = ok(ws.path(), &["prune", "--dry-run"]);
+    assert!(out.contains("0 to drop"), "{out}");
+    assert!(out.contains("note: kept every backup of 'cache'"), "{out}");
+}

@@ -154,3 +154,41 @@ fn prune_deletes_only_objects_drctl_wrote_and_check_names_the_rest() {
     }
     assert!(files.contains(&artifact), "{files:?}");
 }
+
+#[test]
+fn a_prune_host_without_the_source_in_its_config_applies_the_policy_the_backups_record() {
+    // Was: a prune host whose config names only the storage (as the README recommends) gave
+    // every source the default 7/4/3, so 4 of 5 backups of a `keep_last = 48` source went.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "1").unwrap();
+    let ws = Workspace::new();
+    let sources = format!(
+        "[[source]]\nname = \"many\"\ntype = \"files\"\npaths = [\"{p}\"]\nretention = {{ keep_last = 48 }}\n\n\
+         [[source]]\nname = \"few\"\ntype = \"files\"\npaths = [\"{p}\"]\nretention = {{ keep_last = 2 }}\n",
+        p = src.path().display()
+    );
+    ws.write_config(&ws.fs_storage_toml("local"), &sources);
+    for _ in 0..5 {
+        ws.ok(&["backup", "--no-prune"]);
+    }
+    // The prune host: the same storage, no sources.
+    let host = ws.path().join("prune-host.toml");
+    std::fs::write(&host, ws.config_text().split("[[source]]").next().unwrap()).unwrap();
+    private(&host);
+    let out = ws.ok(&["--config", host.to_str().unwrap(), "prune"]);
+    assert!(out.contains("3 to drop"), "{out}");
+    let left: Vec<String> = files_under(&ws.fs_root("local"))
+        .into_iter()
+        .filter(|f| f.starts_with("manifests/"))
+        .collect();
+    assert_eq!(
+        left.iter().filter(|f| f.starts_with("manifests/many/")).count(),
+        5,
+        "{left:?}"
+    );
+    assert_eq!(
+        left.iter().filter(|f| f.starts_with("manifests/few/")).count(),
+        2,
+        "{left:?}"
+    );
+}

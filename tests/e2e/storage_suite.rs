@@ -59,6 +59,7 @@ async fn behaviour(st: &Storage) {
         recipients: vec![],
         objects: objects.clone(),
         storages: vec![],
+        retention: None,
     };
     let mut r = drctl::pipeline::stored_reader(st, &m, &objects).await.unwrap();
     let mut back = Vec::new();
