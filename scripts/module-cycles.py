@@ -17,7 +17,7 @@ LAYERS = [
     # storage and local state
     ["retention", "storage", "lock", "state"],
     # the model: config, manifests, kinds, the streaming pass, fetching and verifying one backup
-    ["catalog", "config", "fetch", "pipeline", "sources", "verification"],
+    ["catalog", "config", "fetch", "pin", "pipeline", "sources", "verification"],
     # operations
     ["events", "backup", "restore", "verify", "prune", "check", "copy", "jobs", "daemon"],
     # the command line

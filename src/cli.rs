@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[command(
     name = "drctl",
     version,
-    about = "Backups you have restored: PostgreSQL (and soon Redis, NATS, files) → zstd → age → object storage"
+    about = "Backups you have restored: PostgreSQL, Redis, NATS JetStream, files → zstd → age → local disk, S3, B2, SFTP, WebDAV"
 )]
 pub struct Cli {
     /// Config file [default: ./drctl.toml]
@@ -47,6 +47,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove stale locks left by a crashed drctl (--force: all locks)
     Unlock(UnlockArgs),
+    /// Remove a `backup --keep` pin, so retention may drop the backup again
+    Unpin(UnpinArgs),
     /// Run the configured [[job]]s on their schedules until SIGTERM
     Daemon(DaemonArgs),
     /// Per source: last success and failure, newest backup per storage, next run
@@ -174,6 +176,21 @@ pub struct BackupArgs {
     /// How long to wait for a running prune's lock, e.g. 10m
     #[arg(long, default_value = "10m")]
     pub lock_wait: String,
+    /// Pin this run's backups: no retention drops them until `drctl unpin`
+    #[arg(long)]
+    pub keep: bool,
+    /// Why they are pinned, shown by `drctl list` (with --keep)
+    #[arg(long, requires = "keep")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The backup's source
+    #[arg(long = "source", short = 's')]
+    pub source: String,
+    /// The backup id, as `drctl list` shows it
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

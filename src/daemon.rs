@@ -108,6 +108,7 @@ async fn run_job(ctx: Arc<Ctx>, name: String) {
     let opts = crate::jobs::Options {
         prune: true,
         lock_wait: Duration::from_secs(600),
+        keep: None,
     };
     crate::jobs::run(
         &cfg,

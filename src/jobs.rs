@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     pub prune: bool,
     pub lock_wait: Duration,
+    /// `backup --keep [--note]`: pin each backup of the run as soon as it is committed.
+    pub keep: Option<Option<String>>,
 }
 
 #[derive(Default)]
@@ -152,6 +154,16 @@ pub async fn run(
                         .await;
                     for (st, e) in c.missed {
                         out.degraded.push((src.name().to_string(), st, e));
+                    }
+                }
+                if let Some(note) = &opts.keep {
+                    // Before the run's prune, so the pin protects it from the start.
+                    if let Err(e) = crate::pin::pin(&storages, &c.manifest, note.as_deref()).await {
+                        fail(
+                            &mut out,
+                            src.name(),
+                            &e.context("the backup is committed but not pinned"),
+                        );
                     }
                 }
                 out.manifests.push(c.manifest);

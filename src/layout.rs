@@ -5,6 +5,7 @@
 //! data/<source>/<id>.<format>[.zst|.gz].age     the artifact: age(compress(dump))
 //! manifests/<source>/<id>.json                  written last: its presence means "complete"
 //! verify/<source>/<id>.json                     restore verification records
+//! pins/<source>/<id>.json                       `backup --keep`: never pruned until `unpin`
 //! locks/<id>.json                               present only while a backup or prune runs
 //! .tmp/                                         fs storages: uploads in progress
 //! ```
@@ -13,6 +14,7 @@ pub const DATA: &str = "data/";
 pub const MANIFESTS: &str = "manifests/";
 pub const VERIFY: &str = "verify/";
 pub const LOCKS: &str = "locks/";
+pub const PINS: &str = "pins/";
 /// OpenDAL's fs backend writes here first and renames on completion.
 pub const FS_TEMP: &str = ".tmp/";
 
@@ -40,6 +42,17 @@ pub fn manifest_key(source: &str, id: &str) -> String {
 
 pub fn verify_key(source: &str, id: &str) -> String {
     format!("{VERIFY}{source}/{id}.json")
+}
+
+pub fn pin_key(source: &str, id: &str) -> String {
+    format!("{PINS}{source}/{id}.json")
+}
+
+/// (source, id) from `pins/<source>/<id>.json`.
+pub fn parse_pin_key(key: &str) -> Option<(String, String)> {
+    let (source, file) = key.strip_prefix(PINS)?.split_once('/')?;
+    let id = file.strip_suffix(".json")?;
+    is_id(id).then(|| (source.to_string(), id.to_string()))
 }
 
 pub fn lock_key(id: &str) -> String {

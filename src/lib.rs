@@ -19,6 +19,7 @@ pub mod keys;
 pub mod layout;
 pub mod lock;
 pub mod metrics;
+pub mod pin;
 pub mod pipeline;
 pub mod process;
 pub mod progress;

@@ -1,5 +1,6 @@
 //! Thin: parse the command line, run, map errors to exit codes
-//! (0 ok, 1 a job failed, 2 usage or config error).
+//! (0 ok, 1 a job failed, 2 usage or config error, 3 degraded: the backup is complete on some
+//! storages and missing on others).
 
 use clap::Parser;
 use drctl::cli::{Cli, LogFormat};

@@ -70,6 +70,7 @@ pub async fn plan(
     for st in storages {
         let entries = catalog::list(std::slice::from_ref(st), None).await?;
         let verified = crate::verification::records(st).await?;
+        let pinned = crate::pin::pins(st).await?;
         let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for e in &entries {
             by_source.entry(e.manifest.source.as_str()).or_default().push(e);
@@ -92,6 +93,7 @@ pub async fn plan(
                     verified: verified
                         .get(&(e.manifest.source.clone(), e.manifest.id.clone()))
                         .map(|r| r.ok),
+                    pinned: pinned.contains_key(&(e.manifest.source.clone(), e.manifest.id.clone())),
                 })
                 .collect();
             let decisions = match &policy {

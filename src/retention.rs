@@ -16,6 +16,8 @@
 //! * The newest backup is always kept, and so is the newest backup whose restore verification
 //!   passed while any newer one is unverified or failed. Backups dated after `now` (clock skew) are kept and
 //!   reported; they take no part in the cascade.
+//! * Pinned backups (`drctl backup --keep`) are kept whatever the policy says, and take no part
+//!   in the cascade's counting beyond that.
 //! * A policy that keeps nothing is an error, never "delete everything".
 //!
 //! # Worked example
@@ -63,12 +65,15 @@ pub enum RetentionRef {
 }
 
 impl Policy {
-    /// 7 daily / 4 weekly / 3 monthly: the same as `policies/default.toml` (a test checks).
+    /// Everything from the last 24 hours, then 7 daily / 4 weekly / 3 monthly: the same as
+    /// `policies/default.toml` (a test checks). The 24 hours keep a manual backup taken before
+    /// a risky change, and frequent scheduled ones, from being pruned by the next run.
     pub fn default_policy() -> Policy {
         Policy {
             keep_daily: Some(7),
             keep_weekly: Some(4),
             keep_monthly: Some(3),
+            keep_within: Some(crate::units::Duration::known("24h")),
             ..Policy::default()
         }
     }
@@ -109,6 +114,8 @@ pub struct Backup {
     pub time: DateTime<Utc>,
     /// Result of the last restore verification: passed, failed, or never verified.
     pub verified: Option<bool>,
+    /// `drctl backup --keep`: kept whatever the policy says, until unpinned.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,6 +244,13 @@ pub fn apply(policy: &Policy, backups: &[Backup], now: DateTime<Utc>) -> Result<
                     reasons[i].push(format!("within {w}"));
                 }
             }
+        }
+    }
+
+    // Pinned backups (`drctl backup --keep`) stay until unpinned, outside the cascade.
+    for &i in &order {
+        if backups[i].pinned {
+            reasons[i].push("pinned".into());
         }
     }
 

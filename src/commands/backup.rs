@@ -23,6 +23,7 @@ pub(super) async fn backup(cfg: &Config, a: &BackupArgs) -> Result<i32> {
     let opts = crate::jobs::Options {
         prune: !a.no_prune,
         lock_wait: duration_arg("--lock-wait", &a.lock_wait)?,
+        keep: a.keep.then(|| a.note.clone()),
     };
     let events = events_for(cfg);
     let out = crate::jobs::run(cfg, &sources, &opts, "manual", None, &events, &cancel).await;

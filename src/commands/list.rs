@@ -18,6 +18,11 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
         }
     }
     let verification = |m: &catalog::Manifest| verified.get(&(m.source.clone(), m.id.clone()));
+    let mut pins = std::collections::HashMap::new();
+    for st in &storages {
+        pins.extend(crate::pin::pins(st).await?);
+    }
+    let pin = |m: &catalog::Manifest| pins.get(&(m.source.clone(), m.id.clone()));
     if a.json {
         let v: Vec<serde_json::Value> = entries
             .iter()
@@ -25,6 +30,7 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
                 let mut m = serde_json::to_value(&e.manifest).expect("manifest serializes");
                 m["held_by"] = serde_json::json!(e.storages);
                 m["verification"] = serde_json::to_value(verification(&e.manifest)).expect("record serializes");
+                m["pin"] = serde_json::to_value(pin(&e.manifest)).expect("pin serializes");
                 m
             })
             .collect();
@@ -66,6 +72,13 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
                 v,
                 e.storages.join(",")
             );
+            if let Some(p) = pin(m) {
+                println!(
+                    "    pinned {}: {}",
+                    p.at.format("%Y-%m-%d %H:%M"),
+                    p.note.as_deref().unwrap_or("(no note)")
+                );
+            }
         }
     }
     Ok(0)

@@ -10,6 +10,7 @@ mod prune;
 mod restore;
 mod status;
 mod unlock;
+mod unpin;
 mod verify;
 
 use backup::backup;
@@ -21,11 +22,13 @@ use prune::prune;
 use restore::restore;
 use status::status;
 use unlock::unlock;
+use unpin::unpin;
 use verify::verify;
 
 use crate::catalog;
 use crate::cli::{
-    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, VerifyArgs,
+    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ListArgs, PruneArgs, RestoreArgs, StatusArgs, UnlockArgs, UnpinArgs,
+    VerifyArgs,
 };
 use crate::config::{self, Config};
 use crate::lock;
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore(&load(&cli)?, a).await,
         Command::Prune(a) => prune(&load(&cli)?, a).await,
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
+        Command::Unpin(a) => unpin(&load(&cli)?, a).await,
         Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
         Command::Status(a) => status(&load(&cli)?, a).await,
         Command::Verify(a) => verify(&load(&cli)?, a).await,

@@ -14,6 +14,7 @@ fn daily(from: &str, days: i64, hour: u32) -> Vec<Backup> {
                 id: time.format("%Y%m%dT%H%M").to_string(),
                 time,
                 verified: None,
+                pinned: false,
             }
         })
         .collect()
@@ -36,6 +37,7 @@ fn timeline() -> Vec<Backup> {
             id: format!("dst-{s}"),
             time: t(s),
             verified: None,
+            pinned: false,
         });
     }
     v
@@ -153,6 +155,7 @@ fn future_backups_are_kept_and_flagged() {
         id: "skewed".into(),
         time: t("2027-06-01T00:00:00Z"),
         verified: None,
+        pinned: false,
     });
     let d = apply(&policy("keep_last = 1"), &b, t("2026-11-10T12:00:00Z")).unwrap();
     let skewed = d.iter().find(|d| d.id == "skewed").unwrap();
@@ -193,6 +196,7 @@ fn arb_backups() -> impl Strategy<Value = Vec<Backup>> {
                 id: format!("b{i:04}"),
                 time: base + chrono::Duration::minutes(m),
                 verified: None,
+                pinned: false,
             })
             .collect();
         v.sort_by_key(|b| b.time);
@@ -235,7 +239,7 @@ proptest! {
     fn applying_twice_equals_once(b in arb_backups(), p in arb_policy()) {
         let now = t("2027-01-01T00:00:00Z");
         let first = apply(&p, &b, now).unwrap();
-        let kept: Vec<Backup> = first.iter().filter(|d| d.keep).map(|d| Backup { id: d.id.clone(), time: d.time, verified: None }).collect();
+        let kept: Vec<Backup> = first.iter().filter(|d| d.keep).map(|d| Backup { id: d.id.clone(), time: d.time, verified: None, pinned: false }).collect();
         let second = apply(&p, &kept, now).unwrap();
         prop_assert!(second.iter().all(|d| d.keep), "second pass drops {:?}", second.iter().filter(|d| !d.keep).collect::<Vec<_>>());
     }
@@ -255,4 +259,34 @@ proptest! {
         let d = apply(&Policy::default_policy(), &b, b.last().unwrap().time).unwrap();
         prop_assert_eq!(d.iter().filter(|d| d.keep).count(), 14);
     }
+}
+
+#[test]
+fn pinned_backups_are_kept_whatever_the_policy() {
+    let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
+    b[1].pinned = true;
+    let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
+    let kept: Vec<(String, Vec<String>)> = d
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone()))
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(kept[2], ("11-02".to_string(), vec!["pinned".to_string()]));
+}
+
+#[test]
+fn the_default_keeps_everything_from_the_last_day() {
+    // Regression: with 7 daily alone, a manual backup at 14:00 dropped that morning's nightly,
+    // and a schedule every few seconds kept exactly one backup.
+    let b: Vec<Backup> = (0..20)
+        .map(|i| Backup {
+            id: format!("b{i:02}"),
+            time: t("2026-11-20T03:00:00Z") + chrono::Duration::minutes(30 * i),
+            verified: None,
+            pinned: false,
+        })
+        .collect();
+    let d = apply(&Policy::default_policy(), &b, t("2026-11-20T14:00:00Z")).unwrap();
+    assert!(d.iter().all(|d| d.keep), "{d:?}");
 }

@@ -192,3 +192,66 @@ fn a_prune_host_without_the_source_in_its_config_applies_the_policy_the_backups_
         "{left:?}"
     );
 }
+
+#[test]
+fn a_pinned_backup_survives_retention_until_unpinned() {
+    // Was: nothing could keep a backup taken before a risky change; the next run's prune
+    // decided by policy alone.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "1").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\nretention = {{ keep_last = 1 }}\n",
+            src.path().display()
+        ),
+    );
+    ws.ok(&["backup", "--keep", "--note", "before migration 42"]);
+    let pinned = ws.list_json()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(ws.list_json()[0]["pin"]["note"], "before migration 42");
+    assert!(ws.ok(&["list"]).contains("pinned"), "list shows the pin");
+    ws.ok(&["backup"]);
+    ws.ok(&["backup"]);
+    let ids: Vec<String> = ws
+        .list_json()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "keep_last = 1 plus the pinned one: {ids:?}");
+    assert!(ids.contains(&pinned), "{ids:?}");
+
+    let out = ws.ok(&["unpin", "--source", "config", &pinned]);
+    assert!(out.contains("unpinned"), "{out}");
+    ws.ok(&["prune"]);
+    let ids: Vec<String> = ws
+        .list_json()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(!ids.contains(&pinned), "{ids:?}");
+    let (code, _, err) = ws.run(&["unpin", "--source", "config", &pinned]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not pinned"), "{err}");
+}
+
+#[test]
+fn the_default_policy_keeps_a_backup_taken_minutes_ago() {
+    // Was: 7 daily kept one backup per day, so each manual `drctl backup` (and a schedule of
+    // a few seconds) left exactly one backup, deleting the one from minutes before.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "1").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
+            src.path().display()
+        ),
+    );
+    for _ in 0..3 {
+        ws.ok(&["backup"]);
+    }
+    assert_eq!(ws.list_json().len(), 3);
+}

@@ -13,8 +13,9 @@ use super::{pg_config, ConnInfo, PostgresFacts};
 use crate::config::{Config, VerifySandbox};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
-use tokio::process::Command;
+use std::process::{Command as StdCommand, Stdio};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
 
 /// A throwaway place to restore into. Always cleaned up: `stop()` on every path, and `Drop`
 /// as the last resort (an early return, a panic, Ctrl-C dropping the future).
@@ -29,7 +30,10 @@ enum Kind {
         bin: PathBuf,
         data: PathBuf,
         run_as: Option<String>,
+        /// False from the moment `pg_ctl start` is launched: from then on a server may be running.
         stopped: bool,
+        /// The setup step (initdb, pg_ctl start, createdb) while it runs; see `local_step`.
+        step: Option<Child>,
     },
     Url {
         admin: ConnInfo,
@@ -106,6 +110,7 @@ impl Sandbox {
                         data: data.clone(),
                         run_as: run_as.clone(),
                         stopped: true,
+                        step: None,
                     },
                     work,
                 };
@@ -122,7 +127,7 @@ impl Sandbox {
                         "-D",
                     ])
                     .arg(&data);
-                run(initdb, "initdb").await?;
+                sb.local_step(initdb, "initdb").await?;
                 // No TCP at all: the restored data is reachable only through the private socket dir.
                 let opts = format!(
                     "-c listen_addresses='' -k {} -p 5432 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
@@ -135,16 +140,16 @@ impl Sandbox {
                     .args(["-o", &opts, "-l"])
                     .arg(sock.join("log"))
                     .args(["-w", "-t", "60", "start"]);
-                run(pg_ctl, "pg_ctl start").await?;
                 if let Kind::Local { stopped, .. } = &mut sb.kind {
                     *stopped = false;
                 }
+                sb.local_step(pg_ctl, "pg_ctl start").await?;
                 let mut createdb = as_user_async(&run_as, &bin.join("createdb"));
                 createdb
                     .args(["-h"])
                     .arg(&sock)
                     .args(["-p", "5432", "-U", "postgres", "verify"]);
-                run(createdb, "createdb").await?;
+                sb.local_step(createdb, "createdb").await?;
                 Ok(sb)
             }
             VerifySandbox::Url => {
@@ -212,6 +217,35 @@ impl Sandbox {
         }
         // Local clusters are stopped by Drop.
     }
+
+    /// Runs one step of setting up the local cluster, like `run`, but keeps the child in the
+    /// sandbox while it runs. If the verification is dropped meanwhile (Ctrl-C), `Drop` then
+    /// waits for the step to end before it stops the server and the work dir is removed;
+    /// otherwise a server that `pg_ctl start` was still bringing up would be left running, or an
+    /// initdb would go on writing into the removed work dir.
+    async fn local_step(&mut self, mut cmd: Command, what: &str) -> Result<()> {
+        let Kind::Local { step, .. } = &mut self.kind else {
+            unreachable!("only a local sandbox has setup steps")
+        };
+        // stdout is not used, and a pipe that nobody reads any more after a cancel would kill
+        // pg_ctl with SIGPIPE before its server is up (and so before Drop could stop it).
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {what}"))?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let child = step.insert(child);
+        let mut err = Vec::new();
+        let (read, status) = tokio::join!(stderr.read_to_end(&mut err), child.wait());
+        *step = None;
+        read.with_context(|| format!("cannot run {what}"))?;
+        if !status.with_context(|| format!("cannot run {what}"))?.success() {
+            bail!("{what} failed: {}", String::from_utf8_lossy(&err).trim());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Sandbox {
@@ -222,18 +256,30 @@ impl Drop for Sandbox {
                 data,
                 run_as,
                 stopped,
-            } if !*stopped => {
-                // Synchronous on purpose: Drop cannot await, and this is the last resort that
-                // must stop the cluster before the TempDir under it is removed (an early return,
-                // a panic, Ctrl-C dropping the future). `pg_ctl -m immediate` returns quickly.
-                let _ = as_user(run_as, &bin.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(&*data)
-                    .args(["-m", "immediate", "-w", "stop"])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-                *stopped = true;
+                step,
+            } => {
+                // A step still running means the verification was dropped in the middle of
+                // starting the cluster. Wait for it (pg_ctl's `-t 60` bounds this), as the
+                // blocking setup used to: a server it brings up is stopped below, and nothing
+                // writes into the work dir after it is removed.
+                if let Some(child) = step {
+                    while let Ok(None) = child.try_wait() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
+                if !*stopped {
+                    // Synchronous on purpose: Drop cannot await, and this is the last resort that
+                    // must stop the cluster before the TempDir under it is removed (an early
+                    // return, a panic, Ctrl-C dropping the future). `-m immediate` is quick.
+                    let _ = as_user(run_as, &bin.join("pg_ctl"))
+                        .arg("-D")
+                        .arg(&*data)
+                        .args(["-m", "immediate", "-w", "stop"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    *stopped = true;
+                }
             }
             Kind::Url { db, dropped, .. } if !*dropped => {
                 tracing::warn!(db = %db, "scratch database was not dropped; drop it by hand");
@@ -298,7 +344,7 @@ fn as_user_async(user: &Option<String>, prog: &Path) -> Command {
 
 async fn run(mut cmd: Command, what: &str) -> Result<()> {
     let out = cmd
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .output()
         .await
         .with_context(|| format!("cannot run {what}"))?;
