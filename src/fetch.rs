@@ -58,14 +58,23 @@ pub(crate) async fn extract_to_dir(
     Ok(sub)
 }
 
-/// Decrypts a backup into `dest` through a hidden partial file that is renamed only after
-/// every check passed. Tries each storage that holds the backup, in order, and says so.
+/// Decrypts a backup into `dest` through a partial file that is renamed only after every
+/// check passed. Tries each storage that holds the backup, in order, and says so.
+///
+/// The partial file lives in a private directory drctl creates next to `dest` and is opened
+/// with O_EXCL (which never follows a symlink): a name planted in a directory someone else can
+/// write (a symlink where the partial file would go) cannot redirect the decrypted bytes.
 pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Identities, dest: &Path) -> Result<()> {
     let m = &entry.manifest;
-    let partial = dest.with_file_name(format!(
-        ".{}.partial",
-        dest.file_name().and_then(|f| f.to_str()).unwrap_or("restore")
-    ));
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".drctl-partial-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a private directory in {}", parent.display()))?;
+    let partial = private.path().join("partial");
     let holders: Vec<&Storage> = storages.iter().filter(|s| entry.storages.contains(&s.name)).collect();
     let mut errors = Vec::new();
     for st in holders {
@@ -110,8 +119,7 @@ pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Ide
 async fn open_private(path: &Path) -> Result<tokio::fs::File> {
     let f = tokio::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true) // O_CREAT|O_EXCL: never an existing file, never through a symlink
         .mode(0o600)
         .open(path)
         .await

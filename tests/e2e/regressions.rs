@@ -255,3 +255,34 @@ fn the_default_policy_keeps_a_backup_taken_minutes_ago() {
     }
     assert_eq!(ws.list_json().len(), 3);
 }
+
+#[test]
+fn redis_restore_to_a_directory_does_not_follow_a_planted_symlink() {
+    // Was: `restore --output-dir` decrypted into `<dir>/cache/.dump.rdb.partial`, opened with
+    // create+truncate, so a symlink planted there sent the plaintext wherever it pointed.
+    let _g = shared(); // redis-server's command line
+    let r = Redis::start();
+    redis_cli(&r, &["set", "k", "v"]);
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"{}\"\n",
+            r.url_env("DRCTL_REDIS_PASSWORD")
+        ),
+    );
+    ws.ok(&["backup"]);
+    let out = ws.path().join("out");
+    std::fs::create_dir_all(out.join("cache")).unwrap();
+    let victim = ws.path().join("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("cache/.dump.rdb.partial")).unwrap();
+    ws.restore_ok(&out);
+    assert!(
+        std::fs::read(&victim).unwrap() == b"untouched",
+        "the decrypted RDB was written through the planted symlink"
+    );
+    let rdb = out.join("cache/dump.rdb");
+    assert!(!std::fs::symlink_metadata(&rdb).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(&rdb).unwrap().starts_with(b"REDIS"));
+}
