@@ -168,9 +168,31 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
         };
         for job in &cfg.jobs {
             for src in cfg.job_sources(job) {
+                // A backup dated after now (a host with its clock ahead) must not count as fresh:
+                // it would silence this alert forever. It raises its own alert instead.
+                let skew = chrono::Duration::minutes(5);
+                for e in entries
+                    .iter()
+                    .filter(|e| e.manifest.source == src.name() && e.manifest.started_at > now + skew)
+                {
+                    let key = (
+                        format!("{}\0future", src.name()),
+                        format!("{}/{}", st.name, e.manifest.id),
+                    );
+                    if alerted.insert(key) {
+                        events
+                            .emit(Event::FutureBackup {
+                                source: src.name(),
+                                storage: &st.name,
+                                backup: &e.manifest.id,
+                                ahead: e.manifest.started_at - now,
+                            })
+                            .await;
+                    }
+                }
                 let newest = entries
                     .iter()
-                    .find(|e| e.manifest.source == src.name())
+                    .find(|e| e.manifest.source == src.name() && e.manifest.started_at <= now + skew)
                     .map(|e| e.manifest.started_at);
                 if let Some(t) = newest {
                     events

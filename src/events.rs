@@ -49,6 +49,13 @@ pub enum Event<'a> {
         storage: &'a str,
         age: chrono::Duration,
     },
+    /// A backup dated after now: a clock was wrong when it was taken.
+    FutureBackup {
+        source: &'a str,
+        storage: &'a str,
+        backup: &'a str,
+        ahead: chrono::Duration,
+    },
     VerifyFinished {
         source: &'a str,
         backup: &'a str,
@@ -220,6 +227,25 @@ impl Events {
                     "backup is stale"
                 );
                 self.notify_all("backup_stale", source, &msg).await;
+            }
+            Event::FutureBackup {
+                source,
+                storage,
+                backup,
+                ahead,
+            } => {
+                let msg = format!(
+                    "backup {backup} of '{source}' on storage '{storage}' is dated {} in the future: the clock of the host that took it was wrong; it does not count as a fresh backup (check NTP on the backup host)",
+                    crate::catalog::human_duration(ahead)
+                );
+                tracing::warn!(
+                    source,
+                    storage,
+                    backup,
+                    ahead_seconds = ahead.num_seconds(),
+                    "backup dated in the future"
+                );
+                self.notify_all("backup_in_future", source, &msg).await;
             }
             Event::VerifyFinished {
                 source,

@@ -307,6 +307,39 @@ fn a_stale_source_raises_an_alert() {
     assert!(v["content"].as_str().unwrap().contains("max_age 1s"), "{v}");
 }
 
+#[test]
+fn a_backup_dated_in_the_future_does_not_silence_the_max_age_alert() {
+    // Was: the newest backup by date decided freshness, so one backup from a host whose clock
+    // was years ahead (age -111008929 s) silenced the max_age alert forever.
+    let pg = seeded_pg();
+    let rx = Receiver::start();
+    let ws = setup(
+        &pg,
+        &format!("[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\n\n[[notify]]\ntype = \"discord\"\nurl = \"{}\"\n", rx.url("/discord")),
+    );
+    ws.ok(&["backup"]);
+    // A copy of its manifest dated three years ahead, as a host with a wrong clock writes it.
+    let manifests = ws.fs_root("local").join("manifests/app-db");
+    let real = std::fs::read_dir(&manifests).unwrap().next().unwrap().unwrap().path();
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    let future_id = "20291203T000000Z-0000beef";
+    m["id"] = future_id.into();
+    m["started_at"] = "2029-12-03T00:00:00Z".into();
+    m["finished_at"] = "2029-12-03T00:00:01Z".into();
+    std::fs::write(manifests.join(format!("{future_id}.json")), m.to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let d = Daemon::start(&ws, None);
+    let said = |what: &str| rx.requests().iter().any(|r| r.1 == "/discord" && r.2.contains(what));
+    d.wait_for(
+        "a stale alert and a future-dated alert",
+        Duration::from_secs(20),
+        |_| said("max_age 1s") && said(&format!("backup {future_id} of 'app-db'")),
+    );
+    let (code, _, _) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(said("in the future"));
+}
+
 fn slow_pg_dump_line(dir: &Path) -> String {
     format!("pg_dump_path = \"{}\"\n", slow_pg_dump(dir, "exec sleep 60").display())
 }
