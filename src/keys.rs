@@ -58,8 +58,8 @@ pub fn keygen(output: Option<&Path>) -> Result<String> {
 /// Set to 1 to accept config and identity files that group or others can read.
 pub const ALLOW_INSECURE: &str = "DRCTL_ALLOW_INSECURE_PERMISSIONS";
 
-/// A config or identity file readable by group or others is refused: the config names the
-/// storage credentials, the identity decrypts every backup.
+/// A config, identity or password file readable by group or others is refused: the config
+/// names the storage credentials, the identity decrypts every backup.
 pub fn check_private(path: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();

@@ -286,3 +286,30 @@ fn redis_restore_to_a_directory_does_not_follow_a_planted_symlink() {
     assert!(!std::fs::symlink_metadata(&rdb).unwrap().file_type().is_symlink());
     assert!(std::fs::read(&rdb).unwrap().starts_with(b"REDIS"));
 }
+
+#[test]
+fn a_password_file_others_can_read_is_refused_with_a_hint() {
+    // Was: accepted without a word, while the config and the identity were already refused.
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Postgres::start();
+    pg.createdb("app");
+    let ws = Workspace::new();
+    let pw = ws.path().join("pg_password");
+    std::fs::write(&pw, format!("{PG_PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"app-db\"\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:{}/app\"\npassword_file = \"pg_password\"\n",
+            pg.port
+        ),
+    );
+    let (code, _, err) = ws.run(&["backup"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("password file") && err.contains("chmod 600") && err.contains("pg_password"),
+        "{err}"
+    );
+    private(&pw);
+    ws.ok(&["backup"]);
+}

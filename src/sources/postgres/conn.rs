@@ -131,6 +131,10 @@ fn percent_decode(s: &str) -> String {
 pub fn conn_for(src: &PostgresSource) -> Result<ConnInfo> {
     let mut conn = ConnInfo::parse(&src.url).map_err(|e| anyhow!("source '{}': url: {e}", src.name))?;
     if let Some(pf) = &src.password_file {
+        // The same rule as for the config and the identity: a secret others can read is refused.
+        if let Some(e) = crate::keys::check_private(pf, "password") {
+            bail!("source '{}': {e}", src.name);
+        }
         let pw = std::fs::read_to_string(pf)
             .with_context(|| format!("source '{}': cannot read password_file {}", src.name, pf.display()))?;
         conn.password = Some(pw.trim_end_matches(['\n', '\r']).to_string());
