@@ -1,8 +1,11 @@
 //! Extracting a tar artifact (files, NATS store) under a directory, refusing any entry that
 //! would land outside it: absolute paths, `..` components, and symlinks or hard links that
-//! point out. The whole archive is checked before anything is written.
+//! point out — also through other links of the same archive (`a/l -> ..`, then `b -> a/l/..`).
+//! The whole archive is checked before anything is written. setuid and setgid bits are
+//! stripped unless the caller keeps them on purpose.
 
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 /// `p` with `.` and `..` resolved lexically; None if it climbs above its start.
@@ -23,45 +26,84 @@ fn normalize(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-fn check_entry(path: &Path, link: Option<&Path>, hard: bool) -> Result<()> {
-    let Some(inside) = normalize(path) else {
-        bail!(
-            "refusing tar entry '{}': it would be written outside the restore directory (absolute path or '..')",
+/// Where `p` (relative to the restore directory) really is once the archive's own symlinks
+/// (`links`: link path → target) are followed, as they will be on disk; None if it leaves the
+/// directory or the links loop.
+fn resolve(p: &Path, links: &HashMap<PathBuf, PathBuf>, depth: u32) -> Option<PathBuf> {
+    if depth > 40 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(x) => {
+                out.push(x);
+                if let Some(target) = links.get(&out) {
+                    if target.is_absolute() {
+                        return None;
+                    }
+                    let base = out.parent().map(Path::to_path_buf).unwrap_or_default();
+                    out = resolve(&base.join(target), links, depth + 1)?;
+                }
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Checks one entry against the links seen before it in the archive, then records it if it
+/// is a symlink.
+fn check_entry(path: &Path, link: Option<&Path>, hard: bool, links: &mut HashMap<PathBuf, PathBuf>) -> Result<()> {
+    let outside = || {
+        anyhow::anyhow!(
+            "refusing tar entry '{}': it would be written outside the restore directory (absolute path, '..', or through a link)",
             path.display()
-        );
+        )
     };
+    let inside = normalize(path).ok_or_else(outside)?;
+    // Its directory, with the archive's links followed, must still be inside.
+    let parent = inside.parent().map(Path::to_path_buf).unwrap_or_default();
+    resolve(&parent, links, 0).ok_or_else(outside)?;
     if let Some(target) = link {
         // Symlink targets are relative to the link's directory; hard link targets to the root.
-        let base = if hard {
-            PathBuf::new()
-        } else {
-            inside.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
-        if target.is_absolute() || normalize(&base.join(target)).is_none() {
+        let base = if hard { PathBuf::new() } else { parent };
+        if target.is_absolute() || resolve(&base.join(target), links, 0).is_none() {
             bail!(
                 "refusing tar entry '{}': it links to '{}', outside the restore directory",
                 path.display(),
                 target.display()
             );
         }
+        if !hard {
+            links.insert(inside, target.to_path_buf());
+        }
     }
     Ok(())
 }
 
-/// Checks every entry of the archive at `file`, then extracts it into `dest`.
-pub fn extract(file: &Path, dest: &Path) -> Result<()> {
+/// Checks every entry of the archive at `file`, then extracts it into `dest`. setuid and setgid
+/// bits are kept only with `keep_special_bits`.
+pub fn extract(file: &Path, dest: &Path, keep_special_bits: bool) -> Result<()> {
     let open = || -> Result<tar::Archive<std::fs::File>> {
         Ok(tar::Archive::new(
             std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
         ))
     };
     let mut a = open()?;
+    let mut links = HashMap::new();
     for e in a.entries()? {
         let e = e?;
         let path = e.path()?.into_owned();
         let kind = e.header().entry_type();
         let link = e.link_name()?.map(|l| l.into_owned());
-        check_entry(&path, link.as_deref(), kind == tar::EntryType::Link)?;
+        check_entry(&path, link.as_deref(), kind == tar::EntryType::Link, &mut links)?;
     }
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let mut a = open()?;
@@ -69,6 +111,9 @@ pub fn extract(file: &Path, dest: &Path) -> Result<()> {
     a.set_preserve_mtime(true);
     a.set_overwrite(false);
     a.set_preserve_ownerships(crate::is_root());
+    if !keep_special_bits {
+        a.set_mask(0o6000);
+    }
     for e in a.entries()? {
         let mut e = e?;
         let path = e.path()?.into_owned();
@@ -100,15 +145,37 @@ pub fn require_empty(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn check(path: &str, link: Option<&str>, hard: bool, links: &mut HashMap<PathBuf, PathBuf>) -> Result<()> {
+        check_entry(Path::new(path), link.map(Path::new), hard, links)
+    }
+
     #[test]
     fn escapes_are_refused() {
-        assert!(check_entry(Path::new("srv/app/.env"), None, false).is_ok());
-        assert!(check_entry(Path::new("../evil"), None, false).is_err());
-        assert!(check_entry(Path::new("a/../../evil"), None, false).is_err());
-        assert!(check_entry(Path::new("/etc/passwd"), None, false).is_err());
-        assert!(check_entry(Path::new("a/link"), Some(Path::new("../b")), false).is_ok());
-        assert!(check_entry(Path::new("a/link"), Some(Path::new("../../etc")), false).is_err());
-        assert!(check_entry(Path::new("a/link"), Some(Path::new("/etc/shadow")), false).is_err());
-        assert!(check_entry(Path::new("a/hard"), Some(Path::new("../x")), true).is_err());
+        let l = &mut HashMap::new();
+        assert!(check("srv/app/.env", None, false, l).is_ok());
+        assert!(check("../evil", None, false, l).is_err());
+        assert!(check("a/../../evil", None, false, l).is_err());
+        assert!(check("/etc/passwd", None, false, l).is_err());
+        assert!(check("a/link", Some("../b"), false, l).is_ok());
+        assert!(check("a/link", Some("../../etc"), false, l).is_err());
+        assert!(check("a/link", Some("/etc/shadow"), false, l).is_err());
+        assert!(check("a/hard", Some("../x"), true, l).is_err());
+    }
+
+    #[test]
+    fn escapes_through_the_archives_own_links_are_refused() {
+        // `a/l -> ..` points at the restore directory itself: fine on its own. `b -> a/l/..`
+        // looks like `a` lexically, but on disk a/l/.. is the restore directory's parent.
+        let l = &mut HashMap::new();
+        assert!(check("a/", None, false, l).is_ok());
+        assert!(check("a/l", Some(".."), false, l).is_ok());
+        let e = check("b", Some("a/l/.."), false, l).unwrap_err().to_string();
+        assert!(e.contains("links to 'a/l/..'"), "{e}");
+        // Writing through a link that leads out is refused too.
+        let l = &mut HashMap::new();
+        assert!(check("up", Some("x/../.."), false, l).is_err());
+        assert!(check("d", Some("."), false, l).is_ok());
+        assert!(check("d/d/d/file", None, false, l).is_ok());
+        assert!(check("inside/ok", Some("../srv/app"), false, l).is_ok());
     }
 }

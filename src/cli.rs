@@ -236,4 +236,7 @@ pub struct RestoreArgs {
     /// Do not restore ownership and privileges (target has different roles)
     #[arg(long)]
     pub no_owner: bool,
+    /// Keep setuid/setgid bits of extracted files (stripped by default)
+    #[arg(long)]
+    pub keep_special_bits: bool,
 }

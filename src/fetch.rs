@@ -46,6 +46,7 @@ pub(crate) async fn extract_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
+    keep_special_bits: bool,
 ) -> Result<PathBuf> {
     let m = &entry.manifest;
     let sub = dir.join(&m.source);
@@ -54,7 +55,7 @@ pub(crate) async fn extract_to_dir(
     let file = scratch.path().join("artifact.tar");
     fetch_to_file(storages, entry, identities, &file).await?;
     let (f, s) = (file.clone(), sub.clone());
-    tokio::task::spawn_blocking(move || crate::archive::extract(&f, &s)).await??;
+    tokio::task::spawn_blocking(move || crate::archive::extract(&f, &s, keep_special_bits)).await??;
     Ok(sub)
 }
 

@@ -23,6 +23,7 @@ pub struct Request {
     pub dry_run: bool,
     pub jobs: usize,
     pub no_owner: bool,
+    pub keep_special_bits: bool,
 }
 
 /// One row of the plan: which backup each source comes back from.
@@ -114,18 +115,19 @@ pub async fn execute(cfg: &Config, req: &Request, prepared: &Prepared) -> Result
     let identities = crate::keys::load_identities(&identity_path)?;
     let storages = &prepared.storages;
     let mut out = Vec::new();
+    let opts = Options {
+        clean: req.clean,
+        jobs: req.jobs,
+        no_owner: req.no_owner,
+        keep_special_bits: req.keep_special_bits,
+    };
     if let Some(target) = &prepared.target {
-        let opts = Options {
-            clean: req.clean,
-            jobs: req.jobs,
-            no_owner: req.no_owner,
-        };
         let entry = &prepared.choices[0].entry;
         out.push(sources::restore_into(target, entry, storages, &identities, opts).await?);
     } else if let Some(dir) = &req.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         for c in &prepared.choices {
-            out.push(sources::restore_to_dir(dir, &c.entry, storages, &identities).await?);
+            out.push(sources::restore_to_dir(dir, &c.entry, storages, &identities, opts).await?);
         }
     }
     Ok(out)

@@ -147,7 +147,7 @@ where
 /// Extracts a tar artifact (with restore's escape checks) as a check named `name`.
 pub(crate) async fn extract(tarfile: &Path, dest: &Path, name: &str) -> (Check, bool) {
     let (f, d) = (tarfile.to_path_buf(), dest.to_path_buf());
-    let extracted = match tokio::task::spawn_blocking(move || crate::archive::extract(&f, &d)).await {
+    let extracted = match tokio::task::spawn_blocking(move || crate::archive::extract(&f, &d, false)).await {
         Ok(r) => r,
         Err(e) => Err(anyhow!("{e}")),
     };

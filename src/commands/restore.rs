@@ -24,6 +24,7 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
         dry_run: a.dry_run,
         jobs: jobs.max(1),
         no_owner: a.no_owner,
+        keep_special_bits: a.keep_special_bits,
     };
     let prepared = crate::restore::prepare(cfg, &req).await?;
     print_plan(at, &prepared.choices);

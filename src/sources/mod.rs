@@ -299,12 +299,13 @@ pub async fn restore_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
+    opts: Options,
 ) -> Result<Restored> {
     match &entry.manifest.facts {
         Facts::Postgres(_) => postgres::restore::restore_to_dir(dir, entry, storages, identities).await,
         Facts::Redis(_) => redis::restore::restore_to_dir(dir, entry, storages, identities).await,
-        Facts::Nats(_) => nats::restore_to_dir(dir, entry, storages, identities).await,
-        Facts::Files(_) => files::restore_to_dir(dir, entry, storages, identities).await,
+        Facts::Nats(_) => nats::restore_to_dir(dir, entry, storages, identities, opts).await,
+        Facts::Files(_) => files::restore_to_dir(dir, entry, storages, identities, opts).await,
     }
 }
 
@@ -342,12 +343,14 @@ pub async fn verify(
     }
 }
 
-/// How to load into a running server.
+/// How to restore: into a running server (`clean`, `jobs`, `no_owner`) or as files.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub clean: bool,
     pub jobs: usize,
     pub no_owner: bool,
+    /// Keep setuid/setgid bits of extracted files (stripped by default).
+    pub keep_special_bits: bool,
 }
 
 /// What a restore brought back, for `commands/` to report.

@@ -313,3 +313,73 @@ fn a_password_file_others_can_read_is_refused_with_a_hint() {
     private(&pw);
     ws.ok(&["backup"]);
 }
+
+/// A files backup in the workspace's storage `local`, ready to have its artifact forged.
+fn files_backup() -> Workspace {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "1").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
+            src.path().display()
+        ),
+    );
+    ws.ok(&["backup"]);
+    ws
+}
+
+#[test]
+fn a_tar_escaping_through_its_own_symlinks_is_refused_before_anything_is_written() {
+    // Was: each link was checked lexically on its own: `a/l -> ..` (the restore directory
+    // itself) and then `b -> a/l/..` ("a") both passed, and b pointed at the directory's parent.
+    let ws = files_backup();
+    forge_tar_artifact(
+        &ws,
+        "local",
+        "t = tarfile.open('x.tar', 'w')\n\
+         d = tarfile.TarInfo('a'); d.type = tarfile.DIRTYPE; d.mode = 0o755; t.addfile(d)\n\
+         l = tarfile.TarInfo('a/l'); l.type = tarfile.SYMTYPE; l.linkname = '..'; t.addfile(l)\n\
+         b = tarfile.TarInfo('b'); b.type = tarfile.SYMTYPE; b.linkname = 'a/l/..'; t.addfile(b)\n\
+         t.close()",
+    );
+    let out = ws.path().join("restore-here");
+    let (code, _, err) = ws.restore_to(&out, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing tar entry 'b': it links to 'a/l/..'"), "{err}");
+    assert!(files_under(&out).is_empty(), "{:?}", files_under(&out));
+    assert!(!out.join("config/b").exists());
+}
+
+#[test]
+fn setuid_and_setgid_bits_are_stripped_unless_asked_for() {
+    // Was: a 04755 file in a backup came back setuid.
+    use std::os::unix::fs::PermissionsExt;
+    let ws = files_backup();
+    forge_tar_artifact(
+        &ws,
+        "local",
+        "t = tarfile.open('x.tar', 'w')\n\
+         for name, mode in (('suid', 0o4755), ('sgid', 0o2755), ('plain', 0o640)):\n    \
+             d = b'#!/bin/sh\\n'; i = tarfile.TarInfo(name); i.size = len(d); i.mode = mode; t.addfile(i, io.BytesIO(d))\n\
+         t.close()",
+    );
+    let mode = |dir: &std::path::Path, f: &str| {
+        std::fs::metadata(dir.join("config").join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let out = ws.path().join("stripped");
+    ws.restore_ok(&out);
+    assert_eq!(mode(&out, "suid"), 0o755);
+    assert_eq!(mode(&out, "sgid"), 0o755);
+    assert_eq!(mode(&out, "plain"), 0o640);
+    let kept = ws.path().join("kept");
+    let (code, o, err) = ws.restore_to(&kept, &["--keep-special-bits"]);
+    assert_eq!(code, 0, "{o}\n{err}");
+    assert_eq!(mode(&kept, "suid"), 0o4755);
+    assert_eq!(mode(&kept, "sgid"), 0o2755);
+}

@@ -456,28 +456,12 @@ fn a_crafted_tar_escaping_the_restore_dir_is_rejected() {
         ),
     );
     ws.ok(&["backup"]);
-    let root = ws.fs_root("local");
-    let files = files_under(&root);
-    let obj = root.join(files.iter().find(|f| f.starts_with("data/")).unwrap());
-    let manifest = root.join(files.iter().find(|f| f.starts_with("manifests/")).unwrap());
-    // Build the evil artifact with stock tools and re-point the manifest's hashes at it.
-    let evil = ws.path().join("evil");
-    std::fs::create_dir_all(&evil).unwrap();
-    sh(&format!(
-        "cd '{}' && python3 -c \"import tarfile,io; t=tarfile.open('x.tar','w'); d=b'pwned'; i=tarfile.TarInfo('../evil'); i.size=len(d); t.addfile(i, io.BytesIO(d)); t.close()\" \
-         && zstd -q x.tar -o x.tar.zst && age -r {} -o '{}' x.tar.zst",
-        evil.display(),
-        ws.recipient,
-        obj.display()
-    ), &[]);
-    use sha2::Digest;
-    let plain = std::fs::read(evil.join("x.tar")).unwrap();
-    let stored = std::fs::read(&obj).unwrap();
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    m["plain"] = serde_json::json!({"size": plain.len(), "sha256": hex::encode(sha2::Sha256::digest(&plain))});
-    m["stored"] = serde_json::json!({"size": stored.len(), "sha256": hex::encode(sha2::Sha256::digest(&stored))});
-    m["objects"][0]["size"] = serde_json::json!(stored.len());
-    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    // The evil artifact, built with stock tools, with the manifest's hashes re-pointed at it.
+    forge_tar_artifact(
+        &ws,
+        "local",
+        "t = tarfile.open('x.tar', 'w'); d = b'pwned'; i = tarfile.TarInfo('../evil'); i.size = len(d); t.addfile(i, io.BytesIO(d)); t.close()",
+    );
 
     let out = ws.path().join("restore-here");
     let (code, _, err) = ws.restore_to(&out, &[]);

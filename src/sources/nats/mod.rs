@@ -141,8 +141,9 @@ pub async fn restore_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
+    opts: Options,
 ) -> Result<Restored> {
-    let sub = extract_to_dir(dir, entry, storages, identities).await?;
+    let sub = extract_to_dir(dir, entry, storages, identities, opts.keep_special_bits).await?;
     let hint = format!("start it with: nats-server -js -sd {}", sub.display());
     Ok(Restored::Extracted {
         dir: sub,

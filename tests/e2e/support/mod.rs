@@ -3,6 +3,7 @@
 //! drctl workspace (config + identity). Nothing here touches the machine's own services.
 
 mod docker;
+mod forge;
 mod machine;
 mod nats;
 mod postgres;
@@ -15,6 +16,7 @@ mod webdav;
 mod workspace;
 
 pub use self::docker::*;
+pub use self::forge::*;
 pub use self::machine::*;
 pub use self::nats::*;
 pub use self::postgres::*;
