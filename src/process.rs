@@ -9,6 +9,43 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+/// The variables every child process starts from: what a program needs to run and to print
+/// readable messages, nothing of drctl's own. drctl's environment holds storage keys, webhook
+/// URLs and other sources' passwords; a child gets only these, plus what its own job needs
+/// (`libpq_env` for PostgreSQL tools), set by the caller.
+const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR"];
+
+/// `BASE_ENV`, as this process has them.
+pub fn base_env() -> Vec<(String, std::ffi::OsString)> {
+    BASE_ENV
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// The operator's libpq variables (PGPASSFILE, PGPASSWORD, PGSSLROOTCERT, …): a PostgreSQL
+/// tool drctl runs for the operator's server honours them, as it would run by hand.
+pub fn libpq_env() -> Vec<(String, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| k.to_str().filter(|k| k.starts_with("PG")).map(|k| (k.to_string(), v)))
+        .collect()
+}
+
+/// A command for `prog` with only `base_env`.
+pub fn command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(prog);
+    c.env_clear().envs(base_env());
+    c
+}
+
+/// A command for a PostgreSQL client tool: `base_env` and `libpq_env`; the caller then sets
+/// the connection (`ConnInfo::apply`).
+pub fn pg_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = command(prog);
+    c.envs(libpq_env());
+    c
+}
+
 /// How much of a child's stderr we keep for the error message.
 const STDERR_TAIL: usize = 16 * 1024;
 

@@ -251,6 +251,7 @@ fn pg_dump_failure_commits_nothing_and_carries_stderr() {
         pg.port
     );
     std::fs::write(ws.path().join("app.pw"), "app-pw\n").unwrap();
+    private(&ws.path().join("app.pw")); // drctl refuses a password file others can read
     ws.write_config(&ws.fs_storage_toml("local"), &src);
     let (code, _, err) = ws.run(&["backup"]);
     assert_eq!(code, 1, "{err}");

@@ -383,3 +383,55 @@ fn setuid_and_setgid_bits_are_stripped_unless_asked_for() {
     assert_eq!(mode(&kept, "suid"), 0o4755);
     assert_eq!(mode(&kept, "sgid"), 0o2755);
 }
+
+#[test]
+fn child_processes_get_only_their_own_environment() {
+    // Was: every child (pg_dump, psql, pg_restore, redis-server, the sandbox postmaster)
+    // inherited drctl's whole environment: storage keys, webhook URLs, other sources' passwords.
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql("app", "create table t (x int); insert into t values (1);");
+    let ws = Workspace::new();
+    let seen = ws.path().join("pg_dump-env.txt");
+    let wrapper = ws.path().join("pg_dump-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec pg_dump --version; fi\nenv > '{}'\nexec pg_dump \"$@\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "{}pg_dump_path = \"{}\"\n",
+            pg_source_toml("app-db", &pg, "app"),
+            wrapper.display()
+        ),
+    );
+    let (code, out, err) = ws.run_env(
+        &["backup"],
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "canary-aws-1"),
+            ("SLACK_WEBHOOK", "canary-hook-2"),
+            ("PGAPPNAME", "drctl-test"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let env = std::fs::read_to_string(&seen).unwrap();
+    for secret in [
+        "canary-aws-1",
+        "canary-hook-2",
+        "DRCTL_REDIS_PASSWORD",
+        "DRCTL_TEST_S3_SECRET",
+    ] {
+        assert!(!env.contains(secret), "pg_dump saw {secret}:\n{env}");
+    }
+    // What it needs is there: the connection for this source, and the operator's libpq settings.
+    assert!(env.contains(&format!("PGPASSWORD={PG_PASSWORD}")), "{env}");
+    assert!(env.contains("PGAPPNAME=drctl-test"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}

@@ -18,6 +18,8 @@ pub async fn verify(facts: &NatsFacts, tarfile: &Path, work: &Path, t0: Instant)
     let port = free_port();
     let mon = free_port();
     let child = std::process::Command::new("nats-server")
+        .env_clear()
+        .envs(crate::process::base_env())
         .args([
             "-js",
             "-a",

@@ -144,7 +144,7 @@ pub fn conn_for(src: &PostgresSource) -> Result<ConnInfo> {
 
 /// Runs a one-value query with psql, environment-only connection.
 pub async fn query_value(psql: &Path, conn: &ConnInfo, sql: &str, what: &str) -> Result<String> {
-    let mut cmd = Command::new(psql);
+    let mut cmd = process::pg_command(psql);
     conn.apply(&mut cmd);
     cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]);
     let out = process::run(cmd, what).await?;

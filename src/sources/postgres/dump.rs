@@ -7,7 +7,6 @@ use crate::process;
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
-use tokio::process::Command;
 
 /// `pg_dump (PostgreSQL) 15.19 (Debian …)` → (15, "15.19").
 pub fn parse_tool_version(out: &str) -> Option<(u32, String)> {
@@ -76,7 +75,7 @@ async fn pg_dump_candidates(src: &PostgresSource) -> Result<Vec<(PathBuf, u32, S
     }
     let mut out = Vec::new();
     for p in paths {
-        let mut cmd = Command::new(&p);
+        let mut cmd = process::pg_command(&p);
         cmd.arg("--version");
         match process::run(cmd, &format!("{} --version", p.display())).await {
             Ok(text) => {
@@ -146,7 +145,7 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
         None
     };
 
-    let mut cmd = Command::new(&chosen);
+    let mut cmd = process::pg_command(&chosen);
     conn.apply(&mut cmd);
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
     if let Some(s) = &snapshot {

@@ -12,7 +12,6 @@ use crate::sources::{Options, Restored};
 use crate::storage::Storage;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use tokio::process::Command;
 
 /// Relations a restore would collide with (tables, views, sequences, …) outside the
 /// system schemas.
@@ -55,7 +54,7 @@ pub async fn check_target(conn: &ConnInfo, clean: bool) -> Result<()> {
 }
 
 pub async fn pg_restore(file: &Path, conn: &ConnInfo, jobs: usize, clean: bool, no_owner: bool) -> Result<()> {
-    let mut cmd = Command::new("pg_restore");
+    let mut cmd = process::pg_command("pg_restore");
     conn.apply(&mut cmd);
     cmd.arg(format!("--jobs={jobs}"))
         .arg("--exit-on-error")

@@ -26,6 +26,8 @@ impl TempRedis {
         std::fs::copy(rdb, dir.path().join("dump.rdb")).context("cannot stage the RDB")?;
         let sock = dir.path().join("redis.sock");
         let child = std::process::Command::new("redis-server")
+            .env_clear()
+            .envs(crate::process::base_env())
             .args([
                 "--port",
                 "0",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 pub async fn verify(facts: &RedisFacts, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
-    let out = tokio::process::Command::new("redis-check-rdb").arg(rdb).output().await;
+    let out = crate::process::command("redis-check-rdb").arg(rdb).output().await;
     let read = match &out {
         Ok(o) => String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
             l.strip_prefix("[info] ")

@@ -77,7 +77,7 @@ impl Sandbox {
                 let data = work.path().join("data");
                 let sock = work.path().to_path_buf();
                 if let Some(u) = &run_as {
-                    let mut chown = Command::new("chown");
+                    let mut chown = crate::process::command("chown");
                     chown.arg("-R").arg(u).arg(work.path());
                     run(chown, "chown").await?;
                     // The cluster runs as `postgres`, which must reach the work dir through
@@ -307,8 +307,11 @@ async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// `prog` run as `user` (through runuser) if given, with the operator's libpq variables removed.
-/// A std `Command` so that `Drop` can use it too; async code uses `as_user_async`.
+/// `prog` run as `user` (through runuser) if given, with only the base environment: not the
+/// operator's libpq variables (a PGPORT exported for their real server must not steer the
+/// sandbox's tools elsewhere), and nothing of drctl's secrets, which the sandbox server (and
+/// code a restored database runs in it) must never see. A std `Command` so that `Drop` can use
+/// it too; async code uses `as_user_async`.
 fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
     let mut c = match user {
         Some(u) => {
@@ -318,21 +321,7 @@ fn as_user(user: &Option<String>, prog: &Path) -> StdCommand {
         }
         None => StdCommand::new(prog),
     };
-    // The operator's libpq settings (a PGPORT exported for their real server) must not steer
-    // the sandbox's own tools elsewhere.
-    for v in [
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGOPTIONS",
-        "PGSSLMODE",
-    ] {
-        c.env_remove(v);
-    }
+    c.env_clear().envs(crate::process::base_env());
     c
 }
 
