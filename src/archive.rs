@@ -8,24 +8,6 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-/// `p` with `.` and `..` resolved lexically; None if it climbs above its start.
-fn normalize(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(x) => out.push(x),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
-}
-
 /// Where `p` (relative to the restore directory) really is once the archive's own symlinks
 /// (`links`: link path → target) are followed, as they will be on disk; None if it leaves the
 /// directory or the links loop.
@@ -67,7 +49,7 @@ fn check_entry(path: &Path, link: Option<&Path>, hard: bool, links: &mut HashMap
             path.display()
         )
     };
-    let inside = normalize(path).ok_or_else(outside)?;
+    let inside = resolve(path, &HashMap::new(), 0).ok_or_else(outside)?;
     // Its directory, with the archive's links followed, must still be inside.
     let parent = inside.parent().map(Path::to_path_buf).unwrap_or_default();
     resolve(&parent, links, 0).ok_or_else(outside)?;

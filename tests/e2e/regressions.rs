@@ -27,6 +27,22 @@ fn redis_cli(r: &Redis, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// A workspace whose one source, `name`, backs up a directory holding one small file; `extra`
+/// is added to the source's table (e.g. a retention).
+fn files_workspace(name: &str, extra: &str) -> (tempfile::TempDir, Workspace) {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "1").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"{name}\"\ntype = \"files\"\npaths = [\"{}\"]\n{extra}",
+            src.path().display()
+        ),
+    );
+    (src, ws)
+}
+
 #[test]
 fn redis_restore_clean_leaves_the_target_untouched_when_the_backup_cannot_be_opened() {
     // Was: --clean flushed the target before the backup was fetched and checked, so a wrong
@@ -114,16 +130,7 @@ fn a_target_url_of_another_kind_is_an_error_not_a_panic() {
 fn prune_deletes_only_objects_drctl_wrote_and_check_names_the_rest() {
     // Was: the orphan sweep removed anything under data/ and .tmp/ that no manifest named,
     // whatever its name: data/photos/IMG_0001.jpg in a shared root was deleted.
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join(".env"), "APP_ENV=prod\n").unwrap();
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
-            src.path().display()
-        ),
-    );
+    let (_src, ws) = files_workspace("config", "");
     ws.ok(&["backup"]);
     let root = ws.fs_root("local");
     let artifact = files_under(&root)
@@ -197,16 +204,7 @@ fn a_prune_host_without_the_source_in_its_config_applies_the_policy_the_backups_
 fn a_pinned_backup_survives_retention_until_unpinned() {
     // Was: nothing could keep a backup taken before a risky change; the next run's prune
     // decided by policy alone.
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("a"), "1").unwrap();
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\nretention = {{ keep_last = 1 }}\n",
-            src.path().display()
-        ),
-    );
+    let (_src, ws) = files_workspace("config", "retention = { keep_last = 1 }\n");
     ws.ok(&["backup", "--keep", "--note", "before migration 42"]);
     let pinned = ws.list_json()[0]["id"].as_str().unwrap().to_string();
     assert_eq!(ws.list_json()[0]["pin"]["note"], "before migration 42");
@@ -240,16 +238,7 @@ fn a_pinned_backup_survives_retention_until_unpinned() {
 fn the_default_policy_keeps_a_backup_taken_minutes_ago() {
     // Was: 7 daily kept one backup per day, so each manual `drctl backup` (and a schedule of
     // a few seconds) left exactly one backup, deleting the one from minutes before.
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("a"), "1").unwrap();
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
-            src.path().display()
-        ),
-    );
+    let (_src, ws) = files_workspace("config", "");
     for _ in 0..3 {
         ws.ok(&["backup"]);
     }
@@ -316,16 +305,7 @@ fn a_password_file_others_can_read_is_refused_with_a_hint() {
 
 /// A files backup in the workspace's storage `local`, ready to have its artifact forged.
 fn files_backup() -> Workspace {
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("a"), "1").unwrap();
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
-            src.path().display()
-        ),
-    );
+    let (_src, ws) = files_workspace("config", "");
     ws.ok(&["backup"]);
     ws
 }
