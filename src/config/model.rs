@@ -358,27 +358,8 @@ impl Config {
             }
         }
         for s in &mut self.sources {
-            match s {
-                SourceConfig::Postgres(pg) => {
-                    if let Some(p) = &mut pg.password_file {
-                        resolve(base, p);
-                    }
-                }
-                SourceConfig::Redis(r) => {
-                    if let crate::sources::redis::RedisAccess::File { rdb_path: Some(p) } = &mut r.access {
-                        resolve(base, p);
-                    }
-                }
-                SourceConfig::Nats(n) => {
-                    if let crate::sources::NatsAccess::Tarball { data_dir } = &mut n.access {
-                        resolve(base, data_dir);
-                    }
-                }
-                SourceConfig::Files(f) => {
-                    for p in &mut f.paths {
-                        resolve(base, p);
-                    }
-                }
+            for p in s.paths_mut() {
+                resolve(base, p);
             }
         }
     }

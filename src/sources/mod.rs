@@ -170,6 +170,21 @@ impl SourceConfig {
             SourceConfig::Files(_) => Kind::Files,
         }
     }
+    /// The file paths in the section, which the config resolves against its own directory.
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            SourceConfig::Postgres(pg) => pg.password_file.iter_mut().collect(),
+            SourceConfig::Redis(r) => match &mut r.access {
+                redis::RedisAccess::File { rdb_path } => rdb_path.iter_mut().collect(),
+                redis::RedisAccess::Replication => Vec::new(),
+            },
+            SourceConfig::Nats(n) => match &mut n.access {
+                NatsAccess::Tarball { data_dir } => vec![data_dir],
+                NatsAccess::Snapshot { .. } => Vec::new(),
+            },
+            SourceConfig::Files(f) => f.paths.iter_mut().collect(),
+        }
+    }
     pub fn retention(&self) -> Option<&RetentionRef> {
         match self {
             SourceConfig::Postgres(s) => s.retention.as_ref(),
