@@ -43,6 +43,19 @@ fn files_workspace(name: &str, extra: &str) -> (tempfile::TempDir, Workspace) {
     (src, ws)
 }
 
+/// A workspace whose one source, `cache`, is the Redis `r` (file mode).
+fn redis_workspace(r: &Redis) -> Workspace {
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"{}\"\n",
+            r.url_env("DRCTL_REDIS_PASSWORD")
+        ),
+    );
+    ws
+}
+
 #[test]
 fn redis_restore_clean_leaves_the_target_untouched_when_the_backup_cannot_be_opened() {
     // Was: --clean flushed the target before the backup was fetched and checked, so a wrong
@@ -50,14 +63,7 @@ fn redis_restore_clean_leaves_the_target_untouched_when_the_backup_cannot_be_ope
     let _g = shared(); // redis-server's command line
     let source = Redis::start();
     redis_cli(&source, &["set", "k", "v"]);
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"{}\"\n",
-            source.url_env("DRCTL_REDIS_PASSWORD")
-        ),
-    );
+    let ws = redis_workspace(&source);
     let env = [("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)];
     let (code, out, err) = ws.run_env(&["backup"], &env);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -252,14 +258,7 @@ fn redis_restore_to_a_directory_does_not_follow_a_planted_symlink() {
     let _g = shared(); // redis-server's command line
     let r = Redis::start();
     redis_cli(&r, &["set", "k", "v"]);
-    let ws = Workspace::new();
-    ws.write_config(
-        &ws.fs_storage_toml("local"),
-        &format!(
-            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"{}\"\n",
-            r.url_env("DRCTL_REDIS_PASSWORD")
-        ),
-    );
+    let ws = redis_workspace(&r);
     ws.ok(&["backup"]);
     let out = ws.path().join("out");
     std::fs::create_dir_all(out.join("cache")).unwrap();
