@@ -285,15 +285,20 @@ fn a_failing_backup_is_noticed_and_nothing_is_pruned() {
     assert_eq!(ws.list_json().len(), 3, "a failed run must not prune");
 }
 
+/// A job scheduled far away with `max_age = "1s"`, alerting to `rx`'s /discord: whatever backup
+/// exists is stale a second after it is taken.
+fn stale_setup(pg: &Postgres, rx: &Receiver) -> Workspace {
+    setup(
+        pg,
+        &format!("[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\n\n[[notify]]\ntype = \"discord\"\nurl = \"{}\"\n", rx.url("/discord")),
+    )
+}
+
 #[test]
 fn a_stale_source_raises_an_alert() {
     let pg = seeded_pg();
     let rx = Receiver::start();
-    // The job is scheduled far away; the only backup is "old" for a 1s max_age.
-    let ws = setup(
-        &pg,
-        &format!("[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\n\n[[notify]]\ntype = \"discord\"\nurl = \"{}\"\n", rx.url("/discord")),
-    );
+    let ws = stale_setup(&pg, &rx);
     ws.ok(&["backup"]);
     std::thread::sleep(Duration::from_secs(2));
     let d = Daemon::start(&ws, None);
@@ -313,10 +318,7 @@ fn a_backup_dated_in_the_future_does_not_silence_the_max_age_alert() {
     // was years ahead (age -111008929 s) silenced the max_age alert forever.
     let pg = seeded_pg();
     let rx = Receiver::start();
-    let ws = setup(
-        &pg,
-        &format!("[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\n\n[[notify]]\ntype = \"discord\"\nurl = \"{}\"\n", rx.url("/discord")),
-    );
+    let ws = stale_setup(&pg, &rx);
     ws.ok(&["backup"]);
     // A copy of its manifest dated three years ahead, as a host with a wrong clock writes it.
     let manifests = ws.fs_root("local").join("manifests/app-db");

@@ -72,39 +72,28 @@ fn redis_restore_clean_leaves_the_target_untouched_when_the_backup_cannot_be_ope
     for i in 0..50 {
         redis_cli(&target, &["set", &format!("keep{i}"), "x"]);
     }
-    let other = wrong_identity(&ws);
-    let (code, _, err) = ws.run_env(
-        &[
-            "restore",
-            "--at",
-            "now",
-            "--source",
-            "cache",
-            "--clean",
-            "--identity",
-            &other,
-        ],
-        &[("DRCTL_TARGET_URL", &target.url()), env[0]],
-    );
+    let restore_clean = |identity: &str| {
+        ws.run_env(
+            &[
+                "restore",
+                "--at",
+                "now",
+                "--source",
+                "cache",
+                "--clean",
+                "--identity",
+                identity,
+            ],
+            &[("DRCTL_TARGET_URL", &target.url()), env[0]],
+        )
+    };
+    let (code, _, err) = restore_clean(&wrong_identity(&ws));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("wrong identity"), "{err}");
     assert_eq!(redis_cli(&target, &["dbsize"]), "50", "the target was touched");
 
     // With the right identity, --clean replaces the target's keys with the backup's.
-    let ident = ws.identity.to_str().unwrap().to_string();
-    let (code, out, err) = ws.run_env(
-        &[
-            "restore",
-            "--at",
-            "now",
-            "--source",
-            "cache",
-            "--clean",
-            "--identity",
-            &ident,
-        ],
-        &[("DRCTL_TARGET_URL", &target.url()), env[0]],
-    );
+    let (code, out, err) = restore_clean(ws.identity.to_str().unwrap());
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(redis_cli(&target, &["dbsize"]), "1");
     assert_eq!(redis_cli(&target, &["get", "k"]), "v");
