@@ -129,17 +129,21 @@ fn empty_policy_is_an_error_not_delete_everything() {
     assert!(policy("keep_last = 1\ntimezone = \"Mars/Olympus\"").check()[0].contains("IANA"));
 }
 
+/// The kept backups as (month-day, reasons), newest first.
+fn kept_days(d: &[Decision]) -> Vec<(String, Vec<String>)> {
+    d.iter()
+        .filter(|d| d.keep)
+        .map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone()))
+        .collect()
+}
+
 #[test]
 fn the_newest_verified_backup_survives_newer_unverified_ones() {
     let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
     b[2].verified = Some(true); // 11-03 passed verification
     b[8].verified = Some(false); // 11-09 failed
     let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
-    let kept: Vec<(String, Vec<String>)> = d
-        .iter()
-        .filter(|d| d.keep)
-        .map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone()))
-        .collect();
+    let kept = kept_days(&d);
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert_eq!(kept[2], ("11-03".to_string(), vec!["newest verified".to_string()]));
     // Once the newest is verified, the old one is no longer needed.
@@ -266,11 +270,7 @@ fn pinned_backups_are_kept_whatever_the_policy() {
     let mut b = daily("2026-11-01T00:00:00Z", 10, 3);
     b[1].pinned = true;
     let d = apply(&policy("keep_last = 2"), &b, t("2026-11-11T00:00:00Z")).unwrap();
-    let kept: Vec<(String, Vec<String>)> = d
-        .iter()
-        .filter(|d| d.keep)
-        .map(|d| (d.time.format("%m-%d").to_string(), d.reasons.clone()))
-        .collect();
+    let kept = kept_days(&d);
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert_eq!(kept[2], ("11-02".to_string(), vec!["pinned".to_string()]));
 }
