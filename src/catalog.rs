@@ -87,23 +87,127 @@ impl Entry {
     }
 }
 
-/// Reads every manifest from every storage. A storage that cannot be listed is an error
-/// (callers that can live with fewer storages say so explicitly).
-pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entry>> {
+/// What `list` read: every backup it could, and what it could not read. One storage that is
+/// down, or one damaged manifest, never hides the backups the others hold.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub problems: Vec<Problem>,
+}
+
+/// Something `list` could not read, named so the operator can find it.
+#[derive(Debug, Clone)]
+pub enum Problem {
+    /// The storage could not be listed at all.
+    Storage { storage: String, error: String },
+    /// One manifest could not be read or parsed; its backup is unknown, not absent.
+    Manifest {
+        storage: String,
+        key: String,
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Storage { storage, error } => write!(
+                f,
+                "storage '{storage}' was skipped: {error} (the other storages were read)"
+            ),
+            Problem::Manifest { storage, key, error } => write!(
+                f,
+                "storage '{storage}': manifest {key} was skipped: {error} (move it aside or copy it from another storage; `drctl check` lists such problems)"
+            ),
+        }
+    }
+}
+
+impl Problem {
+    pub fn storage(&self) -> &str {
+        match self {
+            Problem::Storage { storage, .. } | Problem::Manifest { storage, .. } => storage,
+        }
+    }
+}
+
+impl Listing {
+    /// The problems as one error, for commands that cannot go on without every storage.
+    pub fn into_result(self) -> Result<Vec<Entry>> {
+        match self.problems.first() {
+            None => Ok(self.entries),
+            Some(p) => Err(anyhow!("{p}")),
+        }
+    }
+
+    /// Whether a storage could be listed (its manifests may still be partly unreadable).
+    pub fn storage_failed(&self, storage: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| matches!(p, Problem::Storage { storage: s, .. } if s == storage))
+    }
+
+    /// Keys of the manifests on `storage` that could not be read: their backups' data must be
+    /// treated as referenced, never as orphans.
+    pub fn unreadable_manifests<'a>(&'a self, storage: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.problems.iter().filter_map(move |p| match p {
+            Problem::Manifest { storage: s, key, .. } if s == storage => Some(key.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// " (not read: …)", for an error saying a backup was not found: it may be where we could not look.
+pub fn unread_note(problems: &[Problem]) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let p: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    format!("; not read: {}", p.join("; "))
+}
+
+/// Reads every manifest from every storage, each storage and each manifest on its own: what
+/// cannot be read is reported in `problems`, and the rest is listed.
+pub async fn list(storages: &[Storage], source: Option<&str>) -> Listing {
     let mut by_key: BTreeMap<(String, String), Entry> = BTreeMap::new();
+    let mut problems = Vec::new();
     for st in storages {
         let prefix = crate::layout::manifest_prefix(source);
-        for key in st.list(&prefix).await? {
+        let keys = match st.list(&prefix).await {
+            Ok(k) => k,
+            Err(e) => {
+                problems.push(Problem::Storage {
+                    storage: st.name.clone(),
+                    error: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        for key in keys {
             if !key.ends_with(".json") {
                 continue;
             }
-            let bytes = st.get(&key).await?;
-            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow!(
-                    "storage '{}': manifest {key} is not valid ({e}); move it aside or restore it from another storage",
-                    st.name
-                )
-            })?;
+            let m: Manifest = match st.get(&key).await {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        problems.push(Problem::Manifest {
+                            storage: st.name.clone(),
+                            key,
+                            error: format!("not a valid manifest ({e})"),
+                        });
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    problems.push(Problem::Manifest {
+                        storage: st.name.clone(),
+                        key,
+                        error: format!("{e:#}"),
+                    });
+                    continue;
+                }
+            };
             let objects = m.objects.clone();
             let e = by_key.entry((m.source.clone(), m.id.clone())).or_insert(Entry {
                 manifest: m,
@@ -121,7 +225,7 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Result<Vec<Entr
             .cmp(&a.manifest.started_at)
             .then(b.manifest.id.cmp(&a.manifest.id))
     });
-    Ok(v)
+    Listing { entries: v, problems }
 }
 
 /// Newest backup of `source` whose recovery point is at or before `at`.

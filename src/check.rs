@@ -49,10 +49,21 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
     let now = chrono::Utc::now();
     let orphan_age = cfg.prune.orphan_age.chrono();
     for st in storages {
-        let entries = catalog::list(std::slice::from_ref(st), None).await?;
+        // Each storage and each manifest on its own: what cannot be read is a problem, and
+        // the rest is still checked.
+        let listing = catalog::list(std::slice::from_ref(st), None).await;
+        r.problems.extend(listing.problems.iter().map(|p| p.to_string()));
+        if listing.storage_failed(&st.name) {
+            continue;
+        }
+        let unreadable: HashSet<(&str, &str)> = listing
+            .unreadable_manifests(&st.name)
+            .filter_map(crate::layout::parse_manifest_key)
+            .collect();
+        let entries = &listing.entries;
         r.backups += entries.len();
         let mut referenced: HashSet<String> = HashSet::new();
-        for e in &entries {
+        for e in entries {
             let m = &e.manifest;
             let name = format!("storage '{}': backup {} of '{}'", st.name, m.id, m.source);
             let mut sizes_ok = true;
@@ -85,7 +96,13 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 ReadData::Subset(p) => rand::random::<u8>() % 100 < p,
             };
             if read_this && sizes_ok {
-                let (sha, n) = hash_stored(st, m, &m.objects).await?;
+                let (sha, n) = match hash_stored(st, m, &m.objects).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        r.problems.push(format!("{name}: cannot read its data: {e:#}"));
+                        continue;
+                    }
+                };
                 r.objects_read += m.objects.len();
                 if sha != m.stored.sha256 || n != m.stored.size {
                     let keys: Vec<&str> = m.objects.iter().map(|o| o.key.as_str()).collect();
@@ -97,13 +114,27 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 }
             }
         }
-        for key in st.list(crate::layout::DATA).await? {
+        let data = match st.list(crate::layout::DATA).await {
+            Ok(d) => d,
+            Err(e) => {
+                r.problems.push(format!("{e:#}"));
+                Vec::new()
+            }
+        };
+        for key in data {
             if referenced.contains(&key) {
                 continue;
             }
-            if !crate::layout::is_artifact_key(&key) {
+            let Some(owner) = crate::layout::artifact_owner(&key) else {
                 r.notes.push(format!(
                     "storage '{}': foreign object {key} (not a name drctl writes; prune leaves it alone)",
+                    st.name
+                ));
+                continue;
+            };
+            if unreadable.contains(&owner) {
+                r.notes.push(format!(
+                    "storage '{}': {key} belongs to a manifest that cannot be read (see above); prune keeps it",
                     st.name
                 ));
                 continue;
@@ -126,7 +157,14 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 r.notes.push(format!("{line} — young, may be an upload in progress"));
             }
         }
-        for (key, info) in crate::lock::list(st).await? {
+        let locks = match crate::lock::list(st).await {
+            Ok(l) => l,
+            Err(e) => {
+                r.problems.push(format!("{e:#}"));
+                Vec::new()
+            }
+        };
+        for (key, info) in locks {
             match info {
                 Some(i) if !i.is_stale(now) => {
                     r.notes
@@ -143,7 +181,14 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 )),
             }
         }
-        for u in crate::storage::open_uploads(st).await? {
+        let uploads = match crate::storage::open_uploads(st).await {
+            Ok(u) => u,
+            Err(e) => {
+                r.notes.push(crate::storage::housekeeping_warning(st, &e));
+                Vec::new()
+            }
+        };
+        for u in uploads {
             let age = now - u.initiated;
             let line = format!(
                 "storage '{}': unfinished multipart upload of {}, started {} ago (`drctl prune` aborts it)",

@@ -14,13 +14,16 @@ pub async fn copy(
     source: Option<&str>,
     since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Vec<Manifest>> {
+    // Both sides must be read whole: copying needs to know what the target holds.
     let have: HashSet<(String, String)> = catalog::list(std::slice::from_ref(to), source)
-        .await?
+        .await
+        .into_result()?
         .into_iter()
         .map(|e| (e.manifest.source, e.manifest.id))
         .collect();
     let todo: Vec<Entry> = catalog::list(std::slice::from_ref(from), source)
-        .await?
+        .await
+        .into_result()?
         .into_iter()
         .filter(|e| !have.contains(&(e.manifest.source.clone(), e.manifest.id.clone())))
         .filter(|e| since.is_none_or(|s| e.manifest.started_at >= s))

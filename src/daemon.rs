@@ -159,13 +159,14 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
     };
     let now = chrono::Utc::now();
     for st in &storages {
-        let entries = match crate::catalog::list(std::slice::from_ref(st), None).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(storage = %st.name, error = %format!("{e:#}"), "staleness check: cannot list");
-                continue;
-            }
-        };
+        let listing = crate::catalog::list(std::slice::from_ref(st), None).await;
+        for p in &listing.problems {
+            tracing::warn!(storage = %st.name, problem = %p, "staleness check: cannot read everything");
+        }
+        if listing.storage_failed(&st.name) {
+            continue;
+        }
+        let entries = listing.entries;
         for job in &cfg.jobs {
             for src in cfg.job_sources(job) {
                 // A backup dated after now (a host with its clock ahead) must not count as fresh:

@@ -56,6 +56,17 @@ pub enum Event<'a> {
         backup: &'a str,
         ahead: chrono::Duration,
     },
+    /// Prune after a backup failed: nothing the run backed up is lost, but old backups are
+    /// not being removed (or a storage refuses deletes).
+    PruneFailed {
+        job: &'a str,
+        sources: &'a [&'a str],
+        error: &'a anyhow::Error,
+    },
+    /// Prune after a backup succeeded (clears an earlier failure in `status`).
+    PruneSucceeded {
+        sources: &'a [&'a str],
+    },
     VerifyFinished {
         source: &'a str,
         backup: &'a str,
@@ -246,6 +257,32 @@ impl Events {
                     "backup dated in the future"
                 );
                 self.notify_all("backup_in_future", source, &msg).await;
+            }
+            Event::PruneFailed { job, sources, error } => {
+                let text = format!("{error:#}");
+                tracing::error!(job, sources = ?sources, error = %text, "prune after backup failed");
+                for source in sources.iter() {
+                    if let Some(mx) = &self.metrics {
+                        mx.prune_failures.get_or_create(&metrics::source(source)).inc();
+                    }
+                    self.state.record_prune(source, Some(&text));
+                    self.notify_all(
+                        "prune_failed",
+                        source,
+                        &format!(
+                            "prune of '{source}' after the backup failed (the backup itself is stored): {}",
+                            tail(&text)
+                        ),
+                    )
+                    .await;
+                }
+            }
+            Event::PruneSucceeded { sources } => {
+                for source in sources.iter() {
+                    if self.state.load(source).last_prune_failure.is_some() {
+                        self.state.record_prune(source, None);
+                    }
+                }
             }
             Event::VerifyFinished {
                 source,

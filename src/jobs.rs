@@ -184,9 +184,19 @@ pub async fn run(
 
     // A failed run never prunes: the backups it would delete may be the last good ones.
     if out.ok() && opts.prune && cfg.prune.after_backup {
-        if let Err(e) = prune_sources(cfg, &storages, sources, opts, &mut out).await {
-            tracing::error!(job, error = %format!("{e:#}"), "prune after backup failed");
-            out.failures.push(("prune".into(), format!("{e:#}")));
+        let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        match prune_sources(cfg, &storages, sources, opts, &mut out).await {
+            Ok(()) => events.emit(Event::PruneSucceeded { sources: &names }).await,
+            Err(e) => {
+                events
+                    .emit(Event::PruneFailed {
+                        job,
+                        sources: &names,
+                        error: &e,
+                    })
+                    .await;
+                out.failures.push(("prune".into(), format!("{e:#}")));
+            }
         }
     }
     let mut alerts = out.failures.clone();
@@ -215,10 +225,25 @@ async fn prune_sources(
     let orphan_age = cfg.prune.orphan_age.chrono();
     let locks = lock::acquire_all(storages, lock::Kind::Exclusive, "prune after backup", opts.lock_wait).await?;
     let result = async {
+        // Each warning once per run, not once per source.
+        let mut warned = std::collections::HashSet::new();
+        let mut problems = Vec::new();
         for s in sources {
             let plan = crate::prune::plan(cfg, storages, Some(s.name()), chrono::Utc::now(), orphan_age).await?;
+            for w in &plan.warnings {
+                if warned.insert(w.clone()) {
+                    tracing::warn!(warning = %w, "prune after backup");
+                }
+            }
+            problems.extend(plan.problems.iter().cloned());
             let done = crate::prune::apply(&plan, storages).await?;
             out.pruned.push((s.name().to_string(), done));
+        }
+        // What prune could not read it left alone; the run's backups are stored, but the
+        // operator must hear that pruning is incomplete.
+        if !problems.is_empty() {
+            problems.dedup();
+            anyhow::bail!("prune left some backups alone: {}", problems.join("; "));
         }
         Ok(())
     }

@@ -97,28 +97,36 @@ pub fn is_id(s: &str) -> bool {
 /// `data/<source>/<id>.<format>[.zst|.gz].age[.partNNNNNN]`. The orphan sweep deletes only
 /// these: a storage root may be shared, and what another tool put under `data/` is not ours.
 pub fn is_artifact_key(key: &str) -> bool {
-    let Some((source, file)) = key.strip_prefix(DATA).and_then(|r| r.split_once('/')) else {
-        return false;
-    };
+    artifact_owner(key).is_some()
+}
+
+/// (source, id) of the backup an artifact key belongs to, if `key` is one of drctl's names.
+pub fn artifact_owner(key: &str) -> Option<(&str, &str)> {
+    let (source, file) = key.strip_prefix(DATA)?.split_once('/')?;
     let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if !name_ok(source) || file.contains('/') {
-        return false;
+        return None;
     }
     let file = match file.rsplit_once(".part") {
         Some((f, n)) if n.len() == 6 && n.bytes().all(|c| c.is_ascii_digit()) => f,
         _ => file,
     };
-    let Some(stem) = file.strip_suffix(".age") else {
-        return false;
-    };
+    let stem = file.strip_suffix(".age")?;
     let stem = stem
         .strip_suffix(".zst")
         .or_else(|| stem.strip_suffix(".gz"))
         .unwrap_or(stem);
     match stem.split_once('.') {
-        Some((id, format)) => is_id(id) && name_ok(format),
-        None => false,
+        Some((id, format)) if is_id(id) && name_ok(format) => Some((source, id)),
+        _ => None,
     }
+}
+
+/// (source, id) from `manifests/<source>/<id>.json`.
+pub fn parse_manifest_key(key: &str) -> Option<(&str, &str)> {
+    let (source, file) = key.strip_prefix(MANIFESTS)?.split_once('/')?;
+    let id = file.strip_suffix(".json")?;
+    is_id(id).then_some((source, id))
 }
 
 /// Whether `key` is an fs temp file of one of drctl's own objects: OpenDAL writes
@@ -154,6 +162,15 @@ mod tests {
         ] {
             assert!(!is_artifact_key(&k), "{k}");
         }
+        assert_eq!(
+            artifact_owner(&format!("data/events/{id}.tar.zst.age.part000012")),
+            Some(("events", id))
+        );
+        assert_eq!(
+            parse_manifest_key(&format!("manifests/app-db/{id}.json")),
+            Some(("app-db", id))
+        );
+        assert_eq!(parse_manifest_key("manifests/app-db/notes.json"), None);
         assert!(is_own_temp(&format!(".tmp/{id}.pgdump.zst.age.3a9f0c")));
         assert!(is_own_temp(&format!(".tmp/{id}.json.77")));
         assert!(!is_own_temp(".tmp/backup-of-my-thesis.odt"));

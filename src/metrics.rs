@@ -38,6 +38,7 @@ pub struct Metrics {
     pub verify_last_success: Family<SourceLabel, FGauge>,
     pub verify_rto: Family<SourceLabel, FGauge>,
     pub verify_failures: Family<SourceLabel, Counter>,
+    pub prune_failures: Family<SourceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,6 +61,7 @@ impl Metrics {
             verify_last_success: Family::default(),
             verify_rto: Family::default(),
             verify_failures: Family::default(),
+            prune_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -112,6 +114,11 @@ impl Metrics {
             "drctl_verify_failures",
             "Failed restore verifications",
             m.verify_failures.clone(),
+        );
+        registry.register(
+            "drctl_prune_failures",
+            "Failed prunes (after a backup, or by the daemon) of the source's backups",
+            m.prune_failures.clone(),
         );
         Metrics { registry, ..m }
     }

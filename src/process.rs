@@ -13,7 +13,16 @@ use tokio::task::JoinHandle;
 /// readable messages, nothing of drctl's own. drctl's environment holds storage keys, webhook
 /// URLs and other sources' passwords; a child gets only these, plus what its own job needs
 /// (`libpq_env` for PostgreSQL tools), set by the caller.
-const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR"];
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+];
 
 /// `BASE_ENV`, as this process has them.
 pub fn base_env() -> Vec<(String, std::ffi::OsString)> {

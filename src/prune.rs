@@ -47,6 +47,12 @@ pub struct Plan {
     /// Sources whose policy this config does not define and whose backups record none:
     /// every backup of them is kept.
     pub unknown_policy: Vec<String>,
+    /// What could not be read, and what was therefore left alone: a storage that could not be
+    /// listed is not pruned at all; the data of a manifest that could not be read is kept.
+    pub problems: Vec<String>,
+    /// Housekeeping a storage does not support (S3 providers without ListMultipartUploads):
+    /// the rest of the prune still runs.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -68,11 +74,37 @@ pub async fn plan(
         ..Plan::default()
     };
     for st in storages {
-        let entries = catalog::list(std::slice::from_ref(st), None).await?;
-        let verified = crate::verification::records(st).await?;
-        let pinned = crate::pin::pins(st).await?;
+        // Each storage on its own: one that cannot be read is reported and left untouched,
+        // and the others are still pruned. Without its pins or verification records a
+        // storage cannot be decided safely either.
+        // Limited to the source when one is given: another source's damaged manifest is not
+        // this prune's business (and must not fail every backup's prune).
+        let listing = catalog::list(std::slice::from_ref(st), source).await;
+        if listing.storage_failed(&st.name) {
+            plan.problems.extend(listing.problems.iter().map(|p| p.to_string()));
+            continue;
+        }
+        let read =
+            async { Ok::<_, anyhow::Error>((crate::verification::records(st).await?, crate::pin::pins(st).await?)) };
+        let (verified, pinned) = match read.await {
+            Ok(x) => x,
+            Err(e) => {
+                plan.problems.push(format!(
+                    "storage '{}' was not pruned: cannot read its pins or verification records: {e:#}",
+                    st.name
+                ));
+                continue;
+            }
+        };
+        plan.problems.extend(listing.problems.iter().map(|p| p.to_string()));
+        // A backup whose manifest could not be read is unknown, not gone: its data stays.
+        let unreadable: HashSet<(&str, &str)> = listing
+            .unreadable_manifests(&st.name)
+            .filter_map(layout::parse_manifest_key)
+            .collect();
+        let entries = &listing.entries;
         let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
-        for e in &entries {
+        for e in entries {
             by_source.entry(e.manifest.source.as_str()).or_default().push(e);
         }
         for (name, es) in by_source {
@@ -146,25 +178,33 @@ pub async fn plan(
             .iter()
             .flat_map(|e| e.manifest.objects.iter().map(|o| o.key.clone()))
             .collect();
-        let mut candidates: Vec<String> = st
-            .list(layout::DATA)
-            .await?
+        let data = match st.list(layout::DATA).await {
+            Ok(d) => d,
+            Err(e) => {
+                plan.problems
+                    .push(format!("storage '{}': orphans not swept: {e:#}", st.name));
+                Vec::new()
+            }
+        };
+        let mut candidates: Vec<String> = data
             .into_iter()
-            .filter(|k| !referenced.contains(k) && layout::is_artifact_key(k))
+            .filter(|k| !referenced.contains(k))
+            .filter(|k| layout::artifact_owner(k).is_some_and(|owner| !unreadable.contains(&owner)))
             .filter(|k| source.is_none_or(|s| k.starts_with(&layout::data_prefix(s))))
             .collect();
-        for u in crate::storage::open_uploads(st).await? {
-            if now - u.initiated >= orphan_age && source.is_none_or(|s| u.key.starts_with(&layout::data_prefix(s))) {
-                plan.uploads.push(u);
-            }
+        match crate::storage::open_uploads(st).await {
+            Ok(uploads) => plan.uploads.extend(uploads.into_iter().filter(|u| {
+                now - u.initiated >= orphan_age && source.is_none_or(|s| u.key.starts_with(&layout::data_prefix(s)))
+            })),
+            Err(e) => plan.warnings.push(crate::storage::housekeeping_warning(st, &e)),
         }
         if matches!(st.config, crate::storage::StorageConfig::Fs(_)) && source.is_none() {
-            candidates.extend(
-                st.list(layout::FS_TEMP)
-                    .await?
-                    .into_iter()
-                    .filter(|k| layout::is_own_temp(k)),
-            );
+            match st.list(layout::FS_TEMP).await {
+                Ok(t) => candidates.extend(t.into_iter().filter(|k| layout::is_own_temp(k))),
+                Err(e) => plan
+                    .problems
+                    .push(format!("storage '{}': temp files not swept: {e:#}", st.name)),
+            }
         }
         for key in candidates {
             let meta = match st.op.stat(&key).await {

@@ -32,7 +32,9 @@ pub struct Choice {
     pub loss: chrono::Duration,
 }
 
-pub fn plan(entries: &[Entry], sources: &[String], at: DateTime<Utc>) -> Result<Vec<Choice>> {
+pub fn plan(listing: &catalog::Listing, sources: &[String], at: DateTime<Utc>) -> Result<Vec<Choice>> {
+    let entries = &listing.entries;
+    let unread = catalog::unread_note(&listing.problems);
     let mut out = Vec::new();
     for s in sources {
         match catalog::pick(entries, s, at) {
@@ -48,11 +50,13 @@ pub fn plan(entries: &[Entry], sources: &[String], at: DateTime<Utc>) -> Result<
                     .min();
                 match oldest {
                     Some(o) => bail!(
-                        "no backup of '{s}' at or before {}; the oldest is from {} (pick a later --at)",
+                        "no backup of '{s}' at or before {}; the oldest is from {} (pick a later --at){unread}",
                         at.to_rfc3339(),
                         o.to_rfc3339()
                     ),
-                    None => bail!("no backup of '{s}' in the selected storages (run `drctl list` to see what exists)"),
+                    None => bail!(
+                        "no backup of '{s}' in the selected storages (run `drctl list` to see what exists){unread}"
+                    ),
                 }
             }
         }
@@ -63,6 +67,8 @@ pub fn plan(entries: &[Entry], sources: &[String], at: DateTime<Utc>) -> Result<
 /// A restore whose arguments checked out and whose backups are chosen; nothing touched yet.
 pub struct Prepared {
     pub choices: Vec<Choice>,
+    /// Storages or manifests that could not be read: the choice was made without them.
+    pub problems: Vec<catalog::Problem>,
     storages: Vec<Storage>,
     target: Option<Target>,
 }
@@ -94,10 +100,13 @@ pub async fn prepare(cfg: &Config, req: &Request) -> Result<Prepared> {
             sources.join(", ")
         );
     }
-    let entries = catalog::list(&storages, None).await?;
-    let choices = plan(&entries, &sources, req.at)?;
+    // One storage down or one damaged manifest (of any source) must not stop a restore that
+    // the rest can serve; what was not read is reported with the plan.
+    let listing = catalog::list(&storages, None).await;
+    let choices = plan(&listing, &sources, req.at)?;
     Ok(Prepared {
         choices,
+        problems: listing.problems,
         storages,
         target,
     })

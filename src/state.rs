@@ -29,6 +29,10 @@ pub struct Failure {
 pub struct SourceState {
     pub last_success: Option<Success>,
     pub last_failure: Option<Failure>,
+    /// The last prune of the source's backups failed (cleared by one that succeeds): old
+    /// backups are piling up, or a storage refuses deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune_failure: Option<Failure>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +84,18 @@ impl StateDir {
         st.last_failure = Some(Failure {
             at: Utc::now(),
             error: error.to_string(),
+        });
+        if let Err(e) = self.save(source, &st) {
+            tracing::warn!(source, error = %format!("{e:#}"), "cannot record status");
+        }
+    }
+
+    /// The outcome of a prune of the source's backups: `Some(error)` if it failed.
+    pub fn record_prune(&self, source: &str, error: Option<&str>) {
+        let mut st = self.load(source);
+        st.last_prune_failure = error.map(|e| Failure {
+            at: Utc::now(),
+            error: e.to_string(),
         });
         if let Err(e) = self.save(source, &st) {
             tracing::warn!(source, error = %format!("{e:#}"), "cannot record status");

@@ -57,9 +57,17 @@ pub async fn verify_source(
     storages: &[Storage],
     identities: &Identities,
 ) -> Result<Record> {
-    let entries = catalog::list(storages, Some(source)).await?;
-    let entry = catalog::pick(&entries, source, at.unwrap_or_else(Utc::now))
-        .ok_or_else(|| anyhow!("no backup of '{source}' to verify (run `drctl list --source {source}`)"))?;
+    // A storage that is down or a damaged manifest does not stop verifying from the others.
+    let listing = catalog::list(storages, Some(source)).await;
+    for p in &listing.problems {
+        tracing::warn!(source, problem = %p, "verify: cannot read everything");
+    }
+    let entry = catalog::pick(&listing.entries, source, at.unwrap_or_else(Utc::now)).ok_or_else(|| {
+        anyhow!(
+            "no backup of '{source}' to verify (run `drctl list --source {source}`){}",
+            catalog::unread_note(&listing.problems)
+        )
+    })?;
     let t0 = Instant::now();
     let (checks, rto, sandbox) = crate::sources::verify(cfg, entry, storages, identities).await;
     let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());

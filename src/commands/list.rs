@@ -4,10 +4,17 @@ use super::*;
 
 pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
-    let entries = catalog::list(&storages, a.source.as_deref()).await?;
+    // Whatever can be read is listed; what cannot is named on stderr and makes the exit code 1.
+    let listing = catalog::list(&storages, a.source.as_deref()).await;
+    for p in &listing.problems {
+        eprintln!("warning: {p}");
+    }
+    let code = if listing.problems.is_empty() { 0 } else { 1 };
+    let readable: Vec<&Storage> = storages.iter().filter(|s| !listing.storage_failed(&s.name)).collect();
+    let entries = &listing.entries;
     // The latest verification of each backup, from whichever storage recorded it.
     let mut verified: std::collections::HashMap<(String, String), crate::verification::Record> = Default::default();
-    for st in &storages {
+    for st in &readable {
         for (k, r) in crate::verification::records(st).await? {
             match verified.get(&k) {
                 Some(old) if old.at >= r.at => {}
@@ -19,7 +26,7 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     }
     let verification = |m: &catalog::Manifest| verified.get(&(m.source.clone(), m.id.clone()));
     let mut pins = std::collections::HashMap::new();
-    for st in &storages {
+    for st in &readable {
         pins.extend(crate::pin::pins(st).await?);
     }
     let pin = |m: &catalog::Manifest| pins.get(&(m.source.clone(), m.id.clone()));
@@ -35,15 +42,15 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
+        return Ok(code);
     }
     if entries.is_empty() {
         println!("no backups yet");
-        return Ok(0);
+        return Ok(code);
     }
     // Grouped by run: the sources backed up together are one recovery point.
     let mut runs: Vec<&str> = Vec::new();
-    for e in &entries {
+    for e in entries {
         if !runs.contains(&e.manifest.run_id.as_str()) {
             runs.push(&e.manifest.run_id);
         }
@@ -81,5 +88,5 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(code)
 }

@@ -47,8 +47,10 @@ async fn prune_locked(
     } else {
         print_plan(&plan);
     }
+    // What could not be read was left alone; the rest was pruned. Exit 1 so it is noticed.
+    let code = if plan.problems.is_empty() { 0 } else { 1 };
     if a.dry_run {
-        return Ok(0);
+        return Ok(code);
     }
     let done = crate::prune::apply(&plan, storages).await?;
     if !a.json {
@@ -57,7 +59,7 @@ async fn prune_locked(
             done.backups_deleted, done.orphans_deleted, done.uploads_aborted
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// The plan as text: each storage and source's decisions with their reasons, then orphans and
@@ -93,6 +95,12 @@ fn print_plan(plan: &crate::prune::Plan) {
         println!(
             "note: kept every backup of '{s}': this config does not define it and its backups record no retention policy (add the source with its `retention` to prune it)"
         );
+    }
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in &plan.problems {
+        eprintln!("problem: {p}");
     }
     println!(
         "{} kept, {} to drop, {} orphaned objects",

@@ -27,6 +27,9 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
         keep_special_bits: a.keep_special_bits,
     };
     let prepared = crate::restore::prepare(cfg, &req).await?;
+    for p in &prepared.problems {
+        eprintln!("warning: {p}");
+    }
     print_plan(at, &prepared.choices);
     if req.dry_run {
         return Ok(0);
@@ -61,8 +64,23 @@ fn print_plan(at: DateTime<Utc>, choices: &[Choice]) {
 
 fn describe(r: &Restored) -> String {
     match r {
-        Restored::Database { source, backup, target } => {
-            format!("restored '{source}' from backup {backup} into {target}")
+        Restored::Database {
+            source,
+            backup,
+            target,
+            replaced,
+        } => {
+            use crate::sources::postgres::restore::Replaced;
+            let how = match replaced {
+                Replaced::Empty => String::new(),
+                Replaced::OneTransaction => {
+                    " (--clean, in one transaction: had it failed, the database would be unchanged)".into()
+                }
+                Replaced::Swapped { previous } => format!(
+                    " (--clean: loaded into a new database and swapped in; the previous database is kept as '{previous}': drop it with DROP DATABASE \"{previous}\" when satisfied, or rename it back to undo)"
+                ),
+            };
+            format!("restored '{source}' from backup {backup} into {target}{how}")
         }
         Restored::RedisKeys {
             source,

@@ -11,15 +11,12 @@ pub(super) async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
     let mut last_verify: std::collections::HashMap<String, crate::verification::Record> = Default::default();
     let mut storage_errors = Vec::new();
     for st in &storages {
-        match catalog::list(std::slice::from_ref(st), None).await {
-            Ok(entries) => {
-                for e in entries {
-                    newest
-                        .entry((e.manifest.source.clone(), st.name.clone()))
-                        .or_insert(e.manifest);
-                }
-            }
-            Err(e) => storage_errors.push((st.name.clone(), format!("{e:#}"))),
+        let listing = catalog::list(std::slice::from_ref(st), None).await;
+        storage_errors.extend(listing.problems.iter().map(|p| (st.name.clone(), p.to_string())));
+        for e in listing.entries {
+            newest
+                .entry((e.manifest.source.clone(), st.name.clone()))
+                .or_insert(e.manifest);
         }
         for ((source, _), r) in crate::verification::records(st).await.unwrap_or_default() {
             if last_verify.get(&source).is_none_or(|old| old.at < r.at) {
@@ -51,6 +48,7 @@ pub(super) async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
             .collect();
         rows.push(Row {
             last_failure: s.last_failure,
+            last_prune_failure: s.last_prune_failure,
             last_success: s.last_success,
             last_verification: last_verify.get(src.name()).map(|r| Verification {
                 at: r.at,
@@ -82,6 +80,9 @@ pub(super) async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
         }
         if let Some(o) = &r.last_failure {
             println!("  last failure  {}: {}", iso(&o.at), o.error);
+        }
+        if let Some(o) = &r.last_prune_failure {
+            println!("  prune FAILED  {}: {}", iso(&o.at), o.error);
         }
         for st in &r.storages {
             let age = st
@@ -115,8 +116,8 @@ pub(super) async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
             None => println!("  next run      not scheduled (no [[job]] includes it)"),
         }
     }
-    for (st, e) in &storage_errors {
-        println!("storage '{st}' unreachable: {e}");
+    for (_, e) in &storage_errors {
+        println!("problem: {e}");
     }
     Ok(if storage_errors.is_empty() { 0 } else { 1 })
 }
@@ -138,6 +139,9 @@ struct Status<'a> {
 struct Row<'a> {
     /// Only this host's runs: the state directory is local.
     last_failure: Option<crate::state::Failure>,
+    /// The last prune after a backup failed on this host (absent once one succeeds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_prune_failure: Option<crate::state::Failure>,
     last_success: Option<crate::state::Success>,
     /// The newest verification record of any of the source's backups, on any storage.
     last_verification: Option<Verification<'a>>,

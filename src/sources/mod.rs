@@ -374,6 +374,7 @@ pub enum Restored {
         source: String,
         backup: String,
         target: String,
+        replaced: postgres::restore::Replaced,
     },
     RedisKeys {
         source: String,

@@ -9,7 +9,7 @@ pub mod config;
 mod s3;
 
 pub use config::StorageConfig;
-pub use s3::{abort_upload, open_uploads, Upload};
+pub use s3::{abort_upload, housekeeping_warning, open_uploads, Unsupported, Upload};
 
 use anyhow::{Context, Result};
 use opendal::layers::{RetryLayer, TimeoutLayer};

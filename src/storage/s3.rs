@@ -1,7 +1,12 @@
 //! S3 housekeeping that OpenDAL does not cover: listing and aborting unfinished multipart uploads.
+//!
+//! Requests are signed with SigV4 *headers* (reqsign, the signer OpenDAL itself uses), never
+//! presigned: a presigned URL carries the access key id in its query, and a URL ends up in
+//! error messages, logs and `/fail` pings. Errors here name the operation and the storage,
+//! never the request URL.
 
 use super::{Storage, StorageConfig};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// An S3 multipart upload that was started and never completed or aborted (a killed backup).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -13,7 +18,54 @@ pub struct Upload {
     pub initiated: chrono::DateTime<chrono::Utc>,
 }
 
-fn s3_parts(s3: &super::config::S3Storage) -> Result<(rusty_s3::Bucket, String, String, String)> {
+/// The provider answered that it does not implement the call (S3-compatible stores differ:
+/// several lack ListMultipartUploads). Callers treat it as a warning, not a failure.
+#[derive(Debug)]
+pub struct Unsupported {
+    pub operation: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the provider does not support {} ({})", self.operation, self.detail)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// The one line prune and check print when upload housekeeping cannot run on a storage.
+pub fn housekeeping_warning(st: &Storage, e: &anyhow::Error) -> String {
+    let why = match e.downcast_ref::<Unsupported>() {
+        Some(u) => u.to_string(),
+        None => format!("cannot list unfinished multipart uploads: {e:#}"),
+    };
+    format!(
+        "storage '{}': {why}; uploads abandoned by killed backups are not cleaned up by drctl there (add a bucket lifecycle rule that aborts incomplete multipart uploads)",
+        st.name
+    )
+}
+
+/// Percent-encodes a query value exactly once, as SigV4 canonicalizes it.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Target<'a> {
+    s3: &'a super::config::S3Storage,
+    bucket: rusty_s3::Bucket,
+    root: String,
+}
+
+fn target<'a>(st: &'a Storage) -> Result<Option<Target<'a>>> {
+    let StorageConfig::S3(s3) = &st.config else {
+        return Ok(None);
+    };
     let endpoint = s3
         .endpoint
         .clone()
@@ -23,12 +75,95 @@ fn s3_parts(s3: &super::config::S3Storage) -> Result<(rusty_s3::Bucket, String, 
     } else {
         rusty_s3::UrlStyle::Path
     };
-    let bucket = rusty_s3::Bucket::new(url::Url::parse(&endpoint)?, style, s3.bucket.clone(), s3.region.clone())
-        .map_err(|e| anyhow::anyhow!("storage '{}': {e}", s3.name))?;
+    let url = url::Url::parse(&endpoint).with_context(|| format!("storage '{}': endpoint is not a URL", st.name))?;
+    let bucket = rusty_s3::Bucket::new(url, style, s3.bucket.clone(), s3.region.clone())
+        .map_err(|e| anyhow!("storage '{}': {e}", s3.name))?;
     let root = s3.root.as_deref().unwrap_or("").trim_matches('/').to_string();
-    let key = s3.access_key_id.clone().unwrap_or_default();
-    let secret = s3.secret_access_key.clone().unwrap_or_default();
-    Ok((bucket, root, key, secret))
+    Ok(Some(Target { s3, bucket, root }))
+}
+
+impl Target<'_> {
+    fn full_key(&self, rel: &str) -> String {
+        if self.root.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.root)
+        }
+    }
+
+    /// Sends one header-signed request with an empty body and returns the response body.
+    async fn send(
+        &self,
+        storage: &str,
+        operation: &'static str,
+        method: http::Method,
+        mut url: url::Url,
+        query: &[(&str, &str)],
+    ) -> Result<String> {
+        let q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        url.set_query(Some(&q.join("&")));
+        let fail = || format!("storage '{storage}': {operation} failed");
+        let mut parts = http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            // SHA-256 of the empty body: every request here has none.
+            .header(
+                "x-amz-content-sha256",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )
+            .body(())
+            .with_context(fail)?
+            .into_parts()
+            .0;
+        if let (Some(k), Some(s)) = (&self.s3.access_key_id, &self.s3.secret_access_key) {
+            let signer = reqsign_core::Signer::new(
+                reqsign_core::Context::new(),
+                reqsign_aws_v4::StaticCredentialProvider::new(k, s),
+                reqsign_aws_v4::RequestSigner::new("s3", &self.s3.region),
+            );
+            signer
+                .sign(&mut parts, None)
+                .await
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(fail)?;
+        }
+        let req = reqwest::Request::try_from(http::Request::from_parts(parts, Vec::<u8>::new())).with_context(fail)?;
+        let client = reqwest::Client::builder()
+            .timeout(self.s3.timeout.std())
+            .build()
+            .with_context(fail)?;
+        // without_url: the error names the operation, never the request.
+        let resp = client
+            .execute(req)
+            .await
+            .map_err(|e| anyhow!(e.without_url()))
+            .with_context(fail)?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| anyhow!(e.without_url()))
+            .with_context(fail)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = xml_field(&body, "Code").unwrap_or("").to_string();
+        let message = xml_field(&body, "Message").unwrap_or("").to_string();
+        let mut detail = format!("HTTP {}", status.as_u16());
+        if !code.is_empty() {
+            detail += &format!(", {code}");
+        }
+        if !message.is_empty() {
+            detail += &format!(": {message}");
+        }
+        if status == reqwest::StatusCode::NOT_IMPLEMENTED || code == "NotImplemented" {
+            return Err(anyhow::Error::new(Unsupported { operation, detail }).context(fail()));
+        }
+        bail!("{}: {detail}", fail())
+    }
 }
 
 fn xml_field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
@@ -40,34 +175,18 @@ fn xml_field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
 
 /// Unfinished multipart uploads under `data/` (S3 storages only; empty elsewhere).
 pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
-    let StorageConfig::S3(s3) = &st.config else {
+    let Some(t) = target(st)? else {
         return Ok(Vec::new());
     };
-    let (bucket, root, key, secret) = s3_parts(s3)?;
-    let data = crate::layout::DATA;
-    let prefix = if root.is_empty() {
-        data.to_string()
-    } else {
-        format!("{root}/{data}")
-    };
-    let url = rusty_s3::signing::sign(
-        &jiff::Timestamp::now(),
-        rusty_s3::Method::Get,
-        bucket.base_url().clone(),
-        &key,
-        &secret,
-        None,
-        &s3.region,
-        300,
-        [("uploads", ""), ("prefix", prefix.as_str())].into_iter(),
-        std::iter::empty(),
-    );
-    let body = reqwest::get(url)
-        .await
-        .with_context(|| format!("storage '{}': cannot list multipart uploads", st.name))?
-        .error_for_status()
-        .with_context(|| format!("storage '{}': cannot list multipart uploads", st.name))?
-        .text()
+    let prefix = t.full_key(crate::layout::DATA);
+    let body = t
+        .send(
+            &st.name,
+            "ListMultipartUploads",
+            http::Method::GET,
+            t.bucket.base_url().clone(),
+            &[("prefix", prefix.as_str()), ("uploads", "")],
+        )
         .await?;
     let mut out = Vec::new();
     for block in body.split("<Upload>").skip(1) {
@@ -78,7 +197,7 @@ pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(chrono::Utc::now);
-        let rel = k.strip_prefix(&format!("{root}/")).unwrap_or(k).to_string();
+        let rel = k.strip_prefix(&format!("{}/", t.root)).unwrap_or(k).to_string();
         out.push(Upload {
             storage: st.name.clone(),
             key: rel,
@@ -90,32 +209,18 @@ pub async fn open_uploads(st: &Storage) -> Result<Vec<Upload>> {
 }
 
 pub async fn abort_upload(st: &Storage, u: &Upload) -> Result<()> {
-    let StorageConfig::S3(s3) = &st.config else {
+    let Some(t) = target(st)? else {
         return Ok(());
     };
-    let (bucket, root, key, secret) = s3_parts(s3)?;
-    let full = if root.is_empty() {
-        u.key.clone()
-    } else {
-        format!("{root}/{}", u.key)
-    };
-    let url = rusty_s3::signing::sign(
-        &jiff::Timestamp::now(),
-        rusty_s3::Method::Delete,
-        bucket.object_url(&full),
-        &key,
-        &secret,
-        None,
-        &s3.region,
-        300,
-        [("uploadId", u.upload_id.as_str())].into_iter(),
-        std::iter::empty(),
-    );
-    reqwest::Client::new()
-        .delete(url)
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("storage '{}': cannot abort the upload of {}", st.name, u.key))?;
+    let url = t.bucket.object_url(&t.full_key(&u.key));
+    t.send(
+        &st.name,
+        "AbortMultipartUpload",
+        http::Method::DELETE,
+        url,
+        &[("uploadId", u.upload_id.as_str())],
+    )
+    .await
+    .with_context(|| format!("cannot abort the upload of {}", u.key))?;
     Ok(())
 }

@@ -7,6 +7,8 @@ mod cli;
 mod compat;
 mod config_reference;
 mod daemon;
+mod hardening_restore;
+mod hardening_storage;
 mod postgres;
 mod prune;
 mod regressions;

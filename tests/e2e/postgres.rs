@@ -152,7 +152,10 @@ fn tamper(s: &Setup, f: impl FnOnce(&mut Vec<u8>)) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let st = drctl::storage::select(&cfg.storages, None).unwrap().remove(0);
-        let entries = drctl::catalog::list(std::slice::from_ref(&st), None).await.unwrap();
+        let entries = drctl::catalog::list(std::slice::from_ref(&st), None)
+            .await
+            .into_result()
+            .unwrap();
         let key = entries[0].manifest.objects[0].key.clone();
         let mut data = st.get(&key).await.unwrap();
         f(&mut data);

@@ -2,6 +2,13 @@
 //! Parallel restore needs a seekable file, so the dump is first decrypted to a scratch file
 //! (restore path only; the backup path never writes one) and loaded only after both of its
 //! hashes matched — a damaged backup never touches the target.
+//!
+//! `--clean` into a database that holds objects never leaves it half-replaced: pg_restore's
+//! own `--clean` drops objects one by one and stops at the first error (a view of the
+//! operator's depending on a dumped table), leaving keys and tables gone. So with `--jobs 1`
+//! the load runs in one transaction (a failure rolls everything back), and with more jobs it
+//! goes into a new database whose name is swapped with the live one's only after it loaded,
+//! the old database kept as `<name>_before_<time>` until the operator drops it.
 
 use crate::catalog::Entry;
 use crate::fetch::{artifact_format, fetch_to_file, fetch_to_scratch};
@@ -33,8 +40,8 @@ pub fn parse_target(url: &str) -> Result<ConnInfo> {
     Ok(conn)
 }
 
-/// Refuses a non-empty target unless `clean` is set.
-pub async fn check_target(conn: &ConnInfo, clean: bool) -> Result<()> {
+/// Refuses a non-empty target unless `clean` is set; returns how many relations it holds.
+pub async fn check_target(conn: &ConnInfo, clean: bool) -> Result<u64> {
     let n = query_value(
         Path::new("psql"),
         conn,
@@ -50,10 +57,118 @@ pub async fn check_target(conn: &ConnInfo, clean: bool) -> Result<()> {
             conn.display()
         );
     }
-    Ok(())
+    Ok(n)
 }
 
-pub async fn pg_restore(file: &Path, conn: &ConnInfo, jobs: usize, clean: bool, no_owner: bool) -> Result<()> {
+/// How `--clean` replaced a database that held objects.
+pub enum Replaced {
+    /// The target was empty: a plain load.
+    Empty,
+    /// `--jobs 1`: one transaction; a failure would have rolled it all back.
+    OneTransaction,
+    /// Loaded into a new database, then swapped in; the old one is kept as `previous`.
+    Swapped { previous: String },
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `<db><suffix>` within PostgreSQL's 63-byte name limit (the database part is shortened).
+fn derived_name(db: &str, suffix: &str) -> String {
+    let mut base = db.to_string();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// Restores into a new database beside the live one and swaps the names once it loaded.
+async fn restore_by_swap(dump: &Path, conn: &ConnInfo, jobs: usize, no_owner: bool) -> Result<String> {
+    let db = conn.dbname.clone().unwrap_or_default();
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let fresh = derived_name(&db, &format!("_drctl_{stamp}"));
+    let previous = derived_name(&db, &format!("_before_{stamp}"));
+    // CREATE/ALTER DATABASE run from the maintenance database.
+    let admin = ConnInfo {
+        dbname: Some("postgres".into()),
+        ..conn.clone()
+    };
+    let psql = Path::new("psql");
+    let props = query_value(
+        psql,
+        &admin,
+        &format!(
+            "select pg_get_userbyid(datdba) || '|' || pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype \
+             from pg_database where datname = {}",
+            quote_literal(&db)
+        ),
+        "psql (reading the target database's owner and encoding)",
+    )
+    .await
+    .with_context(|| format!("--clean: cannot read the properties of database '{db}' through the 'postgres' database (the target user needs to connect there and CREATEDB)"))?;
+    let p: Vec<&str> = props.split('|').collect();
+    let [owner, encoding, collate, ctype] = p[..] else {
+        bail!("--clean: database '{db}' not found in pg_database");
+    };
+    query_value(
+        psql,
+        &admin,
+        &format!(
+            "create database {} with template template0 owner {} encoding {} lc_collate {} lc_ctype {}",
+            quote_ident(&fresh),
+            quote_ident(owner),
+            quote_literal(encoding),
+            quote_literal(collate),
+            quote_literal(ctype)
+        ),
+        "psql (creating the database to restore into)",
+    )
+    .await
+    .with_context(|| {
+        format!("--clean: cannot create the new database '{fresh}' to restore into (the target user needs CREATEDB)")
+    })?;
+    let into = ConnInfo {
+        dbname: Some(fresh.clone()),
+        ..conn.clone()
+    };
+    if let Err(e) = pg_restore(dump, &into, jobs, false, no_owner, false).await {
+        let drop = format!("drop database if exists {}", quote_ident(&fresh));
+        let _ = query_value(psql, &admin, &drop, "psql (dropping the failed restore)").await;
+        return Err(e.context(format!(
+            "the restore into a new database failed and was dropped; the live database '{db}' was not touched"
+        )));
+    }
+    // Both renames in one transaction: either the swap happened or nothing did.
+    let swap = format!(
+        "alter database {} rename to {}; alter database {} rename to {}",
+        quote_ident(&db),
+        quote_ident(&previous),
+        quote_ident(&fresh),
+        quote_ident(&db)
+    );
+    query_value(psql, &admin, &swap, "psql (swapping the restored database in)")
+        .await
+        .with_context(|| {
+            format!(
+                "the backup is restored into database '{fresh}', but it could not replace '{db}' (are sessions still connected to it? stop the application), then run in the 'postgres' database: {swap}"
+            )
+        })?;
+    Ok(previous)
+}
+
+pub async fn pg_restore(
+    file: &Path,
+    conn: &ConnInfo,
+    jobs: usize,
+    clean: bool,
+    no_owner: bool,
+    single_transaction: bool,
+) -> Result<()> {
     let mut cmd = process::pg_command("pg_restore");
     conn.apply(&mut cmd);
     cmd.arg(format!("--jobs={jobs}"))
@@ -62,6 +177,9 @@ pub async fn pg_restore(file: &Path, conn: &ConnInfo, jobs: usize, clean: bool, 
         .arg(format!("--dbname={}", conn.dbname.as_deref().unwrap_or_default()));
     if clean {
         cmd.args(["--clean", "--if-exists"]);
+    }
+    if single_transaction {
+        cmd.arg("--single-transaction");
     }
     if no_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
@@ -82,13 +200,25 @@ pub async fn restore_into(
 ) -> Result<Restored> {
     let m = &entry.manifest;
     // Refuse early, before spending time on the download.
-    check_target(conn, opts.clean).await?;
+    let existing = check_target(conn, opts.clean).await?;
     let dump = fetch_to_scratch(storages, entry, identities, "dump.pgdump").await?;
-    pg_restore(&dump.file, conn, opts.jobs, opts.clean, opts.no_owner).await?;
+    let replaced = if existing == 0 {
+        pg_restore(&dump.file, conn, opts.jobs, false, opts.no_owner, false).await?;
+        Replaced::Empty
+    } else if opts.jobs <= 1 {
+        pg_restore(&dump.file, conn, 1, true, opts.no_owner, true)
+            .await
+            .context("--clean ran in one transaction, which was rolled back: the target is as it was")?;
+        Replaced::OneTransaction
+    } else {
+        let previous = restore_by_swap(&dump.file, conn, opts.jobs, opts.no_owner).await?;
+        Replaced::Swapped { previous }
+    };
     Ok(Restored::Database {
         source: m.source.clone(),
         backup: m.id.clone(),
         target: conn.display(),
+        replaced,
     })
 }
 

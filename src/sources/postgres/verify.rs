@@ -40,7 +40,8 @@ pub async fn verify(
         sandbox.stop().await;
         return (checks, None, name);
     }
-    let restored = crate::sources::postgres::restore::pg_restore(&file, &sandbox.conn, jobs(), false, true).await;
+    let restored =
+        crate::sources::postgres::restore::pg_restore(&file, &sandbox.conn, jobs(), false, true, false).await;
     let ok = restored.is_ok();
     checks.push(check("pg_restore", restored.map(|_| "exit 0, no errors".into())));
     let rto = t0.elapsed().as_secs_f64();

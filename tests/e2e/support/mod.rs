@@ -4,12 +4,14 @@
 
 mod docker;
 mod forge;
+mod http;
 mod machine;
 mod nats;
 mod postgres;
 mod proxy;
 mod redis;
 mod s3;
+mod s3s;
 mod sftp;
 mod verify;
 mod webdav;
@@ -17,12 +19,14 @@ mod workspace;
 
 pub use self::docker::*;
 pub use self::forge::*;
+pub use self::http::*;
 pub use self::machine::*;
 pub use self::nats::*;
 pub use self::postgres::*;
 pub use self::proxy::*;
 pub use self::redis::*;
 pub use self::s3::*;
+pub use self::s3s::*;
 pub use self::sftp::*;
 pub use self::verify::*;
 pub use self::webdav::*;

@@ -147,6 +147,7 @@ pub fn drctl_cmd(cwd: &Path) -> Command {
         .env_remove("DRCTL_TARGET_URL")
         .env_remove("PGPASSWORD")
         .env("DRCTL_TEST_S3_SECRET", "testing")
+        .env("DRCTL_TEST_S3S_SECRET", "s3s-test-secret")
         .env("DRCTL_PG_PASSWORD", PG_PASSWORD)
         .env("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)
         .env("RUST_LOG", "drctl=debug");
