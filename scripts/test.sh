@@ -2,7 +2,7 @@
 # Runs every test against real servers. Installs what the tests need when it is missing:
 # PostgreSQL server binaries and client, Redis, NATS, age, zstd, sshd (SFTP), rclone (WebDAV),
 # podman + runc (a Docker-API engine for the `docker` verification sandbox) and mmdebstrap
-# (Debian packages), an S3-compatible server (moto, from PyPI), and a PostgreSQL container image
+# (Debian packages), two S3-compatible servers (moto from PyPI, s3s-fs from crates.io), and a PostgreSQL container image
 # built from Debian packages. Safe to run again: installs and the image build are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,14 @@ if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'
 fi
+# A second S3 server that checks every signature and lacks parts of the API (no
+# ListMultipartUploads), as small providers do: s3s-fs, built from crates.io (about 4 minutes, once).
+tools=/var/tmp/drctl-tools
+if ! command -v s3s-fs >/dev/null && [ ! -x "$tools/bin/s3s-fs" ]; then
+  echo "installing: s3s-fs into $tools (cargo install, about 4 minutes)"
+  cargo install -q s3s-fs --version 0.13.0-alpha.3 --features binary --locked --root "$tools"
+fi
+export PATH="$tools/bin:$PATH"
 
 # Module layering: lower layers never reach up, no import cycles outside the model layer.
 python3 scripts/module-cycles.py

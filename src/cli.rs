@@ -239,4 +239,8 @@ pub struct RestoreArgs {
     /// Keep setuid/setgid bits of extracted files (stripped by default)
     #[arg(long)]
     pub keep_special_bits: bool,
+    /// Where a dump is decrypted before loading it into a server (checked for free space first)
+    /// [default: <state_dir>/scratch]
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
 }

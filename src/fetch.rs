@@ -27,17 +27,63 @@ pub(crate) struct Fetched {
     pub file: PathBuf,
 }
 
-/// Fetches and checks a backup into `<scratch>/<name>` (see `fetch_to_file`).
+/// Fetches and checks a backup into a private directory under `scratch_root` (created 0700
+/// if missing; `restore --scratch-dir`), as `<name>` (see `fetch_to_file`).
 pub(crate) async fn fetch_to_scratch(
     storages: &[Storage],
     entry: &Entry,
     identities: &Identities,
     name: &str,
+    scratch_root: &Path,
 ) -> Result<Fetched> {
-    let dir = tempfile::Builder::new().prefix("drctl-restore-").tempdir()?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(scratch_root)
+            .with_context(|| {
+                format!(
+                    "cannot create the scratch directory {} (pass --scratch-dir DIR on a disk with room for the dump)",
+                    scratch_root.display()
+                )
+            })?;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-restore-")
+        .tempdir_in(scratch_root)
+        .with_context(|| format!("cannot create a scratch directory in {}", scratch_root.display()))?;
     let file = dir.path().join(name);
     fetch_to_file(storages, entry, identities, &file).await?;
     Ok(Fetched { dir, file })
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+fn available_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: statvfs(3) fills the zeroed struct we own; `c` is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot read the free space of {}", dir.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Refuses, before a byte is written, to decrypt `need` bytes into a filesystem with less room:
+/// a restore that fills the disk at 3 a.m. fails late and may take the server down with it.
+fn ensure_space(dir: &Path, need: u64, what: &str) -> Result<()> {
+    let free = available_space(dir)?;
+    if free < need {
+        bail!(
+            "{} has {} free, but {what} needs {} (free space there, or restore elsewhere: --scratch-dir DIR for a database target, another --output-dir for files)",
+            dir.display(),
+            catalog::human_bytes(free),
+            catalog::human_bytes(need)
+        );
+    }
+    Ok(())
 }
 
 /// Fetches, checks and extracts a tar artifact into `dir/<source>`, which must be new or empty.
@@ -51,6 +97,15 @@ pub(crate) async fn extract_to_dir(
     let m = &entry.manifest;
     let sub = dir.join(&m.source);
     crate::archive::require_empty(&sub)?;
+    // The archive and what it unpacks to are both on this filesystem until the archive goes.
+    ensure_space(
+        dir,
+        m.plain.size.saturating_mul(2),
+        &format!(
+            "backup {} of '{}' (the archive and its extracted files)",
+            m.id, m.source
+        ),
+    )?;
     let scratch = tempfile::Builder::new().prefix("drctl-restore-").tempdir_in(dir)?;
     let file = scratch.path().join("artifact.tar");
     fetch_to_file(storages, entry, identities, &file).await?;
@@ -71,6 +126,11 @@ pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Ide
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    ensure_space(
+        parent,
+        m.plain.size,
+        &format!("backup {} of '{}' (decrypted)", m.id, m.source),
+    )?;
     let private = tempfile::Builder::new()
         .prefix(".drctl-partial-")
         .tempdir_in(parent)
@@ -79,13 +139,19 @@ pub async fn fetch_to_file(storages: &[Storage], entry: &Entry, identities: &Ide
     let holders: Vec<&Storage> = storages.iter().filter(|s| entry.storages.contains(&s.name)).collect();
     let mut errors = Vec::new();
     for st in holders {
-        let result = async {
+        let fetch = async {
             let mut f = open_private(&partial).await?;
             pipeline::open_into(st, m, entry.objects_on(&st.name), identities, &mut f).await?;
             f.sync_all().await?;
             Ok::<_, anyhow::Error>(())
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            r = fetch => r,
+            _ = crate::process::shutdown().cancelled() => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(crate::process::Interrupted(format!("the download of backup {}", m.id)).into());
+            }
+        };
         match result {
             Ok(()) => {
                 tokio::fs::rename(&partial, dest).await?;

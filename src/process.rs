@@ -5,9 +5,29 @@
 
 use anyhow::{anyhow, Result};
 use std::process::{ExitStatus, Stdio};
+use std::sync::LazyLock;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Cancelled when this process is asked to stop (SIGINT/SIGTERM, see `commands`): every child
+/// run through `run` is then stopped and waited for, so none outlives drctl (an orphaned
+/// pg_restore would go on loading), and scratch files are removed as the error unwinds.
+static SHUTDOWN: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+pub fn shutdown() -> &'static CancellationToken {
+    &SHUTDOWN
+}
+
+/// A child stopped because drctl was asked to stop.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal: {0} was stopped and waited for; scratch files were removed")]
+pub struct Interrupted(pub String);
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The variables every child process starts from: what a program needs to run and to print
 /// readable messages, nothing of drctl's own. drctl's environment holds storage keys, webhook
@@ -149,11 +169,43 @@ pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process
     ))
 }
 
-/// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr.
+/// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr. If drctl is asked
+/// to stop meanwhile, the child gets SIGTERM (pg_restore then cancels its workers' queries),
+/// is waited for (killed after `STOP_GRACE`), and the result is `Interrupted`.
 pub async fn run(mut cmd: Command, what: &str) -> Result<String> {
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| anyhow!("cannot start {what}: {e}"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    check_status(what, out.status, &stderr)?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    let mut out = child.stdout.take().expect("stdout piped");
+    let stdout = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf).await;
+        buf
+    });
+    let stderr = drain_stderr(&mut child);
+    let status = tokio::select! {
+        s = child.wait() => s?,
+        _ = SHUTDOWN.cancelled() => {
+            stop(&mut child).await;
+            return Err(Interrupted(what.to_string()).into());
+        }
+    };
+    let stderr = stderr.await.unwrap_or_default();
+    check_status(what, status, &stderr)?;
+    Ok(String::from_utf8_lossy(&stdout.await.unwrap_or_default()).into_owned())
+}
+
+/// SIGTERM, then wait; SIGKILL if it has not exited within `STOP_GRACE`.
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet (we hold the Child).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
 }

@@ -24,6 +24,8 @@ pub struct Request {
     pub jobs: usize,
     pub no_owner: bool,
     pub keep_special_bits: bool,
+    /// `--scratch-dir`; default `<state_dir>/scratch`.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// One row of the plan: which backup each source comes back from.
@@ -124,11 +126,17 @@ pub async fn execute(cfg: &Config, req: &Request, prepared: &Prepared) -> Result
     let identities = crate::keys::load_identities(&identity_path)?;
     let storages = &prepared.storages;
     let mut out = Vec::new();
+    // Not /tmp: often a small tmpfs, and a dump decrypted there can fill memory.
+    let scratch = req
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| cfg.daemon.state_dir().join("scratch"));
     let opts = Options {
         clean: req.clean,
         jobs: req.jobs,
         no_owner: req.no_owner,
         keep_special_bits: req.keep_special_bits,
+        scratch_dir: &scratch,
     };
     if let Some(target) = &prepared.target {
         let entry = &prepared.choices[0].entry;

@@ -83,9 +83,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// SIGINT/SIGTERM cancel the token; the pipeline then aborts its uploads.
+/// SIGINT/SIGTERM cancel the token; the pipeline then aborts its uploads, and child processes
+/// are stopped and waited for (`process::shutdown`).
 fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
+    let token = crate::process::shutdown().clone();
     let t = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -96,7 +97,7 @@ fn cancel_on_signal() -> CancellationToken {
             _ = term.recv() => {},
             _ = int.recv() => {},
         }
-        tracing::warn!("signal received: aborting uploads; nothing of this run will be committed");
+        tracing::warn!("signal received: stopping (uploads are aborted and nothing of this run is committed; child processes are stopped and scratch files removed)");
         t.cancel();
     });
     token

@@ -25,7 +25,10 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
         jobs: jobs.max(1),
         no_owner: a.no_owner,
         keep_special_bits: a.keep_special_bits,
+        scratch_dir: a.scratch_dir.clone(),
     };
+    // A signal stops pg_restore (and waits for it) and removes the decrypted scratch copy.
+    let _cancel = cancel_on_signal();
     let prepared = crate::restore::prepare(cfg, &req).await?;
     for p in &prepared.problems {
         eprintln!("warning: {p}");

@@ -286,7 +286,7 @@ pub async fn restore_into(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     let m = &entry.manifest;
     match (&m.facts, target) {
@@ -314,7 +314,7 @@ pub async fn restore_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     match &entry.manifest.facts {
         Facts::Postgres(_) => postgres::restore::restore_to_dir(dir, entry, storages, identities).await,
@@ -360,12 +360,14 @@ pub async fn verify(
 
 /// How to restore: into a running server (`clean`, `jobs`, `no_owner`) or as files.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub struct Options<'a> {
     pub clean: bool,
     pub jobs: usize,
     pub no_owner: bool,
     /// Keep setuid/setgid bits of extracted files (stripped by default).
     pub keep_special_bits: bool,
+    /// Where a dump is decrypted before it is loaded into a server (`--scratch-dir`).
+    pub scratch_dir: &'a Path,
 }
 
 /// What a restore brought back, for `commands/` to report.

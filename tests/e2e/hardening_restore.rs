@@ -108,3 +108,170 @@ fn postgres_clean_restore_with_jobs_swaps_in_a_new_database_and_keeps_the_old() 
     );
     assert_eq!(dbs.lines().count(), 2, "{dbs}");
 }
+
+/// A `pg_restore` stand-in that records its pid and runs until it is stopped, as a long load
+/// does; first on PATH, it is what drctl runs.
+fn stuck_pg_restore(dir: &std::path::Path, mark: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("pg_restore");
+    std::fs::write(&p, format!("#!/bin/sh\necho $$ > {}\nexec sleep 120\n", mark.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
+}
+
+/// Kills a leftover process when the test ends, whatever happened.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigterm_during_a_postgres_restore_stops_pg_restore_and_removes_the_scratch_dump() {
+    let (pg, ws) = setup();
+    pg.createdb("restored");
+    let bin = tempfile::tempdir().unwrap();
+    let mark = bin.path().join("pid");
+    let path = stuck_pg_restore(bin.path(), &mark);
+    let tmp = ws.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/restored", pg.port);
+    let mut child = ws
+        .drctl()
+        .args(["restore", "--at", "now", "--source", "app-db", "--identity"])
+        .arg(&ws.identity)
+        .env("DRCTL_TARGET_URL", &url)
+        .env("PATH", &path)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !mark.exists() {
+        assert!(t0.elapsed().as_secs() < 60, "pg_restore never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid: i32 = std::fs::read_to_string(&mark).unwrap().trim().parse().unwrap();
+    let _guard = KillOnDrop(Some(pid));
+    // While pg_restore runs, the decrypted dump is in the scratch directory (not /tmp).
+    let scratch = ws.path().join("state/scratch");
+    assert_eq!(
+        entries(&scratch).len(),
+        1,
+        "one scratch dir while restoring: {:?}",
+        entries(&scratch)
+    );
+    assert!(entries(&tmp).is_empty(), "nothing in TMPDIR: {:?}", entries(&tmp));
+
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t1 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t1.elapsed().as_secs() < 30, "drctl did not stop after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "drctl exits 1 after cleaning up, not by the signal: {status:?}\n{err}"
+    );
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pg_restore (pid {pid}) outlived drctl"
+    );
+    assert!(entries(&scratch).is_empty(), "scratch left: {:?}", entries(&scratch));
+    assert!(entries(&tmp).is_empty(), "{:?}", entries(&tmp));
+}
+
+/// A 4 MiB tmpfs, unmounted when dropped.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount() -> SmallFs {
+        let d = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "this test mounts a small tmpfs and needs root");
+        SmallFs(d)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_restore_without_room_for_the_dump_fails_before_writing_a_byte() {
+    let pg = big_pg();
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &pg_source_toml("app-db", &pg, "app"));
+    ws.ok(&["backup"]);
+    pg.createdb("restored");
+    let small = SmallFs::mount();
+    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/restored", pg.port);
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let scratch = small.0.path().to_str().unwrap().to_string();
+    let (code, out, err) = ws.run_env(
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--source",
+            "app-db",
+            "--identity",
+            &ident,
+            "--scratch-dir",
+            &scratch,
+        ],
+        &[("DRCTL_TARGET_URL", &url)],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&scratch) && err.contains("free") && err.contains("--scratch-dir"),
+        "{err}"
+    );
+    assert!(entries(small.0.path()).is_empty(), "{:?}", entries(small.0.path()));
+    assert_eq!(
+        pg.psql("restored", "select count(*) from pg_class where relname = 'blobs'")
+            .trim(),
+        "0"
+    );
+
+    // --output-dir: the same check, on the output directory.
+    let (code, out, err) = ws.run(&["restore", "--at", "now", "--identity", &ident, "--output-dir", &scratch]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("free"), "{err}");
+    assert!(entries(small.0.path()).is_empty(), "{:?}", entries(small.0.path()));
+}

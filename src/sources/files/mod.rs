@@ -23,7 +23,7 @@ pub async fn restore_to_dir(
     entry: &crate::catalog::Entry,
     storages: &[crate::storage::Storage],
     identities: &crate::keys::Identities,
-    opts: crate::sources::Options,
+    opts: crate::sources::Options<'_>,
 ) -> anyhow::Result<crate::sources::Restored> {
     let sub = crate::fetch::extract_to_dir(dir, entry, storages, identities, opts.keep_special_bits).await?;
     Ok(crate::sources::Restored::Extracted { dir: sub, hint: None })

@@ -116,7 +116,7 @@ pub async fn restore_into(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     let m = &entry.manifest;
     if facts.mode() == NatsMode::Tarball {
@@ -126,7 +126,7 @@ pub async fn restore_into(
             m.source
         );
     }
-    let tar = fetch_to_scratch(storages, entry, identities, "snapshot.tar").await?;
+    let tar = fetch_to_scratch(storages, entry, identities, "snapshot.tar", opts.scratch_dir).await?;
     let streams = snapshot::restore(&tar.file, url, opts.clean).await?;
     Ok(Restored::NatsStreams {
         source: m.source.clone(),
@@ -141,7 +141,7 @@ pub async fn restore_to_dir(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     let sub = extract_to_dir(dir, entry, storages, identities, opts.keep_special_bits).await?;
     let hint = format!("start it with: nats-server -js -sd {}", sub.display());

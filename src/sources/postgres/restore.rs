@@ -196,12 +196,12 @@ pub async fn restore_into(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     let m = &entry.manifest;
     // Refuse early, before spending time on the download.
     let existing = check_target(conn, opts.clean).await?;
-    let dump = fetch_to_scratch(storages, entry, identities, "dump.pgdump").await?;
+    let dump = fetch_to_scratch(storages, entry, identities, "dump.pgdump", opts.scratch_dir).await?;
     let replaced = if existing == 0 {
         pg_restore(&dump.file, conn, opts.jobs, false, opts.no_owner, false).await?;
         Replaced::Empty

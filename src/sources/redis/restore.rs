@@ -151,13 +151,13 @@ pub async fn restore_into(
     entry: &Entry,
     storages: &[Storage],
     identities: &Identities,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Restored> {
     let m = &entry.manifest;
     // Refuse a non-empty target early, but flush it (--clean) only once the backup has been
     // fetched and every check passed: a wrong key or a damaged object leaves it as it was.
     let present = check_target(url, opts.clean).await?;
-    let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb").await?;
+    let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb", opts.scratch_dir).await?;
     if present > 0 {
         let mut c = crate::sources::redis::connect(url)
             .await
