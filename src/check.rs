@@ -157,25 +157,29 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 r.notes.push(format!("{line} — young, may be an upload in progress"));
             }
         }
-        let locks = match crate::lock::list(st).await {
+        let locks = match crate::lock::survey(st, "check (reading the storage clock)").await {
             Ok(l) => l,
             Err(e) => {
                 r.problems.push(format!("{e:#}"));
                 Vec::new()
             }
         };
-        for (key, info) in locks {
-            match info {
-                Some(i) if !i.is_stale(now) => {
-                    r.notes
-                        .push(format!("storage '{}': live lock {key}: {}", st.name, i.describe()))
-                }
-                Some(i) => r.problems.push(format!(
-                    "storage '{}': stale lock {key}: {} (`drctl unlock` removes it)",
+        for seen in locks {
+            let key = &seen.key;
+            match (&seen.info, &seen.stale) {
+                (Some(i), None) => r.notes.push(format!(
+                    "storage '{}': live lock {key}: {} ({})",
                     st.name,
-                    i.describe()
+                    i.describe(),
+                    seen.verdict()
                 )),
-                None => r.problems.push(format!(
+                (Some(i), Some(_)) => r.problems.push(format!(
+                    "storage '{}': stale lock {key}: {} ({}; `drctl unlock` removes it)",
+                    st.name,
+                    i.describe(),
+                    seen.verdict()
+                )),
+                (None, _) => r.problems.push(format!(
                     "storage '{}': unreadable lock {key} (`drctl unlock` removes it)",
                     st.name
                 )),

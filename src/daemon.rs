@@ -1,6 +1,10 @@
-//! `drctl daemon`: runs the configured jobs on their cron schedules (tokio-cron-scheduler),
-//! watches for stale backups, serves metrics, and handles signals.
+//! `drctl daemon`: runs the configured jobs on their cron schedules, watches for stale
+//! backups, serves metrics, and handles signals.
 //!
+//! * Each schedule is one task that sleeps until [`Schedule::next_after`] in the daemon's time
+//!   zone, the same computation `drctl validate` and `drctl status` use, so what validates and
+//!   what status shows as the next run is what runs (cron's day-of-month OR day-of-week rule,
+//!   DST gaps and repeats included: see `schedule.rs`).
 //! * A job never overlaps itself: a tick that finds the previous run still going is skipped
 //!   and logged. A manual `drctl backup` and the daemon never dump the same source at once
 //!   (per-source process lock in the state dir, plus the storage lock).
@@ -12,14 +16,16 @@
 use crate::config::{self, Config};
 use crate::events::{Event, Events};
 use crate::metrics::Metrics;
+use crate::schedule::Schedule;
 use crate::state::StateDir;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
+use chrono::Utc;
+use chrono_tz::Tz;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,74 +37,119 @@ struct Ctx {
     running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
 }
 
-async fn build_scheduler(ctx: &Arc<Ctx>) -> Result<JobScheduler> {
-    let sched = JobScheduler::new()
-        .await
-        .map_err(|e| anyhow!("cannot create scheduler: {e}"))?;
+/// What a schedule starts.
+#[derive(Clone)]
+enum Run {
+    Job(String),
+    /// Scheduled restore verification, with the identity to decrypt with.
+    Verify(PathBuf),
+}
+
+/// The running schedules of one config; dropped on reload and shutdown.
+struct Scheduler {
+    stop: CancellationToken,
+}
+
+impl Scheduler {
+    fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+fn build_scheduler(ctx: &Arc<Ctx>) -> Scheduler {
+    let stop = CancellationToken::new();
     let tz = *ctx.cfg.daemon.timezone.get();
     for job in &ctx.cfg.jobs {
-        let name = job.name.clone();
         let flag = ctx
             .running
             .lock()
             .expect("running map")
-            .entry(name.clone())
+            .entry(job.name.clone())
             .or_insert_with(|| Arc::new(AtomicBool::new(false)))
             .clone();
-        let c = ctx.clone();
-        let j = Job::new_async_tz(job.schedule.get().as_str(), tz, move |_id, _l| {
-            let c = c.clone();
-            let name = name.clone();
-            let flag = flag.clone();
-            Box::pin(async move {
-                if flag.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(job = %name, "previous run still going; skipping this one");
-                    return;
-                }
-                let fut = run_job(c.clone(), name.clone());
-                c.tracker.track_future(fut).await;
-                flag.store(false, Ordering::SeqCst);
-            })
-        })
-        .map_err(|e| anyhow!("job '{}': schedule '{}': {e}", job.name, job.schedule))?;
-        sched
-            .add(j)
-            .await
-            .map_err(|e| anyhow!("cannot add job '{}': {e}", job.name))?;
-        tracing::info!(job = %job.name, schedule = %job.schedule, timezone = %ctx.cfg.daemon.timezone, "scheduled");
+        let schedule = job.schedule.get().clone();
+        tracing::info!(job = %job.name, schedule = %job.schedule, timezone = %ctx.cfg.daemon.timezone, next = ?schedule.next_after(tz, Utc::now()), "scheduled");
+        tokio::spawn(tick(
+            ctx.clone(),
+            Run::Job(job.name.clone()),
+            schedule,
+            tz,
+            flag,
+            stop.clone(),
+        ));
     }
     // Scheduled restore verification, where this host holds an identity to decrypt with.
     if let Some(identity) = ctx.cfg.encryption.identity_file.clone() {
-        let c = ctx.clone();
+        let schedule = ctx.cfg.verify.schedule.get().clone();
+        tracing::info!(schedule = %ctx.cfg.verify.schedule, "restore verification scheduled");
         let flag = Arc::new(AtomicBool::new(false));
-        let schedule = ctx.cfg.verify.schedule.clone();
-        let j = Job::new_async_tz(schedule.get().as_str(), tz, move |_id, _l| {
-            let c = c.clone();
-            let flag = flag.clone();
-            let identity = identity.clone();
-            Box::pin(async move {
-                if flag.swap(true, Ordering::SeqCst) {
-                    tracing::warn!("previous verification still going; skipping this one");
-                    return;
-                }
-                c.tracker.track_future(run_verify(c.clone(), identity)).await;
-                flag.store(false, Ordering::SeqCst);
-            })
-        })
-        .map_err(|e| anyhow!("verify.schedule '{schedule}': {e}"))?;
-        sched
-            .add(j)
-            .await
-            .map_err(|e| anyhow!("cannot add the verification job: {e}"))?;
-        tracing::info!(schedule = %schedule, "restore verification scheduled");
+        tokio::spawn(tick(
+            ctx.clone(),
+            Run::Verify(identity),
+            schedule,
+            tz,
+            flag,
+            stop.clone(),
+        ));
     } else {
         tracing::info!("restore verification not scheduled: no encryption.identity_file on this host (run `drctl verify` where the identity is)");
     }
-    sched
-        .start()
-        .await
-        .map_err(|e| anyhow!("cannot start scheduler: {e}"))?;
-    Ok(sched)
+    Scheduler { stop }
+}
+
+/// Sleeps until each next run of `schedule` and starts `run` then, unless its previous run is
+/// still going (`running`), until `stop`.
+async fn tick(ctx: Arc<Ctx>, run: Run, schedule: Schedule, tz: Tz, running: Arc<AtomicBool>, stop: CancellationToken) {
+    let mut after = Utc::now();
+    loop {
+        let Some(next) = schedule.next_after(tz, after) else {
+            tracing::error!(schedule = %schedule, "schedule has no next run; nothing more is started for it");
+            return;
+        };
+        // tokio's timer runs on the monotonic clock, the schedule on the wall clock: sleep in
+        // slices and look at the wall clock again, so a stepped clock (NTP, a resumed VM)
+        // does not shift the run.
+        loop {
+            let now = Utc::now();
+            if now >= next {
+                break;
+            }
+            let slice = (next - now).to_std().unwrap_or_default().min(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        let late = Utc::now() - next;
+        if late > chrono::Duration::minutes(1) {
+            // Runs missed while the host slept are not made up one after another.
+            tracing::warn!(late_seconds = late.num_seconds(), schedule = %schedule, "woke late; runs missed in between are skipped");
+        }
+        // The next run is the first after this one, or after now if we woke late.
+        after = next.max(Utc::now());
+        start(&ctx, &run, &running);
+    }
+}
+
+fn start(ctx: &Arc<Ctx>, run: &Run, running: &Arc<AtomicBool>) {
+    if running.swap(true, Ordering::SeqCst) {
+        match run {
+            Run::Job(name) => tracing::warn!(job = %name, "previous run still going; skipping this one"),
+            Run::Verify(_) => tracing::warn!("previous verification still going; skipping this one"),
+        }
+        return;
+    }
+    let (c, run, running) = (ctx.clone(), run.clone(), running.clone());
+    ctx.tracker.spawn(async move {
+        match run {
+            Run::Job(name) => run_job(c, name).await,
+            Run::Verify(identity) => run_verify(c, identity).await,
+        }
+        running.store(false, Ordering::SeqCst);
+    });
 }
 
 async fn run_job(ctx: Arc<Ctx>, name: String) {
@@ -259,7 +310,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     if ctx.cfg.jobs.is_empty() {
         tracing::warn!("no [[job]] in the config: nothing is scheduled");
     }
-    let mut sched = build_scheduler(&ctx).await?;
+    let mut sched = build_scheduler(&ctx);
     let stale_ctx: Arc<Mutex<Arc<Ctx>>> = Arc::new(Mutex::new(ctx.clone()));
     let stale_handle = {
         let holder = stale_ctx.clone();
@@ -274,35 +325,15 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     };
     tracing::info!(config = %config_path.display(), jobs = ctx.cfg.jobs.len(), "daemon started");
 
-    // tokio-cron-scheduler fixes a job's UTC offset when the job is created. Rebuild the
-    // schedule when the zone's offset changes (a DST switch), so "0 3 * * *" stays 03:00 local.
-    let offset = |c: &Config| {
-        use chrono::Offset;
-        let tz = *c.daemon.timezone.get();
-        chrono::Utc::now().with_timezone(&tz).offset().fix().local_minus_utc()
-    };
-    let mut built_offset = offset(&ctx.cfg);
-    let mut dst_check = tokio::time::interval(Duration::from_secs(60));
-
     loop {
         tokio::select! {
-            _ = dst_check.tick() => {
-                let now_offset = offset(&ctx.cfg);
-                if now_offset != built_offset {
-                    let _ = sched.shutdown().await;
-                    sched = build_scheduler(&ctx).await?;
-                    built_offset = now_offset;
-                    tracing::info!(utc_offset_seconds = now_offset, "time zone offset changed (DST): schedule rebuilt");
-                }
-            }
             _ = hup.recv() => {
                 match config::load(&config_path) {
                     Ok(new) => {
-                        let _ = sched.shutdown().await;
+                        sched.shutdown();
                         ctx = make_ctx(Arc::new(new));
                         *stale_ctx.lock().expect("ctx") = ctx.clone();
-                        sched = build_scheduler(&ctx).await?;
-                        built_offset = offset(&ctx.cfg);
+                        sched = build_scheduler(&ctx);
                         tracing::info!(jobs = ctx.cfg.jobs.len(), "config reloaded");
                     }
                     Err(e) => {
@@ -318,7 +349,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     }
 
     tracing::info!("stopping: no new runs will start");
-    let _ = sched.shutdown().await;
+    sched.shutdown();
     stale_handle.abort();
     tracker.close();
     let grace = ctx.cfg.daemon.grace_period.std();

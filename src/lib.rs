@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod copy;
 pub mod daemon;
+pub mod durable;
 pub mod events;
 pub mod fetch;
 pub mod jobs;

@@ -1,6 +1,6 @@
 //! Local state: the last success and last failure of each source (for `drctl status` and the
 //! daemon), and per-source process locks so a manual `drctl backup` and the daemon never dump
-//! the same source at once. One small JSON file per source, replaced atomically.
+//! the same source at once. One small JSON file per source, replaced atomically and durably.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -59,15 +59,16 @@ impl StateDir {
     fn save(&self, source: &str, st: &SourceState) -> Result<()> {
         let path = self.file(source);
         let dir = path.parent().expect("status dir");
-        std::fs::create_dir_all(dir).with_context(|| {
+        crate::durable::create_dir_all(dir).with_context(|| {
             format!(
                 "cannot create state dir {} (set [daemon] state_dir to a writable place)",
                 dir.display()
             )
         })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
-        std::fs::rename(&tmp, &path)?;
+        // fsync, rename, fsync the directory: after a power cut the file holds the old state
+        // or the new one, never nothing or a torn write.
+        crate::durable::write_file(&path, &serde_json::to_vec_pretty(st)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 
@@ -127,5 +128,21 @@ impl StateDir {
             ),
             Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_written_durably() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(t.path().join("state"));
+        dir.record_failure("pg", "boom");
+        assert_eq!(dir.load("pg").last_failure.unwrap().error, "boom");
+        // The new status/ directory and the renamed file's directory were fsynced.
+        assert!(crate::durable::seam::synced(&t.path().join("state")));
+        assert!(crate::durable::seam::synced(&t.path().join("state/status")));
     }
 }

@@ -171,11 +171,9 @@ impl Unit for TimeZoneUnit {
 pub type Cron = Parsed<CronUnit>;
 pub enum CronUnit {}
 impl Unit for CronUnit {
-    /// The 6-field form the scheduler runs.
-    type Value = String;
-    fn parse(s: &str) -> Result<String, String> {
-        crate::schedule::validate(s)?;
-        Ok(crate::schedule::normalize(s))
+    type Value = crate::schedule::Schedule;
+    fn parse(s: &str) -> Result<crate::schedule::Schedule, String> {
+        crate::schedule::Schedule::parse(s)
     }
 }
 
@@ -186,7 +184,7 @@ impl Cron {
         tz: chrono_tz::Tz,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        crate::schedule::next_after(self.get(), tz, after)
+        self.get().next_after(tz, after)
     }
 }
 

@@ -38,8 +38,13 @@ use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
 
 fn load(cli: &Cli) -> Result<Config> {
+    load_for(cli, config::Uses::All)
+}
+
+/// The config with `${VAR}` expanded only where the command reads it (`config::Uses`).
+fn load_for(cli: &Cli, uses: config::Uses) -> Result<Config> {
     let path = config::resolve_path(cli.config.as_deref());
-    Ok(config::load(&path)?)
+    Ok(config::load_for(&path, uses)?)
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -71,13 +76,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Backup(a) => backup(&load(&cli)?, a).await,
         Command::List(a) => list(&load(&cli)?, a).await,
-        Command::Restore(a) => restore(&load(&cli)?, a).await,
+        Command::Restore(a) => restore(&load_for(&cli, config::Uses::Restore)?, a).await,
         Command::Prune(a) => prune(&load(&cli)?, a).await,
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
         Command::Unpin(a) => unpin(&load(&cli)?, a).await,
         Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
         Command::Status(a) => status(&load(&cli)?, a).await,
-        Command::Verify(a) => verify(&load(&cli)?, a).await,
+        Command::Verify(a) => verify(&load_for(&cli, config::Uses::Verify)?, a).await,
         Command::Check(a) => check(&load(&cli)?, a).await,
         Command::Copy(a) => copy(&load(&cli)?, a).await,
     }

@@ -208,6 +208,7 @@ impl RawSections {
             jobs,
             notify,
             policies,
+            unexpanded: Vec::new(),
         };
         config.resolve_paths(base);
         Some(config)

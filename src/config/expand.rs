@@ -1,29 +1,74 @@
 //! `${VAR}` expansion in string values, after TOML parsing so that a secret containing a quote
 //! or a newline cannot change the structure of the file. `$${` writes a literal `${`.
+//!
+//! A command expands only the keys it uses ([`Uses`]): a CI job that restores last night's
+//! backup needs the storage credentials and the identity, not the production database
+//! password. A value a command does not use and whose variable is unset stays as written and
+//! is listed in `Config::unexpanded`; everything else unset is an error naming key and variable.
 
-pub fn expand_table(table: &mut toml::Table, prefix: &str, errors: &mut Vec<String>) {
+/// What a command reads of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uses {
+    /// Every key: `validate` (which must report every unset variable), `backup`, the daemon,
+    /// and every command not listed below.
+    All,
+    /// `restore`: the storages and the identity; of a source only what names and describes
+    /// it (name, type, retention, verification SQL), never how to reach it (the target comes
+    /// from `--target-url` or `--output-dir`). Neither jobs, notifications nor `[verify]`.
+    Restore,
+    /// `verify`: like `restore`, plus `[verify]` (its sandbox) and `[[notify]]` (it reports).
+    Verify,
+}
+
+impl Uses {
+    fn needs(self, key: &str) -> bool {
+        let source_access = key.strip_prefix("source[").is_some_and(|rest| {
+            let field = rest.split_once("].").map(|(_, f)| f).unwrap_or("");
+            let field = field.split(['.', '[']).next().unwrap_or("");
+            !matches!(field, "name" | "type" | "retention" | "verify")
+        });
+        match self {
+            Uses::All => true,
+            Uses::Restore => {
+                !(source_access || key.starts_with("job[") || key.starts_with("notify[") || key.starts_with("verify."))
+            }
+            Uses::Verify => !(source_access || key.starts_with("job[")),
+        }
+    }
+}
+
+/// Expands every string in `table`. A failure on a key `uses` needs goes to `errors`; one on a
+/// key it does not need leaves the value as written and goes to `unexpanded`.
+pub fn expand_table(
+    table: &mut toml::Table,
+    prefix: &str,
+    uses: Uses,
+    errors: &mut Vec<String>,
+    unexpanded: &mut Vec<String>,
+) {
     for (k, v) in table.iter_mut() {
         let key = if prefix.is_empty() {
             k.clone()
         } else {
             format!("{prefix}.{k}")
         };
-        expand_value(v, &key, errors);
+        expand_value(v, &key, uses, errors, unexpanded);
     }
 }
 
-fn expand_value(v: &mut toml::Value, key: &str, errors: &mut Vec<String>) {
+fn expand_value(v: &mut toml::Value, key: &str, uses: Uses, errors: &mut Vec<String>, unexpanded: &mut Vec<String>) {
     match v {
         toml::Value::String(s) => match expand_str(s, |name| std::env::var(name).ok()) {
             Ok(out) => *s = out,
-            Err(e) => errors.push(format!("{key}: {e}")),
+            Err(e) if uses.needs(key) => errors.push(format!("{key}: {e}")),
+            Err(e) => unexpanded.push(format!("{key}: {e}")),
         },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_value(item, &format!("{key}[{i}]"), errors);
+                expand_value(item, &format!("{key}[{i}]"), uses, errors, unexpanded);
             }
         }
-        toml::Value::Table(t) => expand_table(t, key, errors),
+        toml::Value::Table(t) => expand_table(t, key, uses, errors, unexpanded),
         _ => {}
     }
 }
@@ -73,7 +118,29 @@ fn redact_hint(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_str;
+    use super::{expand_str, Uses};
+
+    #[test]
+    fn restore_and_verify_need_no_source_connection() {
+        for key in ["source[0].url", "source[2].password_file", "source[0].access.url"] {
+            assert!(Uses::All.needs(key), "{key}");
+            assert!(!Uses::Restore.needs(key), "{key}");
+            assert!(!Uses::Verify.needs(key), "{key}");
+        }
+        for key in [
+            "source[0].name",
+            "source[1].verify[0].sql",
+            "storage[0].secret_access_key",
+            "encryption.identity_file",
+        ] {
+            assert!(Uses::Restore.needs(key), "{key}");
+            assert!(Uses::Verify.needs(key), "{key}");
+        }
+        assert!(!Uses::Restore.needs("notify[0].url"));
+        assert!(Uses::Verify.needs("notify[0].url"));
+        assert!(!Uses::Restore.needs("job[0].ping_url"));
+        assert!(!Uses::Verify.needs("job[0].ping_url"));
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {

@@ -12,6 +12,7 @@ mod model;
 
 pub use crate::retention::RetentionRef;
 pub use crate::units::*;
+pub use expand::Uses;
 pub use model::*;
 // Sections that live with their kind, re-exported so `config::X` names every config type.
 pub use crate::sources::files::FilesSource;
@@ -58,6 +59,11 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
 
 /// Read, expand, parse and validate. Touches no network.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_for(path, Uses::All)
+}
+
+/// [`load`], expanding `${VAR}` only in the keys `uses` needs (see [`Uses`]).
+pub fn load_for(path: &Path, uses: Uses) -> Result<Config, ConfigErrors> {
     let fail = |errors: Vec<String>| ConfigErrors {
         file: path.to_path_buf(),
         errors,
@@ -76,18 +82,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    parse(&text, &base).map_err(fail)
+    parse_for(&text, &base, uses).map_err(fail)
 }
 
 /// Parse config text; `base` resolves relative paths.
 pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<String>> {
+    parse_for(text, base, Uses::All)
+}
+
+pub fn parse_for(text: &str, base: &Path, uses: Uses) -> Result<Config, Vec<String>> {
     let mut value: toml::Table = toml::from_str(text).map_err(|e| vec![format!("not valid TOML: {e}")])?;
     let mut errors = Vec::new();
-    expand::expand_table(&mut value, "", &mut errors);
+    let mut unexpanded = Vec::new();
+    expand::expand_table(&mut value, "", uses, &mut errors, &mut unexpanded);
     let raw = build::RawSections::split(value, &mut errors);
     let config = raw.build(base, &mut errors);
     match config {
-        Some(c) if errors.is_empty() => Ok(c),
+        Some(mut c) if errors.is_empty() => {
+            for u in &unexpanded {
+                tracing::debug!(detail = %u, "left as written: this command does not use it");
+            }
+            c.unexpanded = unexpanded;
+            Ok(c)
+        }
         _ => Err(errors),
     }
 }

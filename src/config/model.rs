@@ -21,6 +21,10 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     /// Retention per source name, resolved from files or inline tables at load time.
     pub policies: std::collections::BTreeMap<String, Policy>,
+    /// Keys left as written because their `${VAR}` is unset and the command that loaded the
+    /// config does not use them (`config::Uses`), each as "key: variable is not set". Empty
+    /// for a config loaded with `Uses::All`.
+    pub unexpanded: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

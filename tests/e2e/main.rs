@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod config_reference;
 mod daemon;
+mod hardening_ops;
 mod hardening_restore;
 mod hardening_storage;
 mod postgres;
