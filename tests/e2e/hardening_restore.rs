@@ -275,3 +275,52 @@ fn a_restore_without_room_for_the_dump_fails_before_writing_a_byte() {
     assert!(err.contains("free"), "{err}");
     assert!(entries(small.0.path()).is_empty(), "{:?}", entries(small.0.path()));
 }
+
+#[test]
+fn verify_restores_as_a_non_superuser_so_planted_code_cannot_run_as_superuser() {
+    let pg = Postgres::start();
+    pg.createdb("app");
+    let marker = std::env::temp_dir().join(format!("drctl-planted-{:08x}", rand_u32()));
+    // An application role (no superuser) plants an expression index whose function runs a
+    // program whenever a superuser evaluates it; in production it never does.
+    pg.psql(
+        "app",
+        &format!(
+            "create role app login; \
+             create table t (id int); \
+             create function g() returns void language plpgsql volatile as $$ begin \
+               if (select rolsuper from pg_roles where rolname = current_user) then \
+                 execute 'copy (select 1) to program ''touch {}'''; \
+               end if; end $$; \
+             create function f(int) returns int language plpgsql immutable as $$ begin \
+               perform public.g(); return $1; end $$; \
+             create index on t ((f(id))); \
+             alter table t owner to app; alter function f(int) owner to app; alter function g() owner to app; \
+             set role app; insert into t values (1), (2);",
+            marker.display()
+        ),
+    );
+    assert!(!marker.exists(), "the setup itself ran the program");
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &pg_source_toml("app-db", &pg, "app"));
+    ws.ok(&["backup"]);
+    let (code, out, err) = ws.run(&[
+        "verify",
+        "--source",
+        "app-db",
+        "--identity",
+        ws.identity.to_str().unwrap(),
+    ]);
+    let planted = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    assert!(!planted, "verify ran the planted program as a superuser:\n{out}\n{err}");
+    assert_eq!(code, 0, "the dump loads as a non-superuser and verifies:\n{out}\n{err}");
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id()
+}

@@ -161,6 +161,13 @@ fn url_sandbox_creates_and_drops_a_scratch_database() {
         "select datname from pg_database where datname like 'drctl_verify_%'",
     );
     assert_eq!(dbs.trim(), "", "scratch database left behind");
+    // The non-superuser role the dump was loaded as is cluster-wide: it goes too.
+    let roles = pg.psql(
+        "postgres",
+        "select rolname from pg_roles where rolname like 'drctl_loader_%'",
+    );
+    assert_eq!(roles.trim(), "", "restore role left behind");
+    assert!(!out.contains("restore role"), "loaded as the non-superuser role: {out}");
 }
 
 #[test]

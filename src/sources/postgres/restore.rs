@@ -189,6 +189,21 @@ pub async fn pg_restore(
     Ok(())
 }
 
+/// Runs `pg_restore --no-owner --no-privileges --use-list LIST` into `conn` (the verification
+/// sandbox: a subset of the dump, as a chosen role).
+pub async fn pg_restore_list(file: &Path, conn: &ConnInfo, jobs: usize, list: &Path) -> Result<()> {
+    let mut cmd = process::pg_command("pg_restore");
+    conn.apply(&mut cmd);
+    cmd.arg(format!("--jobs={jobs}"))
+        .args(["--exit-on-error", "--no-password", "--no-owner", "--no-privileges"])
+        .arg(format!("--dbname={}", conn.dbname.as_deref().unwrap_or_default()))
+        .arg("--use-list")
+        .arg(list)
+        .arg(file);
+    process::run(cmd, &format!("pg_restore into {}", conn.display())).await?;
+    Ok(())
+}
+
 /// `--target-url postgres://…`: refuses a non-empty target (unless `--clean`) before the
 /// download, then fetches and checks the dump into a scratch file and runs pg_restore on it.
 pub async fn restore_into(

@@ -25,7 +25,7 @@ pub async fn verify(
     let m = &entry.manifest;
     let t0 = Instant::now();
     let mut checks = Vec::new();
-    let sandbox = match Sandbox::start(cfg, facts, &m.id).await {
+    let mut sandbox = match Sandbox::start(cfg, facts, &m.id).await {
         Ok(s) => s,
         Err(e) => {
             checks.push(check("sandbox", Err(e)));
@@ -40,16 +40,61 @@ pub async fn verify(
         sandbox.stop().await;
         return (checks, None, name);
     }
-    let restored =
-        crate::sources::postgres::restore::pg_restore(&file, &sandbox.conn, jobs(), false, true, false).await;
+    // Loaded as a role that is not a superuser (see `Loader`), where the sandbox allows it.
+    let loader = match sandbox.loader().await {
+        Ok(l) => l.conn,
+        Err(e) => {
+            checks.push(Check {
+                name: "restore role".into(),
+                ok: true,
+                detail: format!(
+                    "restored as {} ({e:#}): code planted in the dump could run with its privileges",
+                    sandbox.conn.user.as_deref().unwrap_or("the sandbox user")
+                ),
+            });
+            sandbox.conn.clone()
+        }
+    };
+    let restored = load(&file, &sandbox.conn, &loader, sandbox.work.path()).await;
     let ok = restored.is_ok();
     checks.push(check("pg_restore", restored.map(|_| "exit 0, no errors".into())));
     let rto = t0.elapsed().as_secs_f64();
     if ok {
-        checks.extend(sandbox_checks(&sandbox.conn, facts, src).await);
+        checks.extend(sandbox_checks(&sandbox.conn, &loader, facts, src).await);
     }
     sandbox.stop().await;
     (checks, Some(rto), name)
+}
+
+/// Restores the dump into the sandbox: extensions (which need a superuser) first, as the
+/// sandbox's superuser; everything else as `loader`, owning what it creates (`--no-owner`).
+async fn load(
+    file: &std::path::Path,
+    admin: &ConnInfo,
+    loader: &ConnInfo,
+    work: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::sources::postgres::restore::pg_restore_list;
+    let mut cmd = crate::process::pg_command("pg_restore");
+    cmd.arg("--list").arg(file);
+    let toc = crate::process::run(cmd, "pg_restore --list").await?;
+    let (mut extensions, mut rest) = (String::new(), String::new());
+    for line in toc.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        let is_extension = !line.starts_with(';')
+            && (t.get(3) == Some(&"EXTENSION") || (t.get(3) == Some(&"COMMENT") && t.get(5) == Some(&"EXTENSION")));
+        let to = if is_extension { &mut extensions } else { &mut rest };
+        to.push_str(line);
+        to.push('\n');
+    }
+    if !extensions.trim().is_empty() && loader.user != admin.user {
+        let list = work.join("extensions.list");
+        std::fs::write(&list, &extensions)?;
+        pg_restore_list(file, admin, 1, &list).await?;
+    }
+    let list = work.join("restore.list");
+    std::fs::write(&list, if loader.user != admin.user { &rest } else { &toc })?;
+    pg_restore_list(file, loader, jobs(), &list).await
 }
 
 fn jobs() -> usize {
@@ -59,7 +104,14 @@ fn jobs() -> usize {
         .min(8)
 }
 
-async fn sandbox_checks(conn: &ConnInfo, facts: &PostgresFacts, src: Option<&SourceConfig>) -> Vec<Check> {
+/// Row counts as the sandbox's superuser (counting runs no code of the dump's); the operator's
+/// assertions as `loader`, since they may call the restored database's functions and views.
+async fn sandbox_checks(
+    conn: &ConnInfo,
+    loader: &ConnInfo,
+    facts: &PostgresFacts,
+    src: Option<&SourceConfig>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let client = match async {
         let (client, connection) = pg_config(conn)?.connect(tokio_postgres::NoTls).await?;
@@ -110,6 +162,24 @@ async fn sandbox_checks(conn: &ConnInfo, facts: &PostgresFacts, src: Option<&Sou
     let assertions = match src {
         Some(SourceConfig::Postgres(p)) => p.verify.clone(),
         _ => Vec::new(),
+    };
+    if assertions.is_empty() {
+        return checks;
+    }
+    let client = match async {
+        let (client, connection) = pg_config(loader)?.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok::<_, anyhow::Error>(client)
+    }
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(check("connect to sandbox as the restore role", Err(e)));
+            return checks;
+        }
     };
     for a in assertions {
         let r = async {

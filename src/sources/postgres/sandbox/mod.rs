@@ -23,6 +23,16 @@ pub struct Sandbox {
     pub conn: ConnInfo,
     pub work: tempfile::TempDir,
     kind: Kind,
+    /// The non-superuser role the dump is loaded as (`loader`), dropped with a `url` sandbox.
+    loader_role: Option<String>,
+}
+
+/// A login role without any privilege beyond owning the sandbox database. The dump is loaded
+/// and the operator's SQL assertions run as this role, never as a superuser: a function an
+/// application role planted in its database (an expression index calling `COPY … TO PROGRAM`
+/// when a superuser runs it) then has no more power in the sandbox than it had in production.
+pub struct Loader {
+    pub conn: ConnInfo,
 }
 
 enum Kind {
@@ -105,6 +115,7 @@ impl Sandbox {
                         dbname: Some("verify".into()),
                         params: Vec::new(),
                     },
+                    loader_role: None,
                     kind: Kind::Local {
                         bin: bin.clone(),
                         data: data.clone(),
@@ -170,6 +181,7 @@ impl Sandbox {
                 Ok(Sandbox {
                     conn,
                     work,
+                    loader_role: None,
                     kind: Kind::Url {
                         admin,
                         db,
@@ -186,6 +198,7 @@ impl Sandbox {
                 Ok(Sandbox {
                     conn,
                     work,
+                    loader_role: None,
                     kind: Kind::Docker {
                         container: Some(Box::new(container)),
                     },
@@ -194,16 +207,59 @@ impl Sandbox {
         }
     }
 
+    /// Creates the loader role (see `Loader`) and hands it the sandbox database.
+    pub async fn loader(&mut self) -> Result<Loader> {
+        let role = format!("drctl_loader_{:08x}", rand::random::<u32>());
+        let password: String = {
+            use rand::Rng;
+            rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect()
+        };
+        let db = self.conn.dbname.clone().unwrap_or_default();
+        let client = connect(&self.conn).await?;
+        client
+            .batch_execute(&format!(
+                "create role {role} login nosuperuser nocreatedb nocreaterole noinherit password '{password}'"
+            ))
+            .await
+            .context("cannot create a non-superuser role to restore as (the sandbox user needs CREATEROLE)")?;
+        self.loader_role = Some(role.clone());
+        client
+            .batch_execute(&format!(
+                "alter database \"{db}\" owner to {role}; alter schema public owner to {role}"
+            ))
+            .await
+            .context("cannot give the sandbox database to the restore role")?;
+        Ok(Loader {
+            conn: ConnInfo {
+                user: Some(role),
+                password: Some(password),
+                ..self.conn.clone()
+            },
+        })
+    }
+
     pub async fn stop(mut self) {
         if let Kind::Url { admin, db, dropped } = &mut self.kind {
             match connect(admin).await {
-                Ok(c) => match c
-                    .batch_execute(&format!("drop database if exists {db} with (force)"))
-                    .await
-                {
-                    Ok(()) => *dropped = true,
-                    Err(e) => tracing::warn!(db = %db, error = %e, "cannot drop the scratch database"),
-                },
+                Ok(c) => {
+                    match c
+                        .batch_execute(&format!("drop database if exists {db} with (force)"))
+                        .await
+                    {
+                        Ok(()) => *dropped = true,
+                        Err(e) => tracing::warn!(db = %db, error = %e, "cannot drop the scratch database"),
+                    }
+                    // A role is cluster-wide: on a shared scratch server it would stay behind.
+                    if let Some(role) = self.loader_role.take() {
+                        if let Err(e) = c.batch_execute(&format!("drop role if exists {role}")).await {
+                            tracing::warn!(role = %role, error = %e, "cannot drop the sandbox's restore role");
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(db = %db, error = %format!("{e:#}"), "cannot drop the scratch database"),
             }
         }
