@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod config_reference;
 mod daemon;
+mod hardening_sources;
 mod postgres;
 mod prune;
 mod regressions;
