@@ -166,6 +166,112 @@ fn redis_file_mode_backs_up_a_busy_server_without_a_false_alarm() {
     assert_eq!(ws.list_json().len(), 3);
 }
 
+// ---------- files: overlapping paths and names that are not UTF-8 ----------
+
+/// A workspace whose one source, `config`, backs up `paths` (TOML strings, as written).
+fn files_workspace(paths: &[String]) -> Workspace {
+    let ws = Workspace::new();
+    let list = paths.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [{list}]\n"),
+    );
+    ws
+}
+
+/// Every file below `dir` as (path relative to `dir` as raw bytes, contents), sorted.
+fn tree_bytes(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().as_os_str().as_bytes().to_vec();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn files_overlapping_paths_back_up_each_file_once_and_restore() {
+    // Was: `paths = ["/x/app", "/x/app/.env"]` wrote .env twice into the tar; backup exit 0,
+    // restore "File exists".
+    let src = tempfile::tempdir().unwrap();
+    let app = src.path().join("app");
+    std::fs::create_dir_all(app.join("conf")).unwrap();
+    std::fs::write(app.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::write(app.join("conf/Caddyfile"), ":80\n").unwrap();
+    let a = app.display().to_string();
+    let ws = files_workspace(&[
+        a.clone(),
+        format!("{a}/.env"),
+        format!("{a}/"),
+        format!("{a}/./conf/Caddyfile"),
+        a.clone(),
+    ]);
+    let (code, out, err) = ws.run(&["backup"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let list = ws.list_json();
+    assert_eq!(list[0]["facts"]["file_count"], 2, "each file once: {list:?}");
+    let dest = ws.path().join("restored");
+    ws.restore_ok(&dest);
+    let root = dest.join("config").join(a.trim_start_matches('/'));
+    assert_eq!(tree_bytes(&root), tree_bytes(&app));
+}
+
+#[test]
+fn files_names_differing_only_in_invalid_utf8_round_trip_byte_exact() {
+    // Was: both names became "name\u{FFFD}" in the tar (to_string_lossy); backup exit 0,
+    // restore "File exists".
+    use std::os::unix::ffi::OsStrExt;
+    let _g = shared(); // verify
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("data");
+    let raw = |b: &[u8]| dir.join(std::ffi::OsStr::from_bytes(b));
+    std::fs::create_dir_all(raw(b"sub\xe9dir")).unwrap();
+    std::fs::write(raw(b"name\xff"), "first").unwrap();
+    std::fs::write(raw(b"name\xfe"), "second").unwrap();
+    std::fs::write(raw(b"name\xef\xbf\xbd"), "the replacement character itself").unwrap();
+    std::fs::write(raw(b"sub\xe9dir/f\x80"), "nested").unwrap();
+    let ws = files_workspace(&[dir.display().to_string()]);
+    let (code, out, err) = ws.run(&["backup"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(ws.list_json()[0]["facts"]["file_count"], 4);
+    let dest = ws.path().join("restored");
+    ws.restore_ok(&dest);
+    let root = dest.join("config").join(dir.display().to_string().trim_start_matches('/'));
+    let restored = tree_bytes(&root);
+    assert_eq!(restored, tree_bytes(&dir), "names and contents byte for byte");
+    assert_eq!(restored.len(), 4);
+    let (code, out, err) = ws.run(&["verify", "--identity", ws.identity.to_str().unwrap()]);
+    assert_eq!(code, 0, "verify compares every file's hash:\n{out}\n{err}");
+}
+
+#[test]
+fn files_path_reached_through_an_archived_symlink_fails_the_backup() {
+    // Was: `paths = ["/x/app", "/x/app/current/.env"]` with `current -> /x/releases/42`
+    // archived the link and then a file through it: backup exit 0, restore refused the entry.
+    let src = tempfile::tempdir().unwrap();
+    let app = src.path().join("app");
+    let release = src.path().join("releases/42");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join(".env"), "A=1\n").unwrap();
+    std::os::unix::fs::symlink(&release, app.join("current")).unwrap();
+    let a = app.display().to_string();
+    let ws = files_workspace(&[a.clone(), format!("{a}/current/.env")]);
+    let (code, out, err) = ws.run(&["backup"]);
+    assert_ne!(code, 0, "an unrestorable archive was reported complete:\n{out}\n{err}");
+    assert!(
+        err.contains("reached through the symlink") && err.contains(&format!("{a}/current")),
+        "{err}"
+    );
+    assert!(err.contains("list the link's target instead"), "{err}");
+}
+
 // ---------- NATS credentials ----------
 
 /// A stream `ORDERS` with `count` messages on `n`.
