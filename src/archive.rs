@@ -204,7 +204,8 @@ mod tests {
                 Some(target) => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
-                    b.append_link(&mut h, std::ffi::OsStr::from_bytes(name), target).unwrap();
+                    b.append_link(&mut h, std::ffi::OsStr::from_bytes(name), target)
+                        .unwrap();
                 }
                 None => {
                     h.set_size(body.len() as u64);

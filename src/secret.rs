@@ -26,7 +26,11 @@ pub fn decode_userinfo(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -46,10 +50,7 @@ mod tests {
 
     #[test]
     fn passwords_and_nats_tokens_are_redacted() {
-        assert_eq!(
-            redact_url("nats://u:p%40ss@h:4222"),
-            "nats://u:REDACTED@h:4222"
-        );
+        assert_eq!(redact_url("nats://u:p%40ss@h:4222"), "nats://u:REDACTED@h:4222");
         assert_eq!(redact_url("nats://s3cr3t@h:4222"), "nats://REDACTED@h:4222");
         assert_eq!(redact_url("postgres://app@h/db"), "postgres://app@h/db");
         assert_eq!(decode_userinfo("p%40ss%2Fw+x"), "p@ss/w+x");

@@ -219,7 +219,9 @@ mod tests {
             path: dir.path().to_path_buf(),
             name: PathBuf::from("srv/app"),
         };
-        let e = write_tar(spec(vec![root(), root()]), Vec::new()).unwrap_err().to_string();
+        let e = write_tar(spec(vec![root(), root()]), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'srv/app' is already in the archive"), "{e}");
         let file = Root {
             path: dir.path().join(".env"),
@@ -253,6 +255,8 @@ mod tests {
         assert_eq!(names, vec![b"a\xfe".to_vec(), b"a\xff".to_vec()]);
         let facts = stats.file_facts();
         assert_eq!(facts.len(), 2);
-        assert!(facts.iter().any(|(n, f)| n.as_os_str().as_bytes() == b"a\xff" && f.size == 2));
+        assert!(facts
+            .iter()
+            .any(|(n, f)| n.as_os_str().as_bytes() == b"a\xff" && f.size == 2));
     }
 }

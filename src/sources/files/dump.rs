@@ -53,12 +53,7 @@ fn roots(src: &FilesSource) -> Result<Vec<tarball::Root>> {
         };
         // …but it does not follow links below it: a path reached through one would be written
         // through an archived link, which restore refuses.
-        if let Some(link) = path
-            .ancestors()
-            .skip(1)
-            .take_while(|a| a != k)
-            .find(|a| a.is_symlink())
-        {
+        if let Some(link) = path.ancestors().skip(1).take_while(|a| a != k).find(|a| a.is_symlink()) {
             bail!(
                 "source '{}': {} is reached through the symlink {}, which is archived as a link with {} (list the link's target instead)",
                 src.name,
@@ -71,7 +66,10 @@ fn roots(src: &FilesSource) -> Result<Vec<tarball::Root>> {
     Ok(kept
         .into_iter()
         .map(|path| {
-            let name = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+            let name = path
+                .components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .collect();
             tarball::Root { path, name }
         })
         .collect())

@@ -29,7 +29,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 enum Credentials {
     None,
     /// `nats://user:password@host`
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     /// `nats://TOKEN@host`: a user without a password is a token (NATS CLI, nats.go).
     Token(String),
 }
@@ -38,8 +41,12 @@ enum Credentials {
 /// ignores a URL's user info when authenticating, and its connector logs the address it was
 /// given (with `Debug`, password included), so credentials travel only in `ConnectOptions`.
 fn split_credentials(url: &str) -> Result<(String, Credentials)> {
-    let mut u = url::Url::parse(url)
-        .map_err(|e| anyhow!("{}: not a URL ({e}); expected nats://[user:password@]host:4222", crate::secret::redact_url(url)))?;
+    let mut u = url::Url::parse(url).map_err(|e| {
+        anyhow!(
+            "{}: not a URL ({e}); expected nats://[user:password@]host:4222",
+            crate::secret::redact_url(url)
+        )
+    })?;
     let user = crate::secret::decode_userinfo(u.username());
     let creds = match u.password().map(crate::secret::decode_userinfo) {
         Some(password) => Credentials::UserPassword { user, password },
@@ -72,7 +79,10 @@ pub async fn connect(url: &str) -> Result<async_nats::Client> {
             }
             _ => String::new(),
         };
-        anyhow!("cannot connect to NATS at {}: {e}{hint}", crate::secret::redact_url(url))
+        anyhow!(
+            "cannot connect to NATS at {}: {e}{hint}",
+            crate::secret::redact_url(url)
+        )
     })
 }
 

@@ -278,7 +278,7 @@ async fn file_mode(
     }
     tracing::debug!(source = %name, file = %file_n, server = %server_n, quiet, removed, "RDB matches the server");
     // Exact only when the server's counts are the fork's: nothing written, expired or evicted.
-    facts.key_counts_exact = quiet && removed == 0 && first != FirstDb::Unknown;
+    facts.key_counts_exact = quiet && removed == 0;
     facts.key_counts = Some(after.keyspace);
     facts.rdb_path = Some(path.display().to_string());
     facts.expected_size = Some(size);

@@ -96,7 +96,7 @@ impl Nats {
     }
 
     pub fn client(&self) -> NatsClient {
-        NatsClient::connect_auth(self.port, self.auth)
+        NatsClient::connect(self.port, self.auth)
     }
 }
 
@@ -115,11 +115,7 @@ pub struct NatsClient {
 }
 
 impl NatsClient {
-    pub fn connect(port: u16) -> NatsClient {
-        NatsClient::connect_auth(port, NatsAuth::None)
-    }
-
-    pub fn connect_auth(port: u16, auth: NatsAuth) -> NatsClient {
+    pub fn connect(port: u16, auth: NatsAuth) -> NatsClient {
         use std::io::{BufRead, Write};
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
