@@ -3,9 +3,15 @@
 //! point out — also through other links of the same archive (`a/l -> ..`, then `b -> a/l/..`).
 //! The whole archive is checked before anything is written. setuid and setgid bits are
 //! stripped unless the caller keeps them on purpose.
+//!
+//! Names are bytes (an `OsStr`), never converted to text, so `a\xff` and `a\xfe` come back as
+//! two files. drctl writes each name once; archives written before it deduplicated listed
+//! paths hold some files twice (`paths = ["/x/app", "/x/app/.env"]`): a file that appears again
+//! is skipped, with a warning, instead of failing the restore with `File exists`. A link that
+//! appears twice is refused: the checks above must see the links that will be on disk.
 
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 /// Where `p` (relative to the restore directory) really is once the archive's own symlinks
@@ -80,12 +86,23 @@ pub fn extract(file: &Path, dest: &Path, keep_special_bits: bool) -> Result<()> 
     };
     let mut a = open()?;
     let mut links = HashMap::new();
+    // Every name seen, and whether it was a link.
+    let mut seen: HashMap<PathBuf, bool> = HashMap::new();
     for e in a.entries()? {
         let e = e?;
         let path = e.path()?.into_owned();
         let kind = e.header().entry_type();
         let link = e.link_name()?.map(|l| l.into_owned());
         check_entry(&path, link.as_deref(), kind == tar::EntryType::Link, &mut links)?;
+        let is_link = link.is_some();
+        if let Some(was_link) = seen.insert(same_name(&path), is_link) {
+            if is_link || was_link {
+                bail!(
+                    "refusing tar entry '{}': it appears twice in the archive, and as a link at least once",
+                    path.display()
+                );
+            }
+        }
     }
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let mut a = open()?;
@@ -96,9 +113,17 @@ pub fn extract(file: &Path, dest: &Path, keep_special_bits: bool) -> Result<()> 
     if !keep_special_bits {
         a.set_mask(0o6000);
     }
+    let mut files_written = HashSet::new();
     for e in a.entries()? {
         let mut e = e?;
         let path = e.path()?.into_owned();
+        if e.header().entry_type().is_file() && !files_written.insert(same_name(&path)) {
+            tracing::warn!(
+                entry = %path.display(),
+                "skipping a second copy of a file in the archive (written before drctl archived each listed path once); the first copy is restored"
+            );
+            continue;
+        }
         if !e
             .unpack_in(dest)
             .with_context(|| format!("cannot extract {}", path.display()))?
@@ -110,6 +135,11 @@ pub fn extract(file: &Path, dest: &Path, keep_special_bits: bool) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The name an entry is written to: `a/./b/` and `a/b` are one file.
+fn same_name(p: &Path) -> PathBuf {
+    p.components().filter(|c| *c != Component::CurDir).collect()
 }
 
 /// A restore directory must be new or empty: restoring over existing files hides what came
@@ -159,5 +189,55 @@ mod tests {
         assert!(check("d", Some("."), false, l).is_ok());
         assert!(check("d/d/d/file", None, false, l).is_ok());
         assert!(check("inside/ok", Some("../srv/app"), false, l).is_ok());
+    }
+
+    fn tar_of(entries: &[(&[u8], Option<&str>, &[u8])]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(f.reopen().unwrap());
+        for (name, link, body) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, std::ffi::OsStr::from_bytes(name), target)
+                        .unwrap();
+                }
+                None => {
+                    h.set_size(body.len() as u64);
+                    b.append_data(&mut h, std::ffi::OsStr::from_bytes(name), *body).unwrap();
+                }
+            }
+        }
+        b.finish().unwrap();
+        f
+    }
+
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn names_that_are_not_utf8_come_back_byte_exact() {
+        let t = tar_of(&[(b"d/a\xff", None, b"1"), (b"d/a\xfe", None, b"2")]);
+        let dest = tempfile::tempdir().unwrap();
+        extract(t.path(), dest.path(), false).unwrap();
+        let read = |n: &[u8]| std::fs::read(dest.path().join(std::ffi::OsStr::from_bytes(n))).unwrap();
+        assert_eq!(read(b"d/a\xff"), b"1");
+        assert_eq!(read(b"d/a\xfe"), b"2");
+    }
+
+    #[test]
+    fn an_old_archive_with_a_file_twice_restores_and_a_link_twice_is_refused() {
+        // What `paths = ["/x/app", "/x/app/.env"]` wrote before each path was archived once.
+        let t = tar_of(&[(b"x/app/.env", None, b"A=1"), (b"x/app/./.env", None, b"A=1")]);
+        let dest = tempfile::tempdir().unwrap();
+        extract(t.path(), dest.path(), false).unwrap();
+        assert_eq!(std::fs::read(dest.path().join("x/app/.env")).unwrap(), b"A=1");
+        let t = tar_of(&[(b"l", Some("d"), b""), (b"l", Some("e"), b"")]);
+        let e = extract(t.path(), tempfile::tempdir().unwrap().path(), false).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
     }
 }

@@ -16,8 +16,11 @@ fn init_logging(cli: &Cli) {
     // reqsign (OpenDAL's request signer) prints its credential providers, secret keys
     // included, at debug level; bollard (the Docker client under the docker verify sandbox)
     // prints every request body, the sandbox's POSTGRES_PASSWORD included. No verbosity or
-    // RUST_LOG may turn that on.
+    // RUST_LOG may turn that on. async-nats traces its CONNECT message (user, password and
+    // token) from its connection module, and its connector logs server addresses with Debug.
     for target in [
+        "async_nats::connection=debug",
+        "async_nats::connector=info",
         "reqsign=warn",
         "reqsign_core=warn",
         "reqsign_aws_v4=warn",

@@ -4,17 +4,19 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 pub struct Root {
     /// Where it is on disk.
     pub path: PathBuf,
-    /// Its name inside the archive (no leading '/').
-    pub name: String,
+    /// Its name inside the archive (relative; empty: its contents at the top). Kept as bytes
+    /// (an `OsStr`), so a name that is not UTF-8 is archived exactly as it is on disk.
+    pub name: PathBuf,
 }
 
 pub struct Spec {
@@ -50,6 +52,22 @@ pub struct TarStats {
     /// Per-file SHA-256, size and mode, by archive name (files sources only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<BTreeMap<String, FileFact>>,
+    /// The same for files whose archive name is not UTF-8, by the hex of the name's bytes (a
+    /// JSON key is text, and a lossy conversion would merge `a\xff` and `a\xfe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_hex_names: Option<BTreeMap<String, FileFact>>,
+}
+
+impl TarStats {
+    /// Every recorded file: (archive name, fact), names as bytes.
+    pub fn file_facts(&self) -> Vec<(PathBuf, &FileFact)> {
+        let utf8 = self.files.iter().flatten().map(|(n, f)| (PathBuf::from(n), f));
+        let raw = self.files_hex_names.iter().flatten().filter_map(|(h, f)| {
+            let bytes = hex::decode(h).ok()?;
+            Some((PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)), f))
+        });
+        utf8.chain(raw).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -70,8 +88,21 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<TarStats> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    let mut files = BTreeMap::new();
+    let (mut files, mut files_hex_names) = (BTreeMap::new(), BTreeMap::new());
     let (mut count, mut bytes) = (0u64, 0u64);
+    // Names already written. A second entry of one name makes an archive that cannot be
+    // extracted (`File exists`), so it is refused here, while the backup can still fail.
+    let mut written: HashSet<PathBuf> = HashSet::new();
+    let mut once = |name: &Path, path: &Path| -> Result<()> {
+        if !written.insert(name.to_path_buf()) {
+            bail!(
+                "cannot archive {}: '{}' is already in the archive (a path listed twice, or inside another listed path); an archive with two entries of one name cannot be restored",
+                path.display(),
+                name.display()
+            );
+        }
+        Ok(())
+    };
     for root in &spec.roots {
         let meta = std::fs::symlink_metadata(&root.path).with_context(|| {
             format!(
@@ -89,14 +120,13 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<TarStats> {
             let rel = entry.path().strip_prefix(&root.path).expect("below root");
             let name = if rel.as_os_str().is_empty() {
                 root.name.clone()
-            } else if root.name.is_empty() {
-                rel.to_string_lossy().into_owned()
             } else {
-                format!("{}/{}", root.name, rel.to_string_lossy())
+                root.name.join(rel)
             };
-            if name.is_empty() {
+            if name.as_os_str().is_empty() {
                 continue; // the root itself of an unnamed root
             }
+            once(&name, entry.path())?;
             let ft = entry.file_type();
             if ft.is_dir() {
                 b.append_dir(&name, entry.path())
@@ -134,14 +164,15 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<TarStats> {
                 bytes += size;
                 if spec.hash_files {
                     use std::os::unix::fs::PermissionsExt;
-                    files.insert(
-                        name,
-                        FileFact {
-                            sha256: hex::encode(reader.hasher.finalize()),
-                            size,
-                            mode: format!("{:o}", m.permissions().mode() & 0o7777),
-                        },
-                    );
+                    let fact = FileFact {
+                        sha256: hex::encode(reader.hasher.finalize()),
+                        size,
+                        mode: format!("{:o}", m.permissions().mode() & 0o7777),
+                    };
+                    match name.to_str() {
+                        Some(utf8) => files.insert(utf8.to_string(), fact),
+                        None => files_hex_names.insert(hex::encode(name.as_os_str().as_bytes()), fact),
+                    };
                 }
             } else {
                 tracing::warn!(path = %entry.path().display(), "skipping a socket, fifo or device");
@@ -156,6 +187,7 @@ fn write_tar<W: std::io::Write>(spec: Spec, out: W) -> Result<TarStats> {
         file_count: count,
         file_bytes: bytes,
         files: spec.hash_files.then_some(files),
+        files_hex_names: (!files_hex_names.is_empty()).then_some(files_hex_names),
     })
 }
 
@@ -165,4 +197,66 @@ pub fn globs(patterns: &[String]) -> Result<globset::GlobSet, String> {
         b.add(globset::Glob::new(p).map_err(|e| format!("exclude '{p}': {e}"))?);
     }
     b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(roots: Vec<Root>) -> Spec {
+        Spec {
+            roots,
+            exclude: globs(&[]).unwrap(),
+            hash_files: true,
+        }
+    }
+
+    #[test]
+    fn a_second_entry_of_one_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "x").unwrap();
+        let root = || Root {
+            path: dir.path().to_path_buf(),
+            name: PathBuf::from("srv/app"),
+        };
+        let e = write_tar(spec(vec![root(), root()]), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'srv/app' is already in the archive"), "{e}");
+        let file = Root {
+            path: dir.path().join(".env"),
+            name: PathBuf::from("srv/app/.env"),
+        };
+        let e = write_tar(spec(vec![root(), file]), Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("'srv/app/.env' is already in the archive"), "{e}");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_archived_byte_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [&b"a\xff"[..], b"a\xfe"] {
+            std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(n)), n).unwrap();
+        }
+        let mut out = Vec::new();
+        let stats = write_tar(
+            spec(vec![Root {
+                path: dir.path().to_path_buf(),
+                name: PathBuf::new(),
+            }]),
+            &mut out,
+        )
+        .unwrap();
+        let mut names: Vec<Vec<u8>> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path_bytes().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![b"a\xfe".to_vec(), b"a\xff".to_vec()]);
+        let facts = stats.file_facts();
+        assert_eq!(facts.len(), 2);
+        assert!(facts
+            .iter()
+            .any(|(n, f)| n.as_os_str().as_bytes() == b"a\xff" && f.size == 2));
+    }
 }

@@ -9,6 +9,7 @@ mod config_reference;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;
+mod hardening_sources;
 mod hardening_storage;
 mod postgres;
 mod prune;

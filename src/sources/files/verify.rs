@@ -13,18 +13,20 @@ pub async fn verify(facts: &FilesFacts, tarfile: &Path, work: &Path, t0: Instant
         return (checks, None);
     }
     let rto = t0.elapsed().as_secs_f64();
-    let files = facts.tar.files.clone().unwrap_or_default();
+    // Names that are not UTF-8 are recorded apart (by their bytes in hex): both are checked.
+    let files = facts.tar.file_facts();
     let mut bad = Vec::new();
     for (name, want) in &files {
         use sha2::Digest;
+        let name_shown = name.display();
         match std::fs::read(dest.join(name)) {
             Ok(b) => {
                 let got = hex::encode(sha2::Sha256::digest(&b));
                 if got != want.sha256 {
-                    bad.push(format!("{name}: SHA-256 {got}, recorded \"{}\"", want.sha256));
+                    bad.push(format!("{name_shown}: SHA-256 {got}, recorded \"{}\"", want.sha256));
                 }
             }
-            Err(e) => bad.push(format!("{name}: {e}")),
+            Err(e) => bad.push(format!("{name_shown}: {e}")),
         }
     }
     checks.push(check(

@@ -21,7 +21,8 @@ pub enum NatsMode {
 pub enum NatsAccess {
     /// The store directory (`nats-server -sd`), or its `jetstream` subdirectory.
     Tarball { data_dir: PathBuf },
-    /// `nats://[user:password@]host:4222`, and the streams to snapshot (empty: all).
+    /// `nats://[user:password@]host:4222` (or `nats://TOKEN@host`), and the streams to
+    /// snapshot (empty: all). The credentials are taken out of the URL when connecting.
     Snapshot { url: String, streams: Vec<String> },
 }
 
@@ -54,7 +55,7 @@ struct RawNatsSource {
     /// The store directory (`nats-server -sd`), or its `jetstream` subdirectory (tarball mode).
     #[serde(default)]
     data_dir: Option<PathBuf>,
-    /// `nats://[user:password@]host:4222` (snapshot mode).
+    /// `nats://[user:password@]host:4222` or `nats://TOKEN@host:4222` (snapshot mode).
     #[serde(default)]
     url: Option<String>,
     /// Streams to snapshot [default: all] (snapshot mode).

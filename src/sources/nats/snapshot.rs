@@ -25,12 +25,65 @@ use tokio::io::AsyncWriteExt;
 const CHUNK: usize = 128 * 1024;
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The credentials a `nats://` URL carries, taken out of it.
+enum Credentials {
+    None,
+    /// `nats://user:password@host`
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    /// `nats://TOKEN@host`: a user without a password is a token (NATS CLI, nats.go).
+    Token(String),
+}
+
+/// Splits `url` into the server address without credentials and the credentials. async-nats
+/// ignores a URL's user info when authenticating, and its connector logs the address it was
+/// given (with `Debug`, password included), so credentials travel only in `ConnectOptions`.
+fn split_credentials(url: &str) -> Result<(String, Credentials)> {
+    let mut u = url::Url::parse(url).map_err(|e| {
+        anyhow!(
+            "{}: not a URL ({e}); expected nats://[user:password@]host:4222",
+            crate::secret::redact_url(url)
+        )
+    })?;
+    let user = crate::secret::decode_userinfo(u.username());
+    let creds = match u.password().map(crate::secret::decode_userinfo) {
+        Some(password) => Credentials::UserPassword { user, password },
+        None if !user.is_empty() => Credentials::Token(user),
+        None => Credentials::None,
+    };
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    Ok((u.to_string(), creds))
+}
+
 pub async fn connect(url: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(15))
-        .connect(url)
-        .await
-        .map_err(|e| anyhow!("cannot connect to NATS at {}: {e}", crate::secret::redact_url(url)))
+    let (server, creds) = split_credentials(url)?;
+    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(15));
+    let (options, check) = match creds {
+        Credentials::None => (
+            options,
+            "the server asks for credentials: put them in the URL, nats://user:password@host:4222 or nats://TOKEN@host:4222".to_string(),
+        ),
+        Credentials::UserPassword { user, password } => (
+            options.user_and_password(user.clone(), password),
+            format!("check the user '{user}' and its password in the URL"),
+        ),
+        Credentials::Token(token) => (options.token(token), "check the token in the URL".to_string()),
+    };
+    options.connect(server.as_str()).await.map_err(|e| {
+        let hint = match e.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation | async_nats::ConnectErrorKind::Authentication => {
+                format!(" ({check})")
+            }
+            _ => String::new(),
+        };
+        anyhow!(
+            "cannot connect to NATS at {}: {e}{hint}",
+            crate::secret::redact_url(url)
+        )
+    })
 }
 
 async fn api(client: &async_nats::Client, subject: String, body: serde_json::Value) -> Result<serde_json::Value> {

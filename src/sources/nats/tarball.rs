@@ -40,8 +40,8 @@ pub async fn tarball_dump(src: &NatsSource, data_dir: &Path) -> Result<Dump> {
     };
     // `…/jetstream` is archived as `jetstream/…`, so the extract is an `-sd` directory.
     let name = match data_dir.file_name().and_then(|n| n.to_str()) {
-        Some("jetstream") => "jetstream".to_string(),
-        _ => String::new(),
+        Some("jetstream") => std::path::PathBuf::from("jetstream"),
+        _ => std::path::PathBuf::new(),
     };
     let (reader, task) = tarball::start(tarball::Spec {
         roots: vec![tarball::Root {

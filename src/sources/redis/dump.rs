@@ -8,44 +8,51 @@
 //!   (`SYNC` after `REPLCONF rdb-only 1`), for hosts where drctl cannot read Redis's disk. A
 //!   diskless transfer's `$EOF:<mark>` framing is stripped, so the stored bytes are a plain RDB.
 //!
+//! In file mode the file must be the one this save wrote: it must have been modified after the
+//! BGSAVE was sent, and when nothing was written since the save's fork (`INFO`'s
+//! `rdb_changes_since_last_save:0`) the key count in its prologue (`RESIZEDB`, see `rdb.rs`) must
+//! be the server's, give or take keys that expired or were evicted meanwhile. A stale file or
+//! another server's is refused with both counts; on a busy server the counts are recorded as not
+//! exact instead of compared, so writes never fail a backup.
+//!
 //! Either way the header (`REDIS00xx`) and the size are checked before the backup commits, and
 //! the per-db key counts are recorded. The password travels only inside the connection.
 
-use super::client::{connect, field, info, keyspace};
+use super::client::{connect, field, info, keyspace, parse_keyspace};
+use super::rdb::{first_db, FirstDb};
 use super::{Keyspace, RedisFacts};
 use super::{RedisAccess, RedisSource};
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn saves(info: &str) -> Option<u64> {
     field(info, "rdb_saves").and_then(|v| v.parse().ok())
 }
 
-/// BGSAVE and wait for it. Returns when a save that started after this call has finished well.
-async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout: Duration) -> Result<()> {
+/// BGSAVE and wait for it. Returns when a save that started after this call has finished well,
+/// with the time just before the BGSAVE was sent: the file it wrote was last modified after that.
+async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout: Duration) -> Result<SystemTime> {
     let t0 = Instant::now();
-    let before = info(con, "persistence").await?;
-    let saves_before = saves(&before);
     let last_before: i64 = redis::cmd("LASTSAVE").query_async(con).await?;
-    // A BGSAVE already running started before our call: wait for it, then start our own.
-    loop {
+    // A BGSAVE already running started before our call: wait for it, then start our own (and
+    // again if another one slipped in between).
+    let (baseline, started) = loop {
         let p = info(con, "persistence").await?;
         if field(&p, "rdb_bgsave_in_progress") != Some("1") {
-            break;
+            let started = SystemTime::now();
+            match redis::cmd("BGSAVE").query_async::<String>(con).await {
+                Ok(_) => break (saves(&p), started),
+                Err(e) if e.to_string().contains("already in progress") => {}
+                Err(e) => bail!("source '{name}': BGSAVE refused: {e}"),
+            }
         }
         if t0.elapsed() > timeout {
             bail!("source '{name}': a BGSAVE already in progress did not finish within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let baseline = saves(&info(con, "persistence").await?).or(saves_before);
-    match redis::cmd("BGSAVE").query_async::<String>(con).await {
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("already in progress") => {}
-        Err(e) => bail!("source '{name}': BGSAVE refused: {e}"),
-    }
+    };
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let p = info(con, "persistence").await?;
@@ -67,7 +74,7 @@ async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout
             );
         }
         if done {
-            return Ok(());
+            return Ok(started);
         }
         if t0.elapsed() > timeout {
             bail!(
@@ -95,14 +102,16 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
     let version = field(&info(&mut con, "server").await?, "redis_version")
         .unwrap_or("")
         .to_string();
-    let keys_before = keyspace(&mut con).await?;
     let facts = RedisFacts {
         redis_version: Some(version),
         ..Default::default()
     };
     match &src.access {
-        RedisAccess::File { rdb_path } => file_mode(src, rdb_path.as_deref(), con, keys_before, facts).await,
-        RedisAccess::Replication => replication_mode(src, con, keys_before, facts).await,
+        RedisAccess::File { rdb_path } => file_mode(src, rdb_path.as_deref(), con, facts).await,
+        RedisAccess::Replication => {
+            let keys_before = keyspace(&mut con).await?;
+            replication_mode(src, con, keys_before, facts).await
+        }
     }
 }
 
@@ -112,17 +121,94 @@ fn record_keys(facts: &mut RedisFacts, before: Keyspace, after: Keyspace) {
     facts.key_counts = Some(after);
 }
 
+/// The parts of one `INFO` (default sections) that tell whether the file on disk can be compared
+/// with the server: read in one call, so they describe the same moment.
+struct ServerState {
+    keyspace: Keyspace,
+    /// Completed saves (`rdb_saves`).
+    saves: Option<u64>,
+    in_progress: bool,
+    /// Writes since the fork of the last completed save (`rdb_changes_since_last_save`).
+    changes_since_save: Option<u64>,
+    /// Keys expired or evicted so far: they leave without counting as writes.
+    removed: u64,
+}
+
+async fn server_state(con: &mut redis::aio::MultiplexedConnection) -> Result<ServerState> {
+    let all = redis::cmd("INFO").query_async::<String>(con).await?;
+    let num = |k: &str| field(&all, k).and_then(|v| v.parse::<u64>().ok());
+    let keyspace_section = all.split_once("# Keyspace").map(|(_, k)| k).unwrap_or("");
+    Ok(ServerState {
+        keyspace: parse_keyspace(keyspace_section),
+        saves: num("rdb_saves"),
+        in_progress: field(&all, "rdb_bgsave_in_progress") == Some("1"),
+        changes_since_save: num("rdb_changes_since_last_save"),
+        removed: num("expired_keys").unwrap_or(0) + num("evicted_keys").unwrap_or(0),
+    })
+}
+
+/// How far the prologue is read: AUX fields and functions come before the first database.
+const PROLOGUE: u64 = 1 << 20;
+
+/// Redis writes the file after BGSAVE was sent; the slack covers file systems whose timestamps
+/// are coarser than the clock (the kernel's coarse clock, 1–2 s on some file systems).
+const MTIME_SLACK: Duration = Duration::from_secs(2);
+
+fn when(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn keys_in(keys: u64, db: &str) -> String {
+    format!("{keys} keys in {db}")
+}
+
+/// What the file's prologue says, in words.
+fn file_says(first: FirstDb) -> String {
+    match first {
+        FirstDb::Empty => "no keys".into(),
+        FirstDb::Db { db, keys, .. } => keys_in(keys, &format!("db{db}")),
+        FirstDb::Unknown => "an unread number of keys".into(),
+    }
+}
+
+/// The server's count for the database the file's prologue names (or its first non-empty one).
+fn server_says(ks: &Keyspace, first: FirstDb) -> String {
+    let db = match first {
+        FirstDb::Db { db, .. } => format!("db{db}"),
+        _ => match ks.iter().find(|(_, v)| v.keys > 0) {
+            Some((db, _)) => db.clone(),
+            None => return "no keys".into(),
+        },
+    };
+    keys_in(ks.get(&db).map(|v| v.keys).unwrap_or(0), &db)
+}
+
+/// Whether a file whose prologue says `first` can be a snapshot of a server that, with no writes
+/// since the fork, now holds `ks` after `removed` keys expired or were evicted.
+fn matches_server(first: FirstDb, ks: &Keyspace, removed: u64) -> bool {
+    let db_no = |name: &str| name.trim_start_matches("db").parse::<u64>().ok();
+    match first {
+        FirstDb::Unknown => true,
+        // Keys cannot appear without a write.
+        FirstDb::Empty => ks.values().all(|v| v.keys == 0),
+        FirstDb::Db { db, keys, .. } => {
+            let lower_db_has_keys = ks.iter().any(|(n, v)| v.keys > 0 && db_no(n).is_some_and(|n| n < db));
+            let now = ks.get(&format!("db{db}")).map(|v| v.keys).unwrap_or(0);
+            !lower_db_has_keys && now <= keys && keys - now <= removed
+        }
+    }
+}
+
 async fn file_mode(
     src: &RedisSource,
     rdb_path: Option<&std::path::Path>,
     mut con: redis::aio::MultiplexedConnection,
-    keys_before: Keyspace,
     mut facts: RedisFacts,
 ) -> Result<Dump> {
     let timeout = src.bgsave_timeout.std();
-    bgsave(&mut con, &src.name, timeout).await?;
-    let keys_after = keyspace(&mut con).await?;
-    record_keys(&mut facts, keys_before, keys_after);
+    let before = server_state(&mut con).await?;
+    let started = bgsave(&mut con, &src.name, timeout).await?;
+    let after = server_state(&mut con).await?;
     let path = match rdb_path {
         Some(p) => p.to_path_buf(),
         None => {
@@ -142,23 +228,62 @@ async fn file_mode(
             std::path::Path::new(&dir).join(file)
         }
     };
+    let name = &src.name;
     let mut f = tokio::fs::File::open(&path).await.with_context(|| {
         format!(
-            "source '{}': cannot read the RDB at {} (if Redis runs in a container, set rdb_path to where its volume is on this host, or use mode = \"replication\")",
-            src.name,
+            "source '{name}': cannot read the RDB at {} (if Redis runs in a container, set rdb_path to where its volume is on this host, or use mode = \"replication\")",
             path.display()
         )
     })?;
     // Redis replaces the file by rename, so this open file is one complete snapshot.
-    let size = f.metadata().await?.len();
-    let mut header = [0u8; 9];
-    f.read_exact(&mut header)
+    let meta = f.metadata().await?;
+    let size = meta.len();
+    let mut head = vec![0u8; size.min(PROLOGUE) as usize];
+    f.read_exact(&mut head)
         .await
-        .map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
-    check_header(&header).map_err(|e| anyhow!("source '{}': {}: {e}", src.name, path.display()))?;
+        .map_err(|e| anyhow!("source '{name}': {}: {e}", path.display()))?;
+    check_header(&head).map_err(|e| anyhow!("source '{name}': {}: {e}", path.display()))?;
+    let first = first_db(&head);
+    // The counts describe the file exactly when nothing was written since the fork of the save
+    // whose file this is (no save completed since `after`, none running). On a busy server they
+    // cannot be compared; the file's age still can.
+    let saves_now = server_state(&mut con).await?.saves;
+    let quiet = after.changes_since_save == Some(0) && !after.in_progress && saves_now == after.saves;
+    let removed = after.removed.saturating_sub(before.removed);
+    let (file_n, server_n) = (file_says(first), server_says(&after.keyspace, first));
+    let (what, not_ours) = match rdb_path {
+        Some(_) => (
+            "rdb_path",
+            "it is not this server's dump file (check rdb_path against `CONFIG GET dir`/`dbfilename`)",
+        ),
+        None => (
+            "the RDB at",
+            "Redis does not write the file drctl reads there (if Redis runs in a container, set rdb_path to where its volume is on this host)",
+        ),
+    };
+    let mtime = meta.modified()?;
+    if mtime + MTIME_SLACK < started {
+        bail!(
+            "source '{name}': {what} {} was last written {}, before the BGSAVE started at {} (the file holds {file_n}, the server {server_n}): {not_ours}",
+            path.display(),
+            when(mtime),
+            when(started)
+        );
+    }
+    if quiet && !matches_server(first, &after.keyspace, removed) {
+        bail!(
+            "source '{name}': {what} {} holds {file_n}, but the server reported {server_n} with no writes since its save: {not_ours}",
+            path.display()
+        );
+    }
+    tracing::debug!(source = %name, file = %file_n, server = %server_n, quiet, removed, "RDB matches the server");
+    // Exact only when the server's counts are the fork's: nothing written, expired or evicted.
+    facts.key_counts_exact = quiet && removed == 0;
+    facts.key_counts = Some(after.keyspace);
     facts.rdb_path = Some(path.display().to_string());
     facts.expected_size = Some(size);
-    let reader = std::io::Cursor::new(header.to_vec()).chain(f.take(size - 9));
+    let rest = size - head.len() as u64;
+    let reader = std::io::Cursor::new(head).chain(f.take(rest));
     Ok(Dump {
         reader: Box::new(reader),
         format: "rdb",

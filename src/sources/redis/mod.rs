@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod dump;
+mod rdb;
 pub mod restore;
 pub mod verify;
 

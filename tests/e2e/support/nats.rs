@@ -1,33 +1,73 @@
-//! A throwaway nats-server with JetStream, and a minimal client for its API.
+//! A throwaway nats-server with JetStream (optionally asking for a user and password or a
+//! token), and a minimal client for its API.
 
 use super::{free_port, wait_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub const NATS_USER: &str = "drctl-nats";
+pub const NATS_PASSWORD: &str = "n4ts-pw-Qx7-never-log-me";
+pub const NATS_TOKEN: &str = "n4ts-token-Wr2-never-log-me";
+
+/// How a test nats-server asks clients to authenticate (set in its config file, so no secret
+/// is on its command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    /// `authorization { user: NATS_USER, password: NATS_PASSWORD }`
+    UserPassword,
+    /// `authorization { token: NATS_TOKEN }`
+    Token,
+}
+
 /// A throwaway nats-server with JetStream and monitoring, store in a temp dir.
 pub struct Nats {
     pub port: u16,
     pub monitor: u16,
     pub store: PathBuf,
+    pub auth: NatsAuth,
     _dir: Option<tempfile::TempDir>,
     child: Child,
 }
 
 impl Nats {
     pub fn start() -> Nats {
+        Nats::start_with_auth(NatsAuth::None)
+    }
+
+    /// A server that refuses clients without the credentials `auth` names.
+    pub fn start_with_auth(auth: NatsAuth) -> Nats {
         let dir = tempfile::Builder::new().prefix("drctl-nats-test-").tempdir().unwrap();
         let store = dir.path().join("store");
-        let mut n = Nats::start_on(&store);
+        let conf = dir.path().join("nats.conf");
+        let authorization = match auth {
+            NatsAuth::None => String::new(),
+            NatsAuth::UserPassword => {
+                format!("authorization {{ user: \"{NATS_USER}\", password: \"{NATS_PASSWORD}\" }}\n")
+            }
+            NatsAuth::Token => format!("authorization {{ token: \"{NATS_TOKEN}\" }}\n"),
+        };
+        std::fs::write(&conf, authorization).unwrap();
+        let conf = (auth != NatsAuth::None).then_some(conf.as_path());
+        let mut n = Nats::spawn(&store, conf, auth);
         n._dir = Some(dir);
         n
     }
 
     /// On an existing store directory (a restore).
     pub fn start_on(store: &Path) -> Nats {
+        Nats::spawn(store, None, NatsAuth::None)
+    }
+
+    fn spawn(store: &Path, conf: Option<&Path>, auth: NatsAuth) -> Nats {
         let port = free_port();
         let monitor = free_port();
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if let Some(conf) = conf {
+            cmd.arg("-c").arg(conf);
+        }
+        let child = cmd
             .args([
                 "-js",
                 "-a",
@@ -49,13 +89,14 @@ impl Nats {
             port,
             monitor,
             store: store.to_path_buf(),
+            auth,
             _dir: None,
             child,
         }
     }
 
     pub fn client(&self) -> NatsClient {
-        NatsClient::connect(self.port)
+        NatsClient::connect(self.port, self.auth)
     }
 }
 
@@ -74,7 +115,7 @@ pub struct NatsClient {
 }
 
 impl NatsClient {
-    pub fn connect(port: u16) -> NatsClient {
+    pub fn connect(port: u16, auth: NatsAuth) -> NatsClient {
         use std::io::{BufRead, Write};
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -82,7 +123,16 @@ impl NatsClient {
         let mut line = String::new();
         r.read_line(&mut line).unwrap(); // INFO
         let mut w = s;
-        w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false}\r\nSUB _INBOX.drctl.* 1\r\n")
+        let mut connect = serde_json::json!({"verbose": false, "pedantic": false, "headers": false});
+        match auth {
+            NatsAuth::None => {}
+            NatsAuth::UserPassword => {
+                connect["user"] = NATS_USER.into();
+                connect["pass"] = NATS_PASSWORD.into();
+            }
+            NatsAuth::Token => connect["auth_token"] = NATS_TOKEN.into(),
+        }
+        w.write_all(format!("CONNECT {connect}\r\nSUB _INBOX.drctl.* 1\r\n").as_bytes())
             .unwrap();
         NatsClient { r, w, n: 0 }
     }
