@@ -173,7 +173,7 @@ pub async fn backup_source(
         return Err(nothing_committed(src, err));
     }
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: catalog::FORMAT_VERSION,
         id: id.clone(),
         run_id: run_id.to_string(),
@@ -195,7 +195,10 @@ pub async fn backup_source(
         }],
         storages: closed.iter().map(|(s, _)| s.name.clone()).collect(),
         retention: cfg.policy_for(src.name()),
+        private: None,
     };
+    let recipients: Vec<&age::x25519::Recipient> = cfg.encryption.recipients.iter().map(|r| r.get()).collect();
+    manifest.seal_private(&recipients)?;
     let mkey = catalog::manifest_key(src.name(), &id);
     // Each storage's manifest lists that storage's own objects (one, or numbered parts).
     for (st, objects) in &closed {

@@ -55,11 +55,45 @@ pub struct Manifest {
     /// does not define the source still applies the right one (absent before 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Policy>,
+    /// The facts that describe the data itself (per-file SHA-256, table names and row counts),
+    /// age-encrypted to the recipients in ASCII armor: a reader of the bucket cannot test
+    /// guesses at a small secret against a file's hash. Verification opens it with the identity
+    /// (`open_private`); by hand: `jq -r .private M.json | age -d -i key.txt`. Manifests before
+    /// 0.2 carry these facts in `facts` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<String>,
 }
 
 impl Manifest {
     pub fn kind(&self) -> Kind {
         self.facts.kind()
+    }
+
+    /// Moves the facts that describe the data out of `facts` into `private`, encrypted to
+    /// `recipients`.
+    pub fn seal_private(&mut self, recipients: &[&age::x25519::Recipient]) -> Result<()> {
+        if let Some(p) = self.facts.take_private() {
+            let json = serde_json::to_vec(&p)?;
+            self.private = Some(crate::keys::seal_text(recipients, &json)?);
+        }
+        Ok(())
+    }
+
+    /// Puts the private facts back into `facts` (a no-op for manifests that have none).
+    pub fn open_private(&mut self, identities: &crate::keys::Identities) -> Result<()> {
+        let Some(text) = self.private.take() else {
+            return Ok(());
+        };
+        let json = crate::keys::open_text(identities, &text)
+            .map_err(|e| anyhow!("the private facts of backup {} of '{}': {e:#}", self.id, self.source))?;
+        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+            anyhow!(
+                "the private facts of backup {} of '{}' are not valid ({e})",
+                self.id,
+                self.source
+            )
+        })?;
+        self.facts.put_private(v)
     }
 }
 
@@ -367,6 +401,7 @@ mod tests {
                 objects: vec![],
                 storages: vec![],
                 retention: None,
+                private: None,
             },
             storages: vec!["local".into()],
             objects: BTreeMap::new(),

@@ -202,6 +202,9 @@ pub struct ListArgs {
     pub storage: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// Also show the facts stored encrypted (per-file hashes, row counts), opened with this identity
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -101,3 +101,30 @@ pub fn load_identities(path: &Path) -> Result<Identities> {
     }
     Ok(ids)
 }
+
+/// `data`, age-encrypted to `recipients` in ASCII armor (`-----BEGIN AGE ENCRYPTED FILE-----`),
+/// for small secrets kept inside JSON (a manifest's private facts). `age -d -i key` reads it.
+pub fn seal_text(recipients: &[&age::x25519::Recipient], data: &[u8]) -> Result<String> {
+    use age::armor::{ArmoredWriter, Format};
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| *r as &dyn age::Recipient))
+        .map_err(|e| anyhow::anyhow!("cannot set up encryption: {e}"))?;
+    let mut out = Vec::new();
+    let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)?;
+    let mut w = encryptor.wrap_output(armor)?;
+    w.write_all(data)?;
+    w.finish()?.finish()?;
+    Ok(String::from_utf8(out).expect("ASCII armor is ASCII"))
+}
+
+/// The plaintext of `seal_text`'s output.
+pub fn open_text(identities: &Identities, armored: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let d = age::Decryptor::new(age::armor::ArmoredReader::new(armored.as_bytes()))
+        .map_err(|e| anyhow::anyhow!("not an age-encrypted text: {e}"))?;
+    let mut r = d
+        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| anyhow::anyhow!("cannot decrypt with this identity: {e}"))?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)?;
+    Ok(out)
+}

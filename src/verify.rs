@@ -68,6 +68,10 @@ pub async fn verify_source(
             catalog::unread_note(&listing.problems)
         )
     })?;
+    // The checks need the facts that are stored encrypted (row counts, per-file hashes).
+    let mut entry = entry.clone();
+    entry.manifest.open_private(identities)?;
+    let entry = &entry;
     let t0 = Instant::now();
     let (checks, rto, sandbox) = crate::sources::verify(cfg, entry, storages, identities).await;
     let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());

@@ -11,7 +11,14 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     }
     let code = if listing.problems.is_empty() { 0 } else { 1 };
     let readable: Vec<&Storage> = storages.iter().filter(|s| !listing.storage_failed(&s.name)).collect();
-    let entries = &listing.entries;
+    let mut entries = listing.entries;
+    if let Some(path) = &a.identity {
+        let identities = crate::keys::load_identities(path)?;
+        for e in &mut entries {
+            e.manifest.open_private(&identities)?;
+        }
+    }
+    let entries = &entries;
     // The latest verification of each backup, from whichever storage recorded it.
     let mut verified: std::collections::HashMap<(String, String), crate::verification::Record> = Default::default();
     for st in &readable {

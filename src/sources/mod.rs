@@ -66,7 +66,50 @@ pub enum Facts {
     Files(files::FilesFacts),
 }
 
+/// The facts kept encrypted in `Manifest::private`, with the names they have in `facts`.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Private {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    row_counts: Option<std::collections::BTreeMap<String, i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files: Option<std::collections::BTreeMap<String, crate::tarball::FileFact>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files_hex_names: Option<std::collections::BTreeMap<String, crate::tarball::FileFact>>,
+}
+
 impl Facts {
+    /// Takes out what describes the data itself (per-file hashes, table names, row counts):
+    /// it is stored encrypted (`Manifest::private`), not in the plaintext manifest.
+    pub fn take_private(&mut self) -> Option<serde_json::Value> {
+        let p = match self {
+            Facts::Postgres(f) => Private {
+                row_counts: f.row_counts.take(),
+                ..Private::default()
+            },
+            Facts::Files(f) => Private {
+                files: f.tar.files.take(),
+                files_hex_names: f.tar.files_hex_names.take(),
+                ..Private::default()
+            },
+            Facts::Redis(_) | Facts::Nats(_) => Private::default(),
+        };
+        (p != Private::default()).then(|| serde_json::to_value(p).expect("facts serialize"))
+    }
+
+    /// Puts back what `take_private` took (decrypted).
+    pub fn put_private(&mut self, v: serde_json::Value) -> anyhow::Result<()> {
+        let p: Private = serde_json::from_value(v)?;
+        match self {
+            Facts::Postgres(f) => f.row_counts = p.row_counts.or(f.row_counts.take()),
+            Facts::Files(f) => {
+                f.tar.files = p.files.or(f.tar.files.take());
+                f.tar.files_hex_names = p.files_hex_names.or(f.tar.files_hex_names.take());
+            }
+            Facts::Redis(_) | Facts::Nats(_) => {}
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Facts::Postgres(_) => Kind::Postgres,

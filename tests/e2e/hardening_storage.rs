@@ -209,3 +209,56 @@ fn s3_housekeeping_a_provider_lacks_is_a_warning_and_leaks_no_credentials() {
     }
     assert_eq!(ids_of(&ws, "app").len(), 2);
 }
+
+#[test]
+fn manifests_keep_file_hashes_and_row_counts_encrypted() {
+    use sha2::Digest;
+    let pg = Postgres::start();
+    pg.createdb("app");
+    pg.psql(
+        "app",
+        "create table secret_customers (id int); insert into secret_customers select generate_series(1, 5);",
+    );
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join(".env"), "hunter2\n").unwrap();
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!(
+            "{}\n[[source]]\nname = \"config\"\ntype = \"files\"\npaths = [\"{}\"]\n",
+            pg_source_toml("app-db", &pg, "app"),
+            src.path().display()
+        ),
+    );
+    ws.ok(&["backup"]);
+    let secret_hash = hex::encode(sha2::Sha256::digest(b"hunter2\n"));
+    let mut privates = Vec::new();
+    for source in ["app-db", "config"] {
+        let id = ids_of(&ws, source).pop().unwrap();
+        let text = std::fs::read_to_string(manifest_path(&ws, "local", source, &id)).unwrap();
+        // Anyone who can read the bucket sees neither the table names and counts nor a file's
+        // hash to test guesses against.
+        assert!(!text.contains("secret_customers"), "{text}");
+        assert!(!text.contains(&secret_hash), "{text}");
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        privates.push(m["private"].as_str().unwrap().to_string());
+    }
+    // Stock age opens them with the identity.
+    for (p, want) in privates.iter().zip(["secret_customers", secret_hash.as_str()]) {
+        let f = ws.path().join("private.age");
+        std::fs::write(&f, p).unwrap();
+        let out = std::process::Command::new("age")
+            .args(["-d", "-i"])
+            .arg(&ws.identity)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(want));
+    }
+    // Verification opens them and still checks every count and hash.
+    let (code, out, err) = ws.run(&["verify", "--identity", ws.identity.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1 tables, 5 rows"), "{out}");
+    assert!(out.contains("file hashes: 1 files"), "{out}");
+}

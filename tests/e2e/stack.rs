@@ -422,7 +422,15 @@ fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
         ),
     );
     ws.ok(&["backup"]);
+    // Per-file hashes are stored encrypted: the plain manifest has none, the identity opens them.
     let list = ws.list_json();
+    assert!(list[0]["facts"].get("files").is_none(), "{}", list[0]);
+    assert!(list[0]["private"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&ws.ok(&["list", "--json", "--identity", ws.identity.to_str().unwrap()])).unwrap();
     let files = list[0]["facts"]["files"].as_object().unwrap();
     let env_key = format!("{}/.env", app.display()).trim_start_matches('/').to_string();
     assert_eq!(files[&env_key]["mode"], "600");

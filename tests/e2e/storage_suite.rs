@@ -60,6 +60,7 @@ async fn behaviour(st: &Storage) {
         objects: objects.clone(),
         storages: vec![],
         retention: None,
+        private: None,
     };
     let mut r = drctl::pipeline::stored_reader(st, &m, &objects).await.unwrap();
     let mut back = Vec::new();
