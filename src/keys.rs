@@ -123,7 +123,12 @@ pub fn open_text(identities: &Identities, armored: &str) -> Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("not an age-encrypted text: {e}"))?;
     let mut r = d
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| anyhow::anyhow!("cannot decrypt with this identity: {e}"))?;
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => {
+                anyhow::anyhow!("wrong identity: it is not one of the recipients this was encrypted to")
+            }
+            e => anyhow::anyhow!("cannot decrypt: {e}"),
+        })?;
     let mut out = Vec::new();
     r.read_to_end(&mut out)?;
     Ok(out)

@@ -69,11 +69,18 @@ pub async fn verify_source(
         )
     })?;
     // The checks need the facts that are stored encrypted (row counts, per-file hashes).
+    // A wrong identity is then also named by the download check.
     let mut entry = entry.clone();
-    entry.manifest.open_private(identities)?;
+    let opened = entry.manifest.open_private(identities);
     let entry = &entry;
     let t0 = Instant::now();
-    let (checks, rto, sandbox) = crate::sources::verify(cfg, entry, storages, identities).await;
+    let (mut checks, rto, sandbox) = crate::sources::verify(cfg, entry, storages, identities).await;
+    if let Err(e) = opened {
+        checks.insert(
+            0,
+            crate::verification::check("private facts (row counts, file hashes)", Err(e)),
+        );
+    }
     let rto_seconds = rto.unwrap_or_else(|| t0.elapsed().as_secs_f64());
     let record = Record {
         source: source.to_string(),

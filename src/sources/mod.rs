@@ -261,7 +261,9 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
                 if let NatsAccess::Snapshot { url, .. } = &n.access {
                     match url::Url::parse(url) {
                         Ok(x) if x.scheme() == "nats" => {}
-                        _ => errors.push(format!("{at}.url: expected nats://[user:password@]host:4222")),
+                        _ => errors.push(format!(
+                            "{at}.url: expected nats://[user:password@]host:4222 or nats://TOKEN@host:4222"
+                        )),
                     }
                 }
                 if let Some(m) = &n.monitor_url {
@@ -295,23 +297,36 @@ pub enum Target {
 impl Target {
     pub fn parse(url: &str) -> Result<Target> {
         let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-        let target = match scheme {
-            "postgres" | "postgresql" => return Ok(Target::Postgres(postgres::restore::parse_target(url)?)),
+        // A secret in argv is readable by every user on the host (`ps`): the password, or for
+        // NATS a token given as the user name alone (`nats://TOKEN@host`).
+        let parsed = url::Url::parse(url).ok();
+        let secret = parsed.as_ref().and_then(|u| match u.password() {
+            Some(pw) => Some(pw.to_string()),
+            None if scheme == "nats" && !u.username().is_empty() => Some(u.username().to_string()),
+            None => None,
+        });
+        if let Some(raw) = secret {
+            let decoded = crate::secret::decode_userinfo(&raw);
+            if std::env::args().any(|a| a.contains(&raw) || a.contains(&decoded)) {
+                let also = if matches!(scheme, "postgres" | "postgresql") {
+                    "pass it through PGPASSWORD or PGPASSFILE, or "
+                } else {
+                    ""
+                };
+                anyhow::bail!(
+                    "--target-url contains a password or token on the command line, where any user of this host can read it; {also}put the URL in DRCTL_TARGET_URL instead"
+                );
+            }
+        }
+        Ok(match scheme {
+            "postgres" | "postgresql" => Target::Postgres(postgres::restore::parse_target(url)?),
             "redis" => Target::Redis(url.to_string()),
             "nats" => Target::Nats(url.to_string()),
             _ => anyhow::bail!(
                 "--target-url '{}' is not postgres://, redis:// or nats:// (for files, use --output-dir)",
                 crate::secret::redact_url(url)
             ),
-        };
-        if let Some(pw) = url::Url::parse(url).ok().and_then(|x| x.password().map(str::to_string)) {
-            if std::env::args().any(|a| a.contains(&pw)) {
-                anyhow::bail!(
-                    "--target-url contains a password on the command line; put the URL in DRCTL_TARGET_URL instead"
-                );
-            }
-        }
-        Ok(target)
+        })
     }
 
     fn kind(&self) -> Kind {

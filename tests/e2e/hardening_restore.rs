@@ -324,3 +324,22 @@ fn rand_u32() -> u32 {
         .subsec_nanos()
         ^ std::process::id()
 }
+
+#[test]
+fn a_nats_token_or_redis_password_on_the_command_line_is_refused_before_anything_happens() {
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), "");
+    let ident = ws.identity.to_str().unwrap().to_string();
+    for url in [
+        "nats://s3cr3t-n4ts-t0ken@127.0.0.1:4222",
+        "redis://:s3cr3t-r3dis@127.0.0.1:6379/0",
+    ] {
+        let (code, out, err) = ws.run(&["restore", "--at", "now", "--identity", &ident, "--target-url", url]);
+        assert_eq!(code, 1, "{url}: {out}\n{err}");
+        assert!(
+            err.contains("on the command line") && err.contains("DRCTL_TARGET_URL"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "the refusal repeats the secret: {err}");
+    }
+}

@@ -64,11 +64,7 @@ fn verify_fails_with_a_reason_for_each_kind_of_damage() {
 
     // A manifest whose recorded count was altered.
     let original = std::fs::read_to_string(&manifest_path).unwrap();
-    std::fs::write(
-        &manifest_path,
-        original.replace("\"public.users\": 2000", "\"public.users\": 2001"),
-    )
-    .unwrap();
+    ws.edit_private_facts(&manifest_path, "\"public.users\":2000", "\"public.users\":2001");
     let (code, out, _) = verify(&ws, &ws.identity);
     assert_eq!(code, 1);
     assert!(

@@ -108,12 +108,7 @@ fn docker_sandbox_passes_and_fails_on_a_real_server_on_loopback_only_and_leaves_
             .find(|f| f.starts_with("manifests/"))
             .unwrap(),
     );
-    let original = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        original.replace("\"public.users\": 2000", "\"public.users\": 1999"),
-    )
-    .unwrap();
+    ws.edit_private_facts(&manifest, "\"public.users\":2000", "\"public.users\":1999");
     let (code, out, err) = output(spawn_verify(&ws, &engine));
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(

@@ -153,3 +153,33 @@ pub fn drctl_cmd(cwd: &Path) -> Command {
         .env("RUST_LOG", "drctl=debug");
     c
 }
+
+impl Workspace {
+    /// Replaces `from` by `to` in a manifest's encrypted `private` facts (row counts, file
+    /// hashes), with stock age: decrypted with this workspace's identity, re-encrypted to its
+    /// recipient, as anyone holding the (public) recipient could forge them.
+    pub fn edit_private_facts(&self, manifest: &Path, from: &str, to: &str) {
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+        let sealed = self.path().join("private.age");
+        std::fs::write(&sealed, m["private"].as_str().expect("a private section")).unwrap();
+        let out = Command::new("age")
+            .args(["-d", "-i"])
+            .arg(&self.identity)
+            .arg(&sealed)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let plain = String::from_utf8(out.stdout).unwrap();
+        assert!(plain.contains(from), "{from:?} not in the private facts: {plain}");
+        let edited = self.path().join("private.json");
+        std::fs::write(&edited, plain.replace(from, to)).unwrap();
+        let out = Command::new("age")
+            .args(["-a", "-r", &self.recipient])
+            .arg(&edited)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        m["private"] = serde_json::Value::String(String::from_utf8(out.stdout).unwrap());
+        std::fs::write(manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    }
+}
