@@ -314,7 +314,7 @@ impl Target {
                     ""
                 };
                 anyhow::bail!(
-                    "--target-url contains a password or token on the command line, where any user of this host can read it; {also}put the URL in DRCTL_TARGET_URL instead"
+                    "--target-url puts a password on the command line (a NATS token counts as one), where any user of this host can read it; {also}put the URL in DRCTL_TARGET_URL instead"
                 );
             }
         }
