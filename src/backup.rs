@@ -216,5 +216,11 @@ pub async fn backup_source(
     if missed.len() == storages.len() {
         return Err(nothing_committed(src, anyhow!("no storage accepted the manifest")));
     }
+    // After the commit: the index is a cache, and a failure here only costs readers reads.
+    for (st, _) in closed.iter().filter(|(s, _)| !missed.iter().any(|(n, _)| n == &s.name)) {
+        if let Err(e) = catalog::update_index(st, src.name()).await {
+            tracing::warn!(storage = %st.name, source = src.name(), error = %format!("{e:#}"), "cannot update the index (listing stays correct, only slower)");
+        }
+    }
     Ok(Committed { manifest, missed })
 }

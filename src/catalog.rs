@@ -200,15 +200,53 @@ pub fn unread_note(problems: &[Problem]) -> String {
     format!("; not read: {}", p.join("; "))
 }
 
-/// Reads every manifest from every storage, each storage and each manifest on its own: what
-/// cannot be read is reported in `problems`, and the rest is listed.
+/// A storage's copy of one source's manifests, `index/<source>.json`, so that picking among
+/// thousands of backups costs a listing and one read instead of a read per backup. The
+/// manifests stay the truth: an entry is used only while the listing shows its manifest with
+/// the size recorded here; a manifest that is new, changed or missing from the index is read
+/// itself, and an entry whose manifest is gone is ignored. A stale or lost index costs reads,
+/// never correctness, and a crash between a manifest and its index loses nothing. Written by
+/// the commands that change manifests (backup, prune, copy); `private` facts are not copied.
+#[derive(Debug, Serialize, Deserialize)]
+struct Index {
+    format_version: u32,
+    source: String,
+    entries: Vec<IndexEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexEntry {
+    /// The manifest object's size when indexed: a manifest rewritten or damaged since then
+    /// (another size in the listing) is read again.
+    size: u64,
+    manifest: Manifest,
+}
+
+/// How `list_with` reads a storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Index entries where they match the listing, the manifests themselves for the rest.
+    Index,
+    /// Every manifest itself (`drctl check`).
+    Manifests,
+}
+
+/// Manifests read at once from one storage.
+const FETCH_CONCURRENCY: usize = 16;
+
+/// Reads every manifest from every storage (through each storage's index), each storage and
+/// each manifest on its own: what cannot be read is reported in `problems`, and the rest is
+/// listed.
 pub async fn list(storages: &[Storage], source: Option<&str>) -> Listing {
+    list_with(storages, source, Read::Index).await
+}
+
+pub async fn list_with(storages: &[Storage], source: Option<&str>, how: Read) -> Listing {
     let mut by_key: BTreeMap<(String, String), Entry> = BTreeMap::new();
     let mut problems = Vec::new();
     for st in storages {
-        let prefix = crate::layout::manifest_prefix(source);
-        let keys = match st.list(&prefix).await {
-            Ok(k) => k,
+        let found = match read_storage(st, source, how, &mut problems).await {
+            Ok(f) => f,
             Err(e) => {
                 problems.push(Problem::Storage {
                     storage: st.name.clone(),
@@ -217,31 +255,7 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Listing {
                 continue;
             }
         };
-        for key in keys {
-            if !key.ends_with(".json") {
-                continue;
-            }
-            let m: Manifest = match st.get(&key).await {
-                Ok(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        problems.push(Problem::Manifest {
-                            storage: st.name.clone(),
-                            key,
-                            error: format!("not a valid manifest ({e})"),
-                        });
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    problems.push(Problem::Manifest {
-                        storage: st.name.clone(),
-                        key,
-                        error: format!("{e:#}"),
-                    });
-                    continue;
-                }
-            };
+        for (m, _) in found {
             let objects = m.objects.clone();
             let e = by_key.entry((m.source.clone(), m.id.clone())).or_insert(Entry {
                 manifest: m,
@@ -260,6 +274,138 @@ pub async fn list(storages: &[Storage], source: Option<&str>) -> Listing {
             .then(b.manifest.id.cmp(&a.manifest.id))
     });
     Listing { entries: v, problems }
+}
+
+/// One storage's manifests, each with the size of its object; unreadable ones go to `problems`.
+async fn read_storage(
+    st: &Storage,
+    source: Option<&str>,
+    how: Read,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<(Manifest, u64)>> {
+    use futures::StreamExt;
+    let keys: Vec<(String, u64)> = st
+        .list_sized(&crate::layout::manifest_prefix(source))
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".json"))
+        .collect();
+    let mut cached: std::collections::HashMap<(String, String), IndexEntry> = Default::default();
+    if how == Read::Index {
+        let sources: std::collections::BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|(k, _)| crate::layout::parse_manifest_key(k).map(|(s, _)| s))
+            .collect();
+        for s in sources {
+            for e in read_index(st, s).await {
+                cached.insert((e.manifest.source.clone(), e.manifest.id.clone()), e);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut fetch = Vec::new();
+    for (key, size) in keys {
+        let hit = crate::layout::parse_manifest_key(&key)
+            .and_then(|(s, id)| cached.remove(&(s.to_string(), id.to_string())))
+            .filter(|e| e.size == size);
+        match hit {
+            Some(e) => found.push((e.manifest, size)),
+            None => fetch.push((key, size)),
+        }
+    }
+    let read: Vec<_> = futures::stream::iter(fetch)
+        .map(|(key, size)| async move {
+            let r = st.get(&key).await;
+            (key, size, r)
+        })
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    for (key, size, r) in read {
+        match r.map(|bytes| serde_json::from_slice::<Manifest>(&bytes)) {
+            Ok(Ok(m)) => found.push((m, size)),
+            Ok(Err(e)) => problems.push(Problem::Manifest {
+                storage: st.name.clone(),
+                key,
+                error: format!("not a valid manifest ({e})"),
+            }),
+            Err(e) => problems.push(Problem::Manifest {
+                storage: st.name.clone(),
+                key,
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    Ok(found)
+}
+
+/// The index entries of `source` on `st`; none when it is missing or unreadable (the
+/// manifests are then read one by one, as without an index).
+async fn read_index(st: &Storage, source: &str) -> Vec<IndexEntry> {
+    let key = crate::layout::index_key(source);
+    let bytes = match st.op.read(&key).await {
+        Ok(b) => b.to_vec(),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::debug!(storage = %st.name, key, error = %e, "index unreadable; reading the manifests");
+            return Vec::new();
+        }
+    };
+    match serde_json::from_slice::<Index>(&bytes) {
+        Ok(ix) if ix.source == source => ix.entries,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(storage = %st.name, key, error = %e, "index not valid; reading the manifests");
+            Vec::new()
+        }
+    }
+}
+
+/// Rewrites `index/<source>.json` on `st` from the manifests there (reading only those the old
+/// index does not hold). Best-effort for callers: a failure only costs later readers reads.
+pub async fn update_index(st: &Storage, source: &str) -> Result<()> {
+    let mut problems = Vec::new();
+    let found = read_storage(st, Some(source), Read::Index, &mut problems).await?;
+    let mut entries: Vec<IndexEntry> = found
+        .into_iter()
+        .map(|(mut manifest, size)| {
+            manifest.private = None;
+            IndexEntry { size, manifest }
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.manifest.started_at, &a.manifest.id).cmp(&(b.manifest.started_at, &b.manifest.id)));
+    let ix = Index {
+        format_version: FORMAT_VERSION,
+        source: source.to_string(),
+        entries,
+    };
+    st.put(&crate::layout::index_key(source), serde_json::to_vec(&ix)?)
+        .await
+}
+
+/// Replaces an entry's manifest (perhaps from an index) by the manifest object itself, read
+/// from the first storage that holds the backup: what a restore or verification acts on.
+pub async fn reload(storages: &[Storage], entry: &mut Entry) -> Result<()> {
+    let key = manifest_key(&entry.manifest.source, &entry.manifest.id);
+    let mut errors = Vec::new();
+    for st in storages.iter().filter(|s| entry.storages.contains(&s.name)) {
+        match st
+            .get(&key)
+            .await
+            .and_then(|b| Ok(serde_json::from_slice::<Manifest>(&b)?))
+        {
+            Ok(m) => {
+                entry.objects.insert(st.name.clone(), m.objects.clone());
+                entry.manifest = m;
+                return Ok(());
+            }
+            Err(e) => errors.push(format!("storage '{}': {e:#}", st.name)),
+        }
+    }
+    bail!(
+        "the manifest {key} cannot be read on any storage that holds it: {}",
+        errors.join("; ")
+    )
 }
 
 /// Newest backup of `source` whose recovery point is at or before `at`.

@@ -51,7 +51,8 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
     for st in storages {
         // Each storage and each manifest on its own: what cannot be read is a problem, and
         // the rest is still checked.
-        let listing = catalog::list(std::slice::from_ref(st), None).await;
+        // The manifests themselves, not the index: this is the integrity check.
+        let listing = catalog::list_with(std::slice::from_ref(st), None, catalog::Read::Manifests).await;
         r.problems.extend(listing.problems.iter().map(|p| p.to_string()));
         if listing.storage_failed(&st.name) {
             continue;

@@ -43,6 +43,12 @@ pub async fn copy(
         tracing::info!(from = %from.name, to = %to.name, source = %m.source, id = %m.id, "copied backup");
         copied.push(m);
     }
+    let sources: std::collections::BTreeSet<&str> = copied.iter().map(|m| m.source.as_str()).collect();
+    for s in sources {
+        if let Err(e) = catalog::update_index(to, s).await {
+            tracing::warn!(storage = %to.name, source = s, error = %format!("{e:#}"), "cannot update the index (listing stays correct, only slower)");
+        }
+    }
     Ok(copied)
 }
 

@@ -7,6 +7,7 @@
 //! verify/<source>/<id>.json                     restore verification records
 //! pins/<source>/<id>.json                       `backup --keep`: never pruned until `unpin`
 //! locks/<id>.json                               present only while a backup or prune runs
+//! index/<source>.json                           the source's manifests in one object: a cache
 //! .tmp/                                         fs storages: uploads in progress
 //! ```
 
@@ -15,6 +16,7 @@ pub const MANIFESTS: &str = "manifests/";
 pub const VERIFY: &str = "verify/";
 pub const LOCKS: &str = "locks/";
 pub const PINS: &str = "pins/";
+pub const INDEX: &str = "index/";
 /// OpenDAL's fs backend writes here first and renames on completion.
 pub const FS_TEMP: &str = ".tmp/";
 
@@ -38,6 +40,11 @@ pub fn manifest_prefix(source: Option<&str>) -> String {
 
 pub fn manifest_key(source: &str, id: &str) -> String {
     format!("{MANIFESTS}{source}/{id}.json")
+}
+
+/// `index/<source>.json`: a copy of the source's manifests (see `catalog::Index`).
+pub fn index_key(source: &str) -> String {
+    format!("{INDEX}{source}.json")
 }
 
 pub fn verify_key(source: &str, id: &str) -> String {

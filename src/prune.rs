@@ -155,10 +155,13 @@ pub async fn plan(
                     storage: st.name.clone(),
                     source: name.to_string(),
                     manifest_key: catalog::manifest_key(&m.source, &m.id),
-                    // The verification record goes with its backup, after the data.
+                    // The verification record goes with its backup, after the data. Only keys
+                    // named for this backup: a forged manifest (or index) listing another
+                    // backup's objects cannot make prune delete them.
                     data_keys: m
                         .objects
                         .iter()
+                        .filter(|o| layout::artifact_owner(&o.key) == Some((m.source.as_str(), m.id.as_str())))
                         .map(|o| o.key.clone())
                         .chain(
                             verified
@@ -238,14 +241,22 @@ pub struct Applied {
 pub async fn apply(plan: &Plan, storages: &[Storage]) -> Result<Applied> {
     let mut done = Applied::default();
     let by_name = |n: &str| storages.iter().find(|s| s.name == n);
+    let mut changed: std::collections::BTreeSet<(&str, &str)> = Default::default();
     for item in plan.drops() {
         let Some(st) = by_name(&item.storage) else { continue };
         st.delete(&item.manifest_key).await?;
+        changed.insert((&item.storage, &item.source));
         for k in &item.data_keys {
             st.delete(k).await?;
         }
         tracing::info!(storage = %st.name, source = %item.source, id = %item.decision.id, "pruned backup");
         done.backups_deleted += 1;
+    }
+    for (storage, source) in changed {
+        let Some(st) = by_name(storage) else { continue };
+        if let Err(e) = catalog::update_index(st, source).await {
+            tracing::warn!(storage, source, error = %format!("{e:#}"), "cannot update the index (listing stays correct, only slower)");
+        }
     }
     for o in &plan.orphans {
         let Some(st) = by_name(&o.storage) else { continue };

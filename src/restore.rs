@@ -105,7 +105,12 @@ pub async fn prepare(cfg: &Config, req: &Request) -> Result<Prepared> {
     // One storage down or one damaged manifest (of any source) must not stop a restore that
     // the rest can serve; what was not read is reported with the plan.
     let listing = catalog::list(&storages, None).await;
-    let choices = plan(&listing, &sources, req.at)?;
+    let mut choices = plan(&listing, &sources, req.at)?;
+    // What is restored is the manifest itself, not its copy in an index.
+    for c in &mut choices {
+        catalog::reload(&storages, &mut c.entry).await?;
+        c.loss = req.at - c.entry.manifest.started_at;
+    }
     Ok(Prepared {
         choices,
         problems: listing.problems,

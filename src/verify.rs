@@ -71,6 +71,7 @@ pub async fn verify_source(
     // The checks need the facts that are stored encrypted (row counts, per-file hashes).
     // A wrong identity is then also named by the download check.
     let mut entry = entry.clone();
+    catalog::reload(storages, &mut entry).await?;
     let opened = entry.manifest.open_private(identities);
     let entry = &entry;
     let t0 = Instant::now();

@@ -15,6 +15,8 @@ pub(super) async fn list(cfg: &Config, a: &ListArgs) -> Result<i32> {
     if let Some(path) = &a.identity {
         let identities = crate::keys::load_identities(path)?;
         for e in &mut entries {
+            // The private facts are in the manifest objects, not in the index.
+            catalog::reload(&storages, e).await?;
             e.manifest.open_private(&identities)?;
         }
     }

@@ -328,6 +328,11 @@ impl Storage {
 
     /// Every object key below `prefix` (recursive). A missing prefix is an empty list.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_sized(prefix).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Every object key below `prefix` with its size as the listing reports it.
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let entries = match self.op.list_with(prefix).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -343,7 +348,7 @@ impl Storage {
         Ok(entries
             .into_iter()
             .filter(|e| e.metadata().is_file())
-            .map(|e| e.path().to_string())
+            .map(|e| (e.path().to_string(), e.metadata().content_length()))
             .collect())
     }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod catalog_index;
 mod cli;
 mod compat;
 mod config_reference;
