@@ -425,7 +425,15 @@ fn files_round_trip_keeps_modes_mtimes_and_links_and_excludes() {
     // Per-file hashes are stored encrypted: the plain manifest has none, the identity opens them.
     let list = ws.list_json();
     assert!(list[0]["facts"].get("files").is_none(), "{}", list[0]);
-    assert!(list[0]["private"]
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ws.fs_root("local")
+                .join(format!("manifests/config/{}.json", list[0]["id"].as_str().unwrap())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(manifest["private"]
         .as_str()
         .unwrap()
         .starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
