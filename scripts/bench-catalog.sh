@@ -18,7 +18,8 @@ fi
 python3 -c 'import moto.server, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]'
 WORK=$(mktemp -d /tmp/drctl-bench-catalog.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+proxy_pid=
+cleanup() { for p in "${pids[@]}" $proxy_pid; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3=$(port); PROXY=$(port)

@@ -38,24 +38,17 @@ fn setup() -> (Postgres, Workspace) {
     (pg, ws)
 }
 
-fn restore_clean(pg: &Postgres, ws: &Workspace, jobs: &str) -> (i32, String, String) {
-    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/app", pg.port);
+/// `drctl restore --at now --source app-db` into database `db` of `pg`, with `extra` arguments.
+fn restore_pg(pg: &Postgres, ws: &Workspace, db: &str, extra: &[&str]) -> (i32, String, String) {
+    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/{db}", pg.port);
     let ident = ws.identity.to_str().unwrap().to_string();
-    ws.run_env(
-        &[
-            "restore",
-            "--at",
-            "now",
-            "--source",
-            "app-db",
-            "--identity",
-            &ident,
-            "--clean",
-            "--jobs",
-            jobs,
-        ],
-        &[("DRCTL_TARGET_URL", &url)],
-    )
+    let mut args = vec!["restore", "--at", "now", "--source", "app-db", "--identity", &ident];
+    args.extend_from_slice(extra);
+    ws.run_env(&args, &[("DRCTL_TARGET_URL", &url)])
+}
+
+fn restore_clean(pg: &Postgres, ws: &Workspace, jobs: &str) -> (i32, String, String) {
+    restore_pg(pg, ws, "app", &["--clean", "--jobs", jobs])
 }
 
 #[test]
@@ -240,23 +233,9 @@ fn a_restore_without_room_for_the_dump_fails_before_writing_a_byte() {
     ws.ok(&["backup"]);
     pg.createdb("restored");
     let small = SmallFs::mount();
-    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/restored", pg.port);
     let ident = ws.identity.to_str().unwrap().to_string();
     let scratch = small.0.path().to_str().unwrap().to_string();
-    let (code, out, err) = ws.run_env(
-        &[
-            "restore",
-            "--at",
-            "now",
-            "--source",
-            "app-db",
-            "--identity",
-            &ident,
-            "--scratch-dir",
-            &scratch,
-        ],
-        &[("DRCTL_TARGET_URL", &url)],
-    );
+    let (code, out, err) = restore_pg(&pg, &ws, "restored", &["--scratch-dir", &scratch]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         err.contains(&scratch) && err.contains("free") && err.contains("--scratch-dir"),

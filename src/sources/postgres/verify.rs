@@ -4,7 +4,7 @@
 //! `[[source.verify]] sql` assertions return true.
 
 use super::sandbox::Sandbox;
-use super::{count_rows, pg_config, ConnInfo, PostgresFacts};
+use super::{count_rows, ConnInfo, PostgresFacts};
 use crate::catalog::Entry;
 use crate::config::{Config, SourceConfig};
 use crate::keys::Identities;
@@ -113,15 +113,7 @@ async fn sandbox_checks(
     src: Option<&SourceConfig>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let client = match async {
-        let (client, connection) = pg_config(conn)?.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok::<_, anyhow::Error>(client)
-    }
-    .await
-    {
+    let client = match super::sandbox::connect(conn).await {
         Ok(c) => c,
         Err(e) => {
             checks.push(check("connect to sandbox", Err(e)));
@@ -166,15 +158,7 @@ async fn sandbox_checks(
     if assertions.is_empty() {
         return checks;
     }
-    let client = match async {
-        let (client, connection) = pg_config(loader)?.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok::<_, anyhow::Error>(client)
-    }
-    .await
-    {
+    let client = match super::sandbox::connect(loader).await {
         Ok(c) => c,
         Err(e) => {
             checks.push(check("connect to sandbox as the restore role", Err(e)));

@@ -352,7 +352,7 @@ fn dumped_major(facts: &PostgresFacts) -> Result<u32> {
         .ok_or_else(|| anyhow!("the manifest records no server version"))
 }
 
-async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
+pub(crate) async fn connect(c: &ConnInfo) -> Result<tokio_postgres::Client> {
     let (client, connection) = pg_config(c)?
         .connect(tokio_postgres::NoTls)
         .await
