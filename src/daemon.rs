@@ -166,7 +166,7 @@ async fn run_job(ctx: Arc<Ctx>, name: String) {
         &sources,
         &opts,
         &name,
-        job.ping_url.as_deref(),
+        job.ping.as_ref(),
         &ctx.events,
         &ctx.cancel,
     )
@@ -361,6 +361,8 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
         cancel.cancel();
         tracker.wait().await;
     }
+    // A last run's pings are still on their way (each has a short timeout and 3 attempts).
+    ctx.events.flush(Duration::from_secs(10)).await;
     tracing::info!("daemon stopped");
     Ok(0)
 }

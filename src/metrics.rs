@@ -24,6 +24,16 @@ pub struct StorageLabel {
     pub storage: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifierLabel {
+    pub notifier: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -39,6 +49,8 @@ pub struct Metrics {
     pub verify_rto: Family<SourceLabel, FGauge>,
     pub verify_failures: Family<SourceLabel, Counter>,
     pub prune_failures: Family<SourceLabel, Counter>,
+    pub ping_failures: Family<JobLabel, Counter>,
+    pub notify_failures: Family<NotifierLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +74,8 @@ impl Metrics {
             verify_rto: Family::default(),
             verify_failures: Family::default(),
             prune_failures: Family::default(),
+            ping_failures: Family::default(),
+            notify_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +133,16 @@ impl Metrics {
             "drctl_prune_failures",
             "Failed prunes (after a backup, or by the daemon) of the source's backups",
             m.prune_failures.clone(),
+        );
+        registry.register(
+            "drctl_ping_failures",
+            "Pings of the job that failed after every retry (the backup itself is not affected)",
+            m.ping_failures.clone(),
+        );
+        registry.register(
+            "drctl_notify_failures",
+            "Notifications that could not be delivered, per notifier type",
+            m.notify_failures.clone(),
         );
         Metrics { registry, ..m }
     }
