@@ -199,6 +199,34 @@ async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
     }
 }
 
+/// Metrics a restarted daemon would otherwise not know until the next run (see
+/// `Event::DaemonStarted`).
+async fn seed_metrics(ctx: &Ctx) {
+    let names: Vec<&str> = ctx.cfg.sources.iter().map(|s| s.name()).collect();
+    let storages: Vec<&str> = ctx.cfg.storages.iter().map(|s| s.name()).collect();
+    let jobs: Vec<&str> = ctx
+        .cfg
+        .jobs
+        .iter()
+        .filter(|j| j.ping.is_some())
+        .map(|j| j.name.as_str())
+        .collect();
+    let verify_interval = ctx.cfg.encryption.identity_file.as_ref().and_then(|_| {
+        let tz = *ctx.cfg.daemon.timezone.get();
+        let s = ctx.cfg.verify.schedule.get();
+        let a = s.next_after(tz, Utc::now())?;
+        Some(s.next_after(tz, a)? - a)
+    });
+    ctx.events
+        .emit(Event::DaemonStarted {
+            sources: &names,
+            storages: &storages,
+            jobs: &jobs,
+            verify_interval,
+        })
+        .await;
+}
+
 /// Refreshes the newest-backup-age metrics and alerts once per stale episode.
 async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(String, String)>) {
     let storages = match crate::storage::select(&cfg.storages, None) {
@@ -252,6 +280,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                             source: src.name(),
                             storage: &st.name,
                             age: now - t,
+                            max_age: job.max_age.as_ref().map(|m| m.chrono()),
                         })
                         .await;
                 }
@@ -310,6 +339,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     if ctx.cfg.jobs.is_empty() {
         tracing::warn!("no [[job]] in the config: nothing is scheduled");
     }
+    seed_metrics(&ctx).await;
     let mut sched = build_scheduler(&ctx);
     let stale_ctx: Arc<Mutex<Arc<Ctx>>> = Arc::new(Mutex::new(ctx.clone()));
     let stale_handle = {
@@ -333,6 +363,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
                         sched.shutdown();
                         ctx = make_ctx(Arc::new(new));
                         *stale_ctx.lock().expect("ctx") = ctx.clone();
+                        seed_metrics(&ctx).await;
                         sched = build_scheduler(&ctx);
                         tracing::info!(jobs = ctx.cfg.jobs.len(), "config reloaded");
                     }

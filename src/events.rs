@@ -64,6 +64,18 @@ pub enum Event<'a> {
         source: &'a str,
         storage: &'a str,
         age: chrono::Duration,
+        /// The source's job's `max_age`, if it has one.
+        max_age: Option<chrono::Duration>,
+    },
+    /// The daemon started: the last results recorded in the state dir seed the metrics, so a
+    /// restart does not forget that a source was failing or when it last succeeded; and the
+    /// time between scheduled verifications, when this host verifies.
+    DaemonStarted {
+        sources: &'a [&'a str],
+        storages: &'a [&'a str],
+        /// Jobs that ping.
+        jobs: &'a [&'a str],
+        verify_interval: Option<chrono::Duration>,
     },
     /// A backup dated after now: a clock was wrong when it was taken.
     FutureBackup {
@@ -428,6 +440,9 @@ impl Events {
                 tracing::error!(source, seconds, error = %text, "backup failed");
                 if let Some(mx) = &self.metrics {
                     mx.failures.get_or_create(&metrics::source(source)).inc();
+                    mx.last_failure
+                        .get_or_create(&metrics::source(source))
+                        .set(chrono::Utc::now().timestamp() as f64);
                     // anyhow finds a context of this type at any depth of the chain.
                     if let Some(crate::storage::StorageFailure(st)) =
                         error.downcast_ref::<crate::storage::StorageFailure>()
@@ -455,6 +470,9 @@ impl Events {
                     .join("; ");
                 tracing::warn!(source, missed = ?names, error = %text, "backup degraded: complete on the other storages");
                 if let Some(mx) = &self.metrics {
+                    mx.last_failure
+                        .get_or_create(&metrics::source(source))
+                        .set(chrono::Utc::now().timestamp() as f64);
                     for s in &names {
                         mx.storage_write_errors
                             .get_or_create(&metrics::StorageLabel { storage: s.to_string() })
@@ -492,14 +510,60 @@ impl Events {
                 }
                 self.recoveries(failures).await;
             }
-            Event::BackupAge { source, storage, age } => {
+            Event::BackupAge {
+                source,
+                storage,
+                age,
+                max_age,
+            } => {
                 if let Some(mx) = &self.metrics {
+                    if let Some(m) = max_age {
+                        mx.max_age
+                            .get_or_create(&metrics::source(source))
+                            .set(m.num_milliseconds() as f64 / 1000.0);
+                    }
                     mx.newest_age
                         .get_or_create(&metrics::SourceStorageLabel {
                             source: source.into(),
                             storage: storage.into(),
                         })
                         .set(age.num_milliseconds() as f64 / 1000.0);
+                }
+            }
+            Event::DaemonStarted {
+                sources,
+                storages,
+                jobs,
+                verify_interval,
+            } => {
+                let Some(mx) = &self.metrics else { return };
+                // Counters exist from 0, so `increase()` sees the first failure (a series that
+                // appears at 1 has no increase) and every family is on /metrics from the start.
+                for s in storages.iter() {
+                    mx.storage_write_errors
+                        .get_or_create(&metrics::StorageLabel { storage: s.to_string() });
+                }
+                for j in jobs.iter() {
+                    mx.ping_failures.get_or_create(&metrics::JobLabel {
+                        job_name: j.to_string(),
+                    });
+                }
+                for source in sources.iter() {
+                    let st = self.state.load(source);
+                    let l = metrics::source(source);
+                    mx.failures.get_or_create(&l);
+                    mx.prune_failures.get_or_create(&l);
+                    mx.verify_failures.get_or_create(&l);
+                    if let Some(s) = &st.last_success {
+                        mx.last_success.get_or_create(&l).set(s.at.timestamp() as f64);
+                        mx.last_duration.get_or_create(&l).set(s.duration_seconds);
+                    }
+                    if let Some(f) = &st.last_failure {
+                        mx.last_failure.get_or_create(&l).set(f.at.timestamp() as f64);
+                    }
+                }
+                if let Some(i) = verify_interval {
+                    mx.verify_interval.set(i.num_seconds() as f64);
                 }
             }
             Event::Stale {
@@ -593,6 +657,9 @@ impl Events {
                         mx.verify_rto.get_or_create(&l).set(rto_seconds);
                     } else {
                         mx.verify_failures.get_or_create(&l).inc();
+                        mx.verify_last_failure
+                            .get_or_create(&l)
+                            .set(chrono::Utc::now().timestamp() as f64);
                     }
                 }
                 if ok {
@@ -845,7 +912,9 @@ async fn send_ping(http: &reqwest::Client, metrics: Option<&Metrics>, job: &str,
     tracing::warn!(job, attempts = PING_BACKOFF.len() + 1, error = %last, "ping failed");
     if let Some(mx) = metrics {
         mx.ping_failures
-            .get_or_create(&metrics::JobLabel { job: job.to_string() })
+            .get_or_create(&metrics::JobLabel {
+                job_name: job.to_string(),
+            })
             .inc();
     }
 }

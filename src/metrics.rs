@@ -24,9 +24,10 @@ pub struct StorageLabel {
     pub storage: String,
 }
 
+/// Not `job`: Prometheus sets `job` to the scrape job's name and would rename ours.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
-    pub job: String,
+    pub job_name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,6 +50,10 @@ pub struct Metrics {
     pub verify_rto: Family<SourceLabel, FGauge>,
     pub verify_failures: Family<SourceLabel, Counter>,
     pub prune_failures: Family<SourceLabel, Counter>,
+    pub last_failure: Family<SourceLabel, FGauge>,
+    pub max_age: Family<SourceLabel, FGauge>,
+    pub verify_last_failure: Family<SourceLabel, FGauge>,
+    pub verify_interval: FGauge,
     pub ping_failures: Family<JobLabel, Counter>,
     pub notify_failures: Family<NotifierLabel, Counter>,
 }
@@ -74,6 +79,10 @@ impl Metrics {
             verify_rto: Family::default(),
             verify_failures: Family::default(),
             prune_failures: Family::default(),
+            last_failure: Family::default(),
+            max_age: Family::default(),
+            verify_last_failure: Family::default(),
+            verify_interval: FGauge::default(),
             ping_failures: Family::default(),
             notify_failures: Family::default(),
             registry: Registry::default(),
@@ -133,6 +142,26 @@ impl Metrics {
             "drctl_prune_failures",
             "Failed prunes (after a backup, or by the daemon) of the source's backups",
             m.prune_failures.clone(),
+        );
+        registry.register(
+            "drctl_backup_last_failure_timestamp_seconds",
+            "Unix time of the last failed (or degraded) backup of the source; failing while newer than the last success",
+            m.last_failure.clone(),
+        );
+        registry.register(
+            "drctl_backup_max_age_seconds",
+            "The source's max_age (from its job): the newest backup should never be older",
+            m.max_age.clone(),
+        );
+        registry.register(
+            "drctl_verify_last_failure_timestamp_seconds",
+            "Unix time of the last failed restore verification",
+            m.verify_last_failure.clone(),
+        );
+        registry.register(
+            "drctl_verify_interval_seconds",
+            "Time between two scheduled verifications ([verify] schedule) on this host",
+            m.verify_interval.clone(),
         );
         registry.register(
             "drctl_ping_failures",

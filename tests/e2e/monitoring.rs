@@ -226,7 +226,7 @@ fn a_hanging_ping_receiver_does_not_delay_the_next_run() {
     assert_eq!(d.count("previous run still going"), 0, "{}", d.log());
     // Each ping gives up after 3 attempts of 5 s, logs it and counts it.
     d.wait_for("a counted ping failure", Duration::from_secs(40), |_| {
-        sample(&scrape(mport), "drctl_ping_failures_total", ("job", "every-2s")).unwrap_or(0.0) >= 1.0
+        sample(&scrape(mport), "drctl_ping_failures_total", ("job_name", "every-2s")).unwrap_or(0.0) >= 1.0
     });
     let log = d.stop();
     assert!(log.contains("ping failed"), "{log}");
@@ -453,4 +453,176 @@ fn email_goes_over_tls_with_the_password_from_the_environment() {
         "{m}"
     );
     assert!(m.contains("drctl status") && m.contains("does not exist"), "{m}");
+}
+
+/// The metric names a scrape exports, as series names (`_total` for counters), from its
+/// `# TYPE` lines: a family counts even before its first sample.
+fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (name, kind) = (it.next()?, it.next()?);
+            Some(if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            })
+        })
+        .collect()
+}
+
+/// Every `drctl_…` series name a text uses.
+fn used_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(p) = text[i..].find("drctl_") {
+        let start = i + p;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        let before_ok = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        if before_ok {
+            out.insert(text[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+/// A daemon whose source `docs` succeeded once and then fails, with `max_age = "1s"`, and
+/// whose source `gone` never had a backup; it verifies every 2 s (`docs` passes, `gone` has
+/// nothing to verify): every alerting series has a value. Returns the raw scrape text.
+fn scrape_a_failing_stale_daemon() -> String {
+    let (_src, dir, ws) = files_ws(&format!(
+        "[[source]]\nname = \"gone\"\ntype = \"files\"\npaths = [\"/nonexistent/drctl-test\"]\n\n[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\nmax_age = \"1s\"\nping_url = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n",
+        Receiver::start().url("/hc")
+    ));
+    let text = ws.config_text().replacen(
+        "[encryption]\n",
+        &format!("[encryption]\nidentity_file = \"{}\"\n", ws.identity.display()),
+        1,
+    );
+    ws.set_config(&text);
+    ws.daemon_settings("stale_check_interval = \"1s\"");
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("a backup of docs", Duration::from_secs(30), |d| {
+        d.count("backup complete") >= 1
+    });
+    d.wait_for("a passing verification", Duration::from_secs(30), |d| {
+        d.count("verification passed") >= 1
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    d.wait_for("docs failing", Duration::from_secs(30), |_| {
+        let s = scrape(mport);
+        let f = sample(&s, "drctl_backup_last_failure_timestamp_seconds", ("source", "docs")).unwrap_or(0.0);
+        let ok = sample(&s, "drctl_backup_last_success_timestamp_seconds", ("source", "docs")).unwrap_or(0.0);
+        f > ok && sample(&s, "drctl_backup_newest_age_seconds", ("source", "docs")).unwrap_or(0.0) > 1.0
+    });
+    let text = http_get(mport, "/metrics").1;
+    d.stop();
+    text
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_fire_on_series_a_daemon_exports() {
+    let rules = repo_file("scripts/prometheus-alerts.yml");
+    promtool(&["check", "rules", &rules.display().to_string()]);
+    promtool(&[
+        "test",
+        "rules",
+        &repo_file("scripts/prometheus-alerts.test.yml").display().to_string(),
+    ]);
+
+    let text = scrape_a_failing_stale_daemon();
+    let exported = exported_names(&text);
+    for file in ["scripts/prometheus-alerts.yml", "scripts/prometheus-alerts.test.yml"] {
+        let used = used_names(&std::fs::read_to_string(repo_file(file)).unwrap());
+        assert!(!used.is_empty());
+        let missing: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses series drctl does not export: {missing:?}\nexported: {exported:?}"
+        );
+    }
+
+    // Feed the scraped series back to promtool as they are: the failing and stale alerts fire.
+    let scraped = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut series = String::new();
+    for s in scraped.samples.iter().filter(|s| s.metric.starts_with("drctl_")) {
+        let v = match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        labels.push("instance=\"vps:9187\"".into());
+        labels.push("job=\"drctl\"".into());
+        series.push_str(&format!(
+            "      - series: '{}{{{}}}'\n        values: '{v}x30'\n",
+            s.metric,
+            labels.join(",")
+        ));
+    }
+    let test = format!(
+        r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+{series}    alert_rule_test:
+      - eval_time: 10m
+        alertname: DrctlBackupFailing
+        exp_alerts:
+          - exp_labels: {{ severity: critical, source: docs, instance: "vps:9187", job: drctl }}
+            exp_annotations:
+              summary: "drctl: backups of docs are failing"
+              description: "The last backup of docs on vps:9187 failed and none has succeeded since. Run `drctl status` on the host."
+          - exp_labels: {{ severity: critical, source: gone, instance: "vps:9187", job: drctl }}
+            exp_annotations:
+              summary: "drctl: backups of gone are failing"
+              description: "The last backup of gone on vps:9187 failed and none has succeeded since. Run `drctl status` on the host."
+      - eval_time: 10m
+        alertname: DrctlVerifyFailing
+        exp_alerts:
+          - exp_labels: {{ severity: critical, source: gone, instance: "vps:9187", job: drctl }}
+            exp_annotations:
+              summary: "drctl: restore verification of gone fails"
+              description: "The last restore verification of gone failed: the backups may not restore. Run `drctl verify --source gone`."
+      - eval_time: 15m
+        alertname: DrctlBackupStale
+        exp_alerts:
+          - exp_labels: {{ severity: critical, source: docs, storage: store, instance: "vps:9187", job: drctl }}
+            exp_annotations:
+              summary: "drctl: newest backup of docs on store is older than max_age"
+              description: "The newest backup of docs on storage store is older than its job's max_age. Run `drctl status` and `drctl list --source docs`."
+"#,
+        rules.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("scraped.test.yml");
+    std::fs::write(&t, &test).unwrap();
+    promtool(&["test", "rules", &t.display().to_string()]);
 }
