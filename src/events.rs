@@ -543,6 +543,11 @@ impl Events {
                     mx.storage_write_errors
                         .get_or_create(&metrics::StorageLabel { storage: s.to_string() });
                 }
+                for n in &self.notify {
+                    mx.notify_failures.get_or_create(&metrics::NotifierLabel {
+                        notifier: n.kind().to_string(),
+                    });
+                }
                 for j in jobs.iter() {
                     mx.ping_failures.get_or_create(&metrics::JobLabel {
                         job_name: j.to_string(),

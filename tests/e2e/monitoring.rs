@@ -514,9 +514,17 @@ fn promtool(args: &[&str]) -> String {
 /// whose source `gone` never had a backup; it verifies every 2 s (`docs` passes, `gone` has
 /// nothing to verify): every alerting series has a value. Returns the raw scrape text.
 fn scrape_a_failing_stale_daemon() -> String {
+    // One daemon run serves both the alert-rules and the dashboard test.
+    static SCRAPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRAPE.get_or_init(run_a_failing_stale_daemon).clone()
+}
+
+fn run_a_failing_stale_daemon() -> String {
+    let rx = Receiver::start();
     let (_src, dir, ws) = files_ws(&format!(
-        "[[source]]\nname = \"gone\"\ntype = \"files\"\npaths = [\"/nonexistent/drctl-test\"]\n\n[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\nmax_age = \"1s\"\nping_url = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n",
-        Receiver::start().url("/hc")
+        "[[source]]\nname = \"gone\"\ntype = \"files\"\npaths = [\"/nonexistent/drctl-test\"]\n\n[[job]]\nname = \"every-2s\"\nschedule = \"*/2 * * * * *\"\nmax_age = \"1s\"\nping_url = \"{}\"\n\n[verify]\nschedule = \"*/2 * * * * *\"\n\n[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/hc"),
+        rx.url("/hook")
     ));
     let text = ws.config_text().replacen(
         "[encryption]\n",
@@ -625,4 +633,39 @@ tests:
     let t = dir.path().join("scraped.test.yml");
     std::fs::write(&t, &test).unwrap();
     promtool(&["test", "rules", &t.display().to_string()]);
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_series_a_daemon_exports_and_shows_every_family() {
+    let text = std::fs::read_to_string(repo_file("scripts/grafana-dashboard.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    // Importable: the datasource is an input the import dialog asks for.
+    assert_eq!(d["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert!(d["uid"].is_string() && d["title"].is_string());
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exprs = String::new();
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id: {p}");
+        assert!(p["gridPos"]["w"].as_u64().is_some(), "{p}");
+        if p["type"] == "row" {
+            continue;
+        }
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "a panel without a query: {}", p["title"]);
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}");
+            exprs.push_str(t["expr"].as_str().unwrap());
+            exprs.push('\n');
+        }
+    }
+    let exported = exported_names(&scrape_a_failing_stale_daemon());
+    let used = used_names(&exprs);
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "queries use series drctl does not export: {unknown:?}"
+    );
+    let unshown: Vec<_> = exported.difference(&used).filter(|n| n.starts_with("drctl_")).collect();
+    assert!(unshown.is_empty(), "exported but on no panel: {unshown:?}");
 }
