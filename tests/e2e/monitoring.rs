@@ -669,3 +669,19 @@ fn the_grafana_dashboard_queries_only_series_a_daemon_exports_and_shows_every_fa
     let unshown: Vec<_> = exported.difference(&used).filter(|n| n.starts_with("drctl_")).collect();
     assert!(unshown.is_empty(), "exported but on no panel: {unshown:?}");
 }
+
+#[test]
+fn validate_names_an_unset_variable_and_where_it_would_come_from() {
+    let (_src, _dir, ws) =
+        files_ws("[[notify]]\ntype = \"telegram\"\nbot_token = \"${DRCTL_TEST_UNSET_TG_TOKEN}\"\nchat_id = 1\n");
+    let (code, _, err) = ws.run(&["validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("notify[0].bot_token") && err.contains("DRCTL_TEST_UNSET_TG_TOKEN is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/etc/drctl/env") && err.contains("doppler run -- drctl"),
+        "{err}"
+    );
+}
