@@ -25,6 +25,8 @@ command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 # promtool checks and unit-tests scripts/prometheus-alerts.yml (tests/e2e/monitoring.rs).
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The status page is rendered in headless Chromium (tests/e2e/monitoring.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

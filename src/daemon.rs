@@ -308,13 +308,29 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
     }
 }
 
-pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr>) -> Result<i32> {
+/// Builds the status page for the config the daemon runs with (`commands::status` renders it).
+pub type StatusPage = fn(Arc<Config>) -> futures::future::BoxFuture<'static, crate::metrics::Page>;
+
+pub async fn run(
+    config_path: PathBuf,
+    metrics_addr: Option<std::net::SocketAddr>,
+    status_page: Option<StatusPage>,
+) -> Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let cfg = Arc::new(config::load(&config_path)?);
     let metrics = Arc::new(Metrics::new());
+    // The page follows reloads: it reads the config in this holder.
+    let page_cfg: Arc<Mutex<Arc<Config>>> = Arc::new(Mutex::new(cfg.clone()));
     if let Some(addr) = metrics_addr {
-        crate::metrics::serve(addr, metrics.clone()).await?;
-        tracing::info!(%addr, "serving metrics on /metrics");
+        let page = status_page.map(|render| {
+            let holder = page_cfg.clone();
+            Arc::new(move || render(holder.lock().expect("page cfg").clone())) as crate::metrics::PageFn
+        });
+        crate::metrics::serve(addr, metrics.clone(), page).await?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "metrics and the status page are served beyond this host: anyone who reaches the address sees source names, backup times and errors (bind 127.0.0.1 and put a proxy with authentication in front)");
+        }
+        tracing::info!(%addr, "serving metrics on /metrics, the status page on / and /status.json");
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -362,6 +378,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
                     Ok(new) => {
                         sched.shutdown();
                         ctx = make_ctx(Arc::new(new));
+                        *page_cfg.lock().expect("page cfg") = ctx.cfg.clone();
                         *stale_ctx.lock().expect("ctx") = ctx.clone();
                         seed_metrics(&ctx).await;
                         sched = build_scheduler(&ctx);

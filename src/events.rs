@@ -540,25 +540,26 @@ impl Events {
                 // Counters exist from 0, so `increase()` sees the first failure (a series that
                 // appears at 1 has no increase) and every family is on /metrics from the start.
                 for s in storages.iter() {
-                    mx.storage_write_errors
+                    let _ = mx
+                        .storage_write_errors
                         .get_or_create(&metrics::StorageLabel { storage: s.to_string() });
                 }
                 for n in &self.notify {
-                    mx.notify_failures.get_or_create(&metrics::NotifierLabel {
+                    let _ = mx.notify_failures.get_or_create(&metrics::NotifierLabel {
                         notifier: n.kind().to_string(),
                     });
                 }
                 for j in jobs.iter() {
-                    mx.ping_failures.get_or_create(&metrics::JobLabel {
+                    let _ = mx.ping_failures.get_or_create(&metrics::JobLabel {
                         job_name: j.to_string(),
                     });
                 }
                 for source in sources.iter() {
                     let st = self.state.load(source);
                     let l = metrics::source(source);
-                    mx.failures.get_or_create(&l);
-                    mx.prune_failures.get_or_create(&l);
-                    mx.verify_failures.get_or_create(&l);
+                    let _ = mx.failures.get_or_create(&l);
+                    let _ = mx.prune_failures.get_or_create(&l);
+                    let _ = mx.verify_failures.get_or_create(&l);
                     if let Some(s) = &st.last_success {
                         mx.last_success.get_or_create(&l).set(s.at.timestamp() as f64);
                         mx.last_duration.get_or_create(&l).set(s.duration_seconds);

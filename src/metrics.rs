@@ -187,8 +187,22 @@ pub fn source(s: &str) -> SourceLabel {
     SourceLabel { source: s.to_string() }
 }
 
-/// Serves `/metrics` (and `/healthz`) until the process exits.
-pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> anyhow::Result<()> {
+/// The status page, in both forms.
+pub struct Page {
+    pub html: String,
+    pub json: String,
+}
+
+/// Computes the status page on request (given by the daemon: this layer knows no backups).
+pub type PageFn = std::sync::Arc<dyn Fn() -> futures::future::BoxFuture<'static, Page> + Send + Sync>;
+
+/// Serves `/metrics`, `/healthz`, and with `page` the status page (`/`, `/status.json`) until
+/// the process exits. Read-only: every route is a GET.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    page: Option<PageFn>,
+) -> anyhow::Result<()> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -210,6 +224,38 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>)
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
+    let app = match page {
+        None => app,
+        Some(page) => {
+            let p2 = page.clone();
+            app.route(
+                "/",
+                get(move || {
+                    let f = page();
+                    async move {
+                        (
+                            [
+                                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                                // No script, no outside asset, no frame: say so to the browser.
+                                (
+                                    axum::http::header::CONTENT_SECURITY_POLICY,
+                                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
+                                ),
+                            ],
+                            f.await.html,
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/status.json",
+                get(move || {
+                    let f = p2();
+                    async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], f.await.json) }
+                }),
+            )
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

@@ -685,3 +685,141 @@ fn validate_names_an_unset_variable_and_where_it_would_come_from() {
         "{err}"
     );
 }
+
+/// Renders `url` in headless Chromium: (DOM after rendering, screenshot path).
+fn chromium(url: &str, out: &Path) -> (String, PathBuf) {
+    let shot = out.join("status-page.png");
+    let base = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1000,900",
+    ];
+    let dom = std::process::Command::new("chromium")
+        .args(base)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium (Debian package chromium)");
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let s = std::process::Command::new("chromium")
+        .args(base)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    (String::from_utf8_lossy(&dom.stdout).into_owned(), shot)
+}
+
+#[test]
+fn the_status_page_shows_sources_a_chart_and_a_stale_source_in_red() {
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::write(fresh.path().join("f.txt"), "fresh").unwrap();
+    let (_src, dir, ws) = files_ws(&format!(
+        "[[source]]\nname = \"fresh\"\ntype = \"files\"\npaths = [\"{}\"]\n\n[[job]]\nname = \"yearly\"\nsources = [\"docs\"]\nschedule = \"0 0 1 1 *\"\nmax_age = \"1s\"\nping_url = \"https://hc-ping.com/pingsecret-uuid\"\n\n[[job]]\nname = \"hourly\"\nsources = [\"fresh\"]\nschedule = \"0 * * * *\"\nmax_age = \"1h\"\n\n[[notify]]\ntype = \"slack\"\nurl = \"https://hooks.slack.com/services/T000/B000/hooksecret\"\n",
+        fresh.path().display()
+    ));
+    for i in 0..4 {
+        // Backups of growing size, so the chart has something to show.
+        std::fs::write(dir.join(format!("b{i}.bin")), vec![b'x'; 20_000 * (i + 1)]).unwrap();
+        ws.ok(&["backup", "--source", "docs"]);
+    }
+    ws.ok(&["backup", "--source", "fresh"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let mport = free_port();
+    let d = Daemon::start(&ws, Some(mport));
+    d.wait_for("the metrics server", Duration::from_secs(20), |d| {
+        d.count("serving metrics") >= 1
+    });
+
+    let (head, html) = http_get(mport, "/");
+    assert!(
+        head.contains("200 OK") && head.to_ascii_lowercase().contains("text/html"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(!html.contains("<script"), "no JavaScript");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external asset or URL: {html}"
+    );
+    for secret in [
+        "pingsecret",
+        "hooksecret",
+        "identity",
+        &ws.identity.display().to_string(),
+    ] {
+        assert!(!html.contains(secret), "{secret} on the page");
+    }
+
+    let (head, json) = http_get(mport, "/status.json");
+    assert!(head.contains("application/json"), "{head}");
+    assert!(!json.contains("pingsecret") && !json.contains("hooksecret"));
+    let page: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cli: serde_json::Value = serde_json::from_str(&ws.ok(&["status", "--json"])).unwrap();
+    let shape = |v: &serde_json::Value| {
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["source"].as_str().unwrap().to_string(),
+                    s["last_success"]["id"].clone(),
+                    s.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shape(&page),
+        shape(&cli),
+        "/status.json is what `drctl status --json` prints"
+    );
+
+    // A real browser: the sources, the chart with one bar per backup, the stale one in red.
+    let out = tempfile::tempdir().unwrap();
+    let (dom, shot) = chromium(&format!("http://127.0.0.1:{mport}/"), out.path());
+    d.stop();
+    assert!(dom.contains("<h2>docs</h2>") && dom.contains("<h2>fresh</h2>"), "{dom}");
+    let docs = dom
+        .split("id=\"source-docs\"")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert_eq!(docs.matches("<rect").count(), 4, "one bar per backup: {docs}");
+    assert!(docs.contains("<polyline"), "{docs}");
+    assert!(
+        docs.contains("class=\"stale\"") && docs.contains("older than max_age 1s"),
+        "{docs}"
+    );
+    let fresh_sec = dom
+        .split("id=\"source-fresh\"")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert!(
+        !fresh_sec.contains("class=\"stale\"") && fresh_sec.contains("class=\"ok\""),
+        "{fresh_sec}"
+    );
+    assert!(dom.contains(".stale,.fail{color:#b00020"), "stale is drawn red");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "a rendered screenshot"
+    );
+    if let Ok(keep) = std::env::var("DRCTL_STATUS_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
