@@ -237,6 +237,9 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
         }
     };
     let now = chrono::Utc::now();
+    // Per source with a max_age: stale on some storage (true) or fresh on every storage that
+    // could be read (false). A source is fresh again only when it is on all of them.
+    let mut stale_any: HashMap<String, bool> = HashMap::new();
     for st in &storages {
         let listing = crate::catalog::list(std::slice::from_ref(st), None).await;
         for p in &listing.problems {
@@ -290,6 +293,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                 let age = newest.map(|t| now - t);
                 let key = (src.name().to_string(), st.name.clone());
                 if age.is_none_or(|a| a > limit) {
+                    stale_any.insert(src.name().to_string(), true);
                     if alerted.insert(key) {
                         events
                             .emit(Event::Stale {
@@ -301,9 +305,15 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                             .await;
                     }
                 } else {
+                    stale_any.entry(src.name().to_string()).or_insert(false);
                     alerted.remove(&key);
                 }
             }
+        }
+    }
+    for (source, stale) in &stale_any {
+        if !stale {
+            events.emit(Event::Fresh { source }).await;
         }
     }
 }

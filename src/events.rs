@@ -54,6 +54,11 @@ pub enum Event<'a> {
         ping: Option<&'a Ping>,
         failures: &'a [(String, String)],
     },
+    /// The newest backup of the source is within its max_age on every storage (the daemon's
+    /// check): ends a stale episode, also when the fresh backup came from another host.
+    Fresh {
+        source: &'a str,
+    },
     Stale {
         source: &'a str,
         storage: &'a str,
@@ -311,7 +316,7 @@ impl Events {
         }
     }
 
-    /// A source started failing (`kind` picks the flag): notifies once per episode.
+    /// A source started failing (`flag` picks which kind of failure): notifies once per episode.
     async fn failing(
         &self,
         source: &str,
@@ -595,6 +600,21 @@ impl Events {
                     self.save_alerts(source, &a);
                     let msg = format!("{msg}\n{}\nLook: drctl status", self.newest_good(source));
                     self.notify_all(NotifyOn::Stale, "backup_stale", source, &msg).await;
+                }
+            }
+            Event::Fresh { source } => {
+                let mut a = self.alerts(source);
+                let Some(since) = a.stale_since.take() else { return };
+                self.save_alerts(source, &a);
+                tracing::info!(source, stale_since = %since, "backup fresh again");
+                if a.failing_since.is_none() {
+                    let msg = format!(
+                        "the newest backup of '{source}' is within max_age again (stale since {}, {}).\n{}\nLook: drctl status",
+                        since.format("%Y-%m-%d %H:%M UTC"),
+                        crate::catalog::human_duration(Utc::now() - since),
+                        self.newest_good(source)
+                    );
+                    self.notify_all(NotifyOn::Recovery, "backup_fresh", source, &msg).await;
                 }
             }
             Event::FutureBackup {

@@ -823,3 +823,55 @@ fn the_status_page_shows_sources_a_chart_and_a_stale_source_in_red() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+#[test]
+fn a_stale_episode_ended_by_another_host_is_notified_once_and_the_next_one_again() {
+    // A backup taken elsewhere (another host's state dir, same storage) makes the source fresh
+    // without any run of this daemon: the stale alert must end there, or the next stale
+    // episode would never be notified.
+    let rx = Receiver::start();
+    let (_src, _dir, ws) = files_ws(&format!(
+        "[[job]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nmax_age = \"4s\"\n\n[[notify]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/hook")
+    ));
+    ws.daemon_settings("stale_check_interval = \"1s\"");
+    ws.ok(&["backup"]);
+    let events = || {
+        rx.requests()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.2).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let d = Daemon::start(&ws, None);
+    d.wait_for("a stale alert", Duration::from_secs(20), |_| {
+        events().contains(&"backup_stale".to_string())
+    });
+    // The other host: same storage, its own state dir.
+    let other = ws
+        .config_text()
+        .replace("state_dir = \"./state\"", "state_dir = \"./other-state\"");
+    let other_cfg = ws.path().join("other.toml");
+    std::fs::write(&other_cfg, other).unwrap();
+    private(&other_cfg);
+    let out = drctl_cmd(ws.path())
+        .env("DRCTL_CONFIG", &other_cfg)
+        .arg("backup")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.wait_for("fresh, then stale again", Duration::from_secs(20), |_| {
+        events().iter().filter(|e| *e == "backup_stale").count() >= 2
+    });
+    d.stop();
+    assert_eq!(
+        events(),
+        ["backup_stale", "backup_fresh", "backup_stale"],
+        "{:?}",
+        rx.requests()
+    );
+}
