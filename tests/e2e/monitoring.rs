@@ -372,14 +372,15 @@ fn tls_pair(dir: &Path) {
     );
 }
 
-/// aiosmtpd on implicit TLS (smtps) that wants AUTH as `drctl`/`pw with:colon`, writing each
-/// message to `<dir>/mail-N.eml`.
-fn smtp_server(dir: &Path, port: u16) -> Child {
+/// aiosmtpd that wants AUTH as `drctl`/`pw with:colon`, on implicit TLS (smtps) or, with
+/// `starttls`, plain SMTP that requires STARTTLS before anything else; writes each message to
+/// `<dir>/mail-N.eml`.
+fn smtp_server(dir: &Path, port: u16, starttls: bool) -> Child {
     let script = r#"
 import asyncio, ssl, sys, os
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-d, port = sys.argv[1], int(sys.argv[2])
+d, port, starttls = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "starttls"
 class H:
     n = 0
     async def handle_DATA(self, server, session, envelope):
@@ -395,14 +396,23 @@ def auth(server, session, envelope, mechanism, data):
     return AuthResult(success=ok)
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(os.path.join(d, "srv.pem"), os.path.join(d, "srv.key"))
-c = Controller(H(), hostname="127.0.0.1", port=port, ssl_context=ctx, authenticator=auth, auth_require_tls=False, auth_required=True)
+if starttls:
+    c = Controller(H(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True, authenticator=auth, auth_require_tls=True, auth_required=True)
+else:
+    c = Controller(H(), hostname="127.0.0.1", port=port, ssl_context=ctx, authenticator=auth, auth_require_tls=False, auth_required=True)
 c.start()
 open(os.path.join(d, "ready"), "w").close()
 import time
 while True: time.sleep(3600)
 "#;
     let child = std::process::Command::new("python3")
-        .args(["-c", script, &dir.display().to_string(), &port.to_string()])
+        .args([
+            "-c",
+            script,
+            &dir.display().to_string(),
+            &port.to_string(),
+            if starttls { "starttls" } else { "tls" },
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("smtp.log")).unwrap())
         .spawn()
@@ -421,12 +431,21 @@ while True: time.sleep(3600)
 
 #[test]
 fn email_goes_over_tls_with_the_password_from_the_environment() {
+    email_over("smtps", false);
+}
+
+#[test]
+fn email_over_starttls_with_the_password_from_the_environment() {
+    email_over("smtp", true);
+}
+
+fn email_over(scheme: &str, starttls: bool) {
     let mail = tempfile::tempdir().unwrap();
     tls_pair(mail.path());
     let port = free_port();
-    let mut smtp = smtp_server(mail.path(), port);
+    let mut smtp = smtp_server(mail.path(), port, starttls);
     let (_src, dir, ws) = files_ws(&format!(
-        "[[notify]]\ntype = \"email\"\nsmtp_url = \"smtps://drctl:${{SMTP_PASSWORD}}@localhost:{port}\"\nfrom = \"drctl <drctl@example.com>\"\nto = [\"ops@example.com\", \"oncall@example.com\"]\nca_file = \"{}\"\n",
+        "[[notify]]\ntype = \"email\"\nsmtp_url = \"{scheme}://drctl:${{SMTP_PASSWORD}}@localhost:{port}\"\nfrom = \"drctl <drctl@example.com>\"\nto = [\"ops@example.com\", \"oncall@example.com\"]\nca_file = \"{}\"\n",
         mail.path().join("ca.pem").display()
     ));
     std::fs::remove_dir_all(&dir).unwrap();
