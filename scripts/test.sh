@@ -22,6 +22,11 @@ command -v rclone >/dev/null || need_apt+=(rclone)
 command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+# promtool checks and unit-tests scripts/prometheus-alerts.yml (tests/e2e/monitoring.rs).
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v openssl >/dev/null || need_apt+=(openssl)
+# The status page is rendered in headless Chromium (tests/e2e/monitoring.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,6 +41,11 @@ bash scripts/lib/pg-test-image/build.sh "$pg_major"
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'
+fi
+# A real SMTP server (with TLS) for the e-mail notifier's test.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing: aiosmtpd"
+  python3 -m pip install -q aiosmtpd
 fi
 # A second S3 server that checks every signature and lacks parts of the API (no
 # ListMultipartUploads), as small providers do: s3s-fs, built from crates.io (about 4 minutes, once).

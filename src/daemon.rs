@@ -166,7 +166,7 @@ async fn run_job(ctx: Arc<Ctx>, name: String) {
         &sources,
         &opts,
         &name,
-        job.ping_url.as_deref(),
+        job.ping.as_ref(),
         &ctx.events,
         &ctx.cancel,
     )
@@ -199,6 +199,34 @@ async fn run_verify(ctx: Arc<Ctx>, identity: PathBuf) {
     }
 }
 
+/// Metrics a restarted daemon would otherwise not know until the next run (see
+/// `Event::DaemonStarted`).
+async fn seed_metrics(ctx: &Ctx) {
+    let names: Vec<&str> = ctx.cfg.sources.iter().map(|s| s.name()).collect();
+    let storages: Vec<&str> = ctx.cfg.storages.iter().map(|s| s.name()).collect();
+    let jobs: Vec<&str> = ctx
+        .cfg
+        .jobs
+        .iter()
+        .filter(|j| j.ping.is_some())
+        .map(|j| j.name.as_str())
+        .collect();
+    let verify_interval = ctx.cfg.encryption.identity_file.as_ref().and_then(|_| {
+        let tz = *ctx.cfg.daemon.timezone.get();
+        let s = ctx.cfg.verify.schedule.get();
+        let a = s.next_after(tz, Utc::now())?;
+        Some(s.next_after(tz, a)? - a)
+    });
+    ctx.events
+        .emit(Event::DaemonStarted {
+            sources: &names,
+            storages: &storages,
+            jobs: &jobs,
+            verify_interval,
+        })
+        .await;
+}
+
 /// Refreshes the newest-backup-age metrics and alerts once per stale episode.
 async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(String, String)>) {
     let storages = match crate::storage::select(&cfg.storages, None) {
@@ -209,6 +237,9 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
         }
     };
     let now = chrono::Utc::now();
+    // Per source with a max_age: stale on some storage (true) or fresh on every storage that
+    // could be read (false). A source is fresh again only when it is on all of them.
+    let mut stale_any: HashMap<String, bool> = HashMap::new();
     for st in &storages {
         let listing = crate::catalog::list(std::slice::from_ref(st), None).await;
         for p in &listing.problems {
@@ -252,6 +283,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                             source: src.name(),
                             storage: &st.name,
                             age: now - t,
+                            max_age: job.max_age.as_ref().map(|m| m.chrono()),
                         })
                         .await;
                 }
@@ -261,6 +293,7 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                 let age = newest.map(|t| now - t);
                 let key = (src.name().to_string(), st.name.clone());
                 if age.is_none_or(|a| a > limit) {
+                    stale_any.insert(src.name().to_string(), true);
                     if alerted.insert(key) {
                         events
                             .emit(Event::Stale {
@@ -272,20 +305,42 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
                             .await;
                     }
                 } else {
+                    stale_any.entry(src.name().to_string()).or_insert(false);
                     alerted.remove(&key);
                 }
             }
         }
     }
+    for (source, stale) in &stale_any {
+        if !stale {
+            events.emit(Event::Fresh { source }).await;
+        }
+    }
 }
 
-pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr>) -> Result<i32> {
+/// Builds the status page for the config the daemon runs with (`commands::status` renders it).
+pub type StatusPage = fn(Arc<Config>) -> futures::future::BoxFuture<'static, crate::metrics::Page>;
+
+pub async fn run(
+    config_path: PathBuf,
+    metrics_addr: Option<std::net::SocketAddr>,
+    status_page: Option<StatusPage>,
+) -> Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let cfg = Arc::new(config::load(&config_path)?);
     let metrics = Arc::new(Metrics::new());
+    // The page follows reloads: it reads the config in this holder.
+    let page_cfg: Arc<Mutex<Arc<Config>>> = Arc::new(Mutex::new(cfg.clone()));
     if let Some(addr) = metrics_addr {
-        crate::metrics::serve(addr, metrics.clone()).await?;
-        tracing::info!(%addr, "serving metrics on /metrics");
+        let page = status_page.map(|render| {
+            let holder = page_cfg.clone();
+            Arc::new(move || render(holder.lock().expect("page cfg").clone())) as crate::metrics::PageFn
+        });
+        crate::metrics::serve(addr, metrics.clone(), page).await?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "metrics and the status page are served beyond this host: anyone who reaches the address sees source names, backup times and errors (bind 127.0.0.1 and put a proxy with authentication in front)");
+        }
+        tracing::info!(%addr, "serving metrics on /metrics, the status page on / and /status.json");
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -310,6 +365,7 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
     if ctx.cfg.jobs.is_empty() {
         tracing::warn!("no [[job]] in the config: nothing is scheduled");
     }
+    seed_metrics(&ctx).await;
     let mut sched = build_scheduler(&ctx);
     let stale_ctx: Arc<Mutex<Arc<Ctx>>> = Arc::new(Mutex::new(ctx.clone()));
     let stale_handle = {
@@ -332,7 +388,9 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
                     Ok(new) => {
                         sched.shutdown();
                         ctx = make_ctx(Arc::new(new));
+                        *page_cfg.lock().expect("page cfg") = ctx.cfg.clone();
                         *stale_ctx.lock().expect("ctx") = ctx.clone();
+                        seed_metrics(&ctx).await;
                         sched = build_scheduler(&ctx);
                         tracing::info!(jobs = ctx.cfg.jobs.len(), "config reloaded");
                     }
@@ -361,6 +419,8 @@ pub async fn run(config_path: PathBuf, metrics_addr: Option<std::net::SocketAddr
         cancel.cancel();
         tracker.wait().await;
     }
+    // A last run's pings are still on their way (each has a short timeout and 3 attempts).
+    ctx.events.flush(Duration::from_secs(10)).await;
     tracing::info!("daemon stopped");
     Ok(0)
 }

@@ -50,11 +50,11 @@ pub async fn run(
     sources: &[&SourceConfig],
     opts: &Options,
     job: &str,
-    ping_url: Option<&str>,
+    ping: Option<&crate::config::Ping>,
     events: &Events,
     cancel: &CancellationToken,
 ) -> Outcome {
-    events.emit(Event::RunStarted { job, ping_url }).await;
+    events.emit(Event::RunStarted { job, ping }).await;
     let mut out = Outcome::default();
     let run_id = crate::layout::new_id(chrono::Utc::now());
     let fail =
@@ -109,7 +109,7 @@ pub async fn run(
             events
                 .emit(Event::RunFinished {
                     job,
-                    ping_url,
+                    ping,
                     failures: &out.failures,
                 })
                 .await;
@@ -208,7 +208,7 @@ pub async fn run(
     events
         .emit(Event::RunFinished {
             job,
-            ping_url,
+            ping,
             failures: &alerts,
         })
         .await;

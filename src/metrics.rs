@@ -24,6 +24,17 @@ pub struct StorageLabel {
     pub storage: String,
 }
 
+/// Not `job`: Prometheus sets `job` to the scrape job's name and would rename ours.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifierLabel {
+    pub notifier: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -39,6 +50,12 @@ pub struct Metrics {
     pub verify_rto: Family<SourceLabel, FGauge>,
     pub verify_failures: Family<SourceLabel, Counter>,
     pub prune_failures: Family<SourceLabel, Counter>,
+    pub last_failure: Family<SourceLabel, FGauge>,
+    pub max_age: Family<SourceLabel, FGauge>,
+    pub verify_last_failure: Family<SourceLabel, FGauge>,
+    pub verify_interval: FGauge,
+    pub ping_failures: Family<JobLabel, Counter>,
+    pub notify_failures: Family<NotifierLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +79,12 @@ impl Metrics {
             verify_rto: Family::default(),
             verify_failures: Family::default(),
             prune_failures: Family::default(),
+            last_failure: Family::default(),
+            max_age: Family::default(),
+            verify_last_failure: Family::default(),
+            verify_interval: FGauge::default(),
+            ping_failures: Family::default(),
+            notify_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +143,36 @@ impl Metrics {
             "Failed prunes (after a backup, or by the daemon) of the source's backups",
             m.prune_failures.clone(),
         );
+        registry.register(
+            "drctl_backup_last_failure_timestamp_seconds",
+            "Unix time of the last failed (or degraded) backup of the source; failing while newer than the last success",
+            m.last_failure.clone(),
+        );
+        registry.register(
+            "drctl_backup_max_age_seconds",
+            "The source's max_age (from its job): the newest backup should never be older",
+            m.max_age.clone(),
+        );
+        registry.register(
+            "drctl_verify_last_failure_timestamp_seconds",
+            "Unix time of the last failed restore verification",
+            m.verify_last_failure.clone(),
+        );
+        registry.register(
+            "drctl_verify_interval_seconds",
+            "Time between two scheduled verifications ([verify] schedule) on this host",
+            m.verify_interval.clone(),
+        );
+        registry.register(
+            "drctl_ping_failures",
+            "Pings of the job that failed after every retry (the backup itself is not affected)",
+            m.ping_failures.clone(),
+        );
+        registry.register(
+            "drctl_notify_failures",
+            "Notifications that could not be delivered, per notifier type",
+            m.notify_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -134,8 +187,22 @@ pub fn source(s: &str) -> SourceLabel {
     SourceLabel { source: s.to_string() }
 }
 
-/// Serves `/metrics` (and `/healthz`) until the process exits.
-pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> anyhow::Result<()> {
+/// The status page, in both forms.
+pub struct Page {
+    pub html: String,
+    pub json: String,
+}
+
+/// Computes the status page on request (given by the daemon: this layer knows no backups).
+pub type PageFn = std::sync::Arc<dyn Fn() -> futures::future::BoxFuture<'static, Page> + Send + Sync>;
+
+/// Serves `/metrics`, `/healthz`, and with `page` the status page (`/`, `/status.json`) until
+/// the process exits. Read-only: every route is a GET.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    page: Option<PageFn>,
+) -> anyhow::Result<()> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -157,6 +224,38 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>)
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
+    let app = match page {
+        None => app,
+        Some(page) => {
+            let p2 = page.clone();
+            app.route(
+                "/",
+                get(move || {
+                    let f = page();
+                    async move {
+                        (
+                            [
+                                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                                // No script, no outside asset, no frame: say so to the browser.
+                                (
+                                    axum::http::header::CONTENT_SECURITY_POLICY,
+                                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
+                                ),
+                            ],
+                            f.await.html,
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/status.json",
+                get(move || {
+                    let f = p2();
+                    async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], f.await.json) }
+                }),
+            )
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

@@ -80,7 +80,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune(&load(&cli)?, a).await,
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
         Command::Unpin(a) => unpin(&load(&cli)?, a).await,
-        Command::Daemon(a) => crate::daemon::run(config::resolve_path(cli.config.as_deref()), a.metrics_addr).await,
+        Command::Daemon(a) => {
+            crate::daemon::run(
+                config::resolve_path(cli.config.as_deref()),
+                a.metrics_addr,
+                Some(status::page),
+            )
+            .await
+        }
         Command::Status(a) => status(&load(&cli)?, a).await,
         Command::Verify(a) => verify(&load_for(&cli, config::Uses::Verify)?, a).await,
         Command::Check(a) => check(&load(&cli)?, a).await,

@@ -148,7 +148,7 @@ impl RawSections {
             .notify
             .into_iter()
             .enumerate()
-            .map(|(i, v)| section(&format!("notify[{i}]"), v, errors))
+            .map(|(i, v)| notify_section(i, v, errors))
             .collect();
         let storages: Vec<Option<StorageConfig>> = self
             .storage
@@ -188,11 +188,7 @@ impl RawSections {
         let jobs: Vec<JobConfig> = jobs.into_iter().flatten().collect();
         let notify: Vec<NotifyConfig> = notify.into_iter().flatten().collect();
         validate_jobs(&jobs, &sources, errors);
-        for (i, n) in notify.iter().enumerate() {
-            if url::Url::parse(&n.url).is_err() {
-                errors.push(format!("notify[{i}].url: not a URL"));
-            }
-        }
+        validate_notify(&notify, errors);
         if !complete {
             return None;
         }
@@ -316,9 +312,69 @@ fn validate_jobs(jobs: &[JobConfig], sources: &[SourceConfig], errors: &mut Vec<
         if let Some(e) = j.max_age.as_ref().and_then(|m| m.error()) {
             errors.push(format!("{at}.max_age: {e}"));
         }
-        if let Some(u) = &j.ping_url {
-            if url::Url::parse(u).is_err() {
-                errors.push(format!("{at}.ping_url: '{u}' is not a URL"));
+    }
+}
+
+/// `[[notify]]`: `on` is common to every type, the rest belongs to the type's variant.
+fn notify_section(i: usize, mut v: toml::Value, errors: &mut Vec<String>) -> Option<NotifyConfig> {
+    let key = format!("notify[{i}]");
+    let on = match v.as_table_mut().and_then(|t| t.remove("on")) {
+        None => Some(DEFAULT_NOTIFY_ON.to_vec()),
+        Some(on) => section::<Vec<NotifyOn>>(&format!("{key}.on"), on, errors),
+    };
+    let target = section::<NotifyTarget>(&key, v, errors);
+    Some(NotifyConfig {
+        target: target?,
+        on: on?,
+    })
+}
+
+fn validate_notify(notify: &[NotifyConfig], errors: &mut Vec<String>) {
+    for (i, n) in notify.iter().enumerate() {
+        let at = format!("notify[{i}] ({})", n.kind());
+        let http = |key: &str, u: &url::Url, errors: &mut Vec<String>| {
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                errors.push(format!("{at}.{key}: not an http(s) URL"));
+            }
+        };
+        match &n.target {
+            NotifyTarget::Webhook { url } | NotifyTarget::Slack { url } | NotifyTarget::Discord { url } => {
+                http("url", url, errors)
+            }
+            NotifyTarget::Ntfy { url, .. } => http("url", url, errors),
+            NotifyTarget::Telegram {
+                bot_token,
+                chat_id,
+                api_url,
+            } => {
+                http("api_url", api_url, errors);
+                // A token is "<bot id>:<secret>"; never echo it.
+                if bot_token.is_empty() || bot_token.contains(['/', '?', '#', ' ']) {
+                    errors.push(format!(
+                        "{at}.bot_token: not a bot token (BotFather gives one like 123456:ABC-DEF…; write bot_token = \"${{TELEGRAM_BOT_TOKEN}}\")"
+                    ));
+                }
+                if chat_id.is_empty() {
+                    errors.push(format!("{at}.chat_id: empty (a chat's number, or @channelname)"));
+                }
+            }
+            NotifyTarget::Email { smtp_url, from, to, .. } => {
+                if !matches!(smtp_url.scheme(), "smtps" | "smtp") || smtp_url.host_str().is_none() {
+                    errors.push(format!(
+                        "{at}.smtp_url: must be smtps://user:${{SMTP_PASSWORD}}@host:465 (TLS) or smtp://user:…@host:587 (STARTTLS)"
+                    ));
+                }
+                if let Err(e) = from.parse::<lettre::message::Mailbox>() {
+                    errors.push(format!("{at}.from: '{from}' is not an e-mail address: {e}"));
+                }
+                if to.is_empty() {
+                    errors.push(format!("{at}.to: no recipient (to = [\"ops@example.com\"])"));
+                }
+                for t in to {
+                    if let Err(e) = t.parse::<lettre::message::Mailbox>() {
+                        errors.push(format!("{at}.to: '{t}' is not an e-mail address: {e}"));
+                    }
+                }
             }
         }
     }

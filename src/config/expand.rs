@@ -96,7 +96,7 @@ pub fn expand_str(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
                 Some(v) => out.push_str(&v),
                 None => {
                     return Err(format!(
-                    "environment variable {name} is not set (export it, or put it in the environment drctl runs with)"
+                    "environment variable {name} is not set (export it; for the systemd unit add {name}=… to /etc/drctl/env, its EnvironmentFile=; with Doppler start drctl as `doppler run -- drctl …`)"
                 ))
                 }
             }

@@ -221,45 +221,264 @@ impl fmt::Debug for VerifyConfig {
 
 /// A scheduled run of one or more sources, backed up together as one run.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawJob")]
 pub struct JobConfig {
     pub name: String,
     /// Source names; empty means every source.
-    #[serde(default)]
     pub sources: Vec<String>,
     /// Cron: 5 fields, or 6 with seconds first.
     pub schedule: Cron,
-    /// healthchecks.io-style URL: `/start` when a run starts, the URL on success, `/fail` on failure.
-    #[serde(default)]
-    pub ping_url: Option<String>,
+    /// Where a run reports to a dead-man's switch (`ping_url`, `ping_style`, …).
+    pub ping: Option<Ping>,
     /// Alert when the newest complete backup of a source in this job is older than this ("26h").
-    #[serde(default)]
     pub max_age: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyKind {
-    Webhook,
-    Slack,
-    Discord,
-}
-
-#[derive(Clone, Deserialize)]
+/// `[[job]]` as written; `ping_style` and its URLs become one [`Ping`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    #[serde(rename = "type")]
-    pub kind: NotifyKind,
-    pub url: String,
+struct RawJob {
+    name: String,
+    #[serde(default)]
+    sources: Vec<String>,
+    schedule: Cron,
+    #[serde(default)]
+    ping_url: Option<String>,
+    #[serde(default)]
+    ping_style: PingStyle,
+    #[serde(default)]
+    ping_success_url: Option<String>,
+    #[serde(default)]
+    ping_fail_url: Option<String>,
+    #[serde(default)]
+    max_age: Option<Duration>,
 }
 
-// Webhook URLs (Slack, Discord) carry their secret in the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum PingStyle {
+    #[default]
+    Healthchecks,
+    UptimeKuma,
+    Template,
+}
+
+/// A job's dead-man's-switch pings, one variant per receiver style.
+#[derive(Clone)]
+pub enum Ping {
+    /// healthchecks.io: `<url>/start` when a run starts, `<url>` on success, `<url>/fail`
+    /// (error text as the body) on failure.
+    Healthchecks { url: url::Url },
+    /// An Uptime Kuma push monitor: `<url>?status=up&msg=OK&ping=<ms>` on success,
+    /// `status=down` with the error's first line on failure.
+    UptimeKuma { url: url::Url },
+    /// Any receiver: `{msg}` and `{duration_ms}` filled in (URL-encoded) and fetched with GET.
+    Template {
+        success: Option<String>,
+        fail: Option<String>,
+    },
+}
+
+/// Every placeholder a `ping_success_url` / `ping_fail_url` may contain.
+pub const PING_PLACEHOLDERS: [&str; 2] = ["{msg}", "{duration_ms}"];
+
+fn template_url(key: &str, t: &str) -> Result<String, String> {
+    let mut probe = t.to_string();
+    for p in PING_PLACEHOLDERS {
+        probe = probe.replace(p, "0");
+    }
+    if probe.contains('{') {
+        return Err(format!("{key}: unknown placeholder (use {{msg}} and {{duration_ms}})"));
+    }
+    match url::Url::parse(&probe) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(t.to_string()),
+        _ => Err(format!("{key}: not an http(s) URL")),
+    }
+}
+
+impl TryFrom<RawJob> for JobConfig {
+    type Error = String;
+    fn try_from(r: RawJob) -> Result<JobConfig, String> {
+        let url = |u: &str| match url::Url::parse(u) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+            _ => Err("ping_url: not an http(s) URL".to_string()),
+        };
+        let ping = match r.ping_style {
+            PingStyle::Healthchecks | PingStyle::UptimeKuma => {
+                if r.ping_success_url.is_some() || r.ping_fail_url.is_some() {
+                    return Err(
+                        "ping_success_url / ping_fail_url are for ping_style = \"template\" (set it, or use ping_url)"
+                            .into(),
+                    );
+                }
+                match (&r.ping_url, r.ping_style) {
+                    (None, PingStyle::UptimeKuma) => {
+                        return Err("ping_style = \"uptime-kuma\" needs ping_url (the push URL, https://kuma.example.com/api/push/TOKEN)".into())
+                    }
+                    (None, _) => None,
+                    (Some(u), PingStyle::UptimeKuma) => Some(Ping::UptimeKuma { url: url(u)? }),
+                    (Some(u), _) => Some(Ping::Healthchecks { url: url(u)? }),
+                }
+            }
+            PingStyle::Template => {
+                if r.ping_url.is_some() {
+                    return Err(
+                        "ping_url: not used with ping_style = \"template\" (write ping_success_url and ping_fail_url)"
+                            .into(),
+                    );
+                }
+                if r.ping_success_url.is_none() && r.ping_fail_url.is_none() {
+                    return Err("ping_style = \"template\" needs ping_success_url or ping_fail_url (with {msg} and {duration_ms})".into());
+                }
+                Some(Ping::Template {
+                    success: r
+                        .ping_success_url
+                        .as_deref()
+                        .map(|t| template_url("ping_success_url", t))
+                        .transpose()?,
+                    fail: r
+                        .ping_fail_url
+                        .as_deref()
+                        .map(|t| template_url("ping_fail_url", t))
+                        .transpose()?,
+                })
+            }
+        };
+        Ok(JobConfig {
+            name: r.name,
+            sources: r.sources,
+            schedule: r.schedule,
+            ping,
+            max_age: r.max_age,
+        })
+    }
+}
+
+// Ping URLs carry the check's secret (a UUID, a push token) in the path.
+impl fmt::Debug for Ping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ping::Healthchecks { .. } => "Ping::Healthchecks(<redacted>)",
+            Ping::UptimeKuma { .. } => "Ping::UptimeKuma(<redacted>)",
+            Ping::Template { .. } => "Ping::Template(<redacted>)",
+        })
+    }
+}
+
+/// What a notifier is told about (`on = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// A source starts failing (a failed or degraded backup, a failed prune): once, until it recovers.
+    Failure,
+    /// A failing or stale source has a good backup again.
+    Recovery,
+    /// The newest backup is older than the job's `max_age` (or dated in the future).
+    Stale,
+    /// A restore verification fails (once, until one passes).
+    VerifyFailure,
+    /// Every successful backup.
+    Success,
+}
+
+pub const DEFAULT_NOTIFY_ON: [NotifyOn; 4] = [
+    NotifyOn::Failure,
+    NotifyOn::Recovery,
+    NotifyOn::Stale,
+    NotifyOn::VerifyFailure,
+];
+
+/// Where a notification goes, chosen by `type`.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NotifyTarget {
+    /// JSON `{event, source, host, message, at}` POSTed to `url`.
+    Webhook {
+        url: url::Url,
+    },
+    Slack {
+        url: url::Url,
+    },
+    Discord {
+        url: url::Url,
+    },
+    /// Telegram's Bot API: POST `<api_url>/bot<bot_token>/sendMessage`.
+    Telegram {
+        bot_token: String,
+        /// A number (`-1001234567890`) or a channel's `@name`.
+        #[serde(deserialize_with = "chat_id")]
+        chat_id: String,
+        #[serde(default = "default_telegram_api")]
+        api_url: url::Url,
+    },
+    /// SMTP: `smtps://user:${SMTP_PASSWORD}@host:465` (implicit TLS) or `smtp://…:587`
+    /// (STARTTLS, required).
+    Email {
+        smtp_url: url::Url,
+        from: String,
+        to: Vec<String>,
+        /// PEM file of a private CA that signed the SMTP server's certificate (a self-hosted
+        /// relay); the system's roots are trusted as well.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+    },
+    /// ntfy: the message POSTed to the topic URL (`https://ntfy.sh/my-topic`).
+    Ntfy {
+        url: url::Url,
+        #[serde(default)]
+        token: Option<String>,
+    },
+}
+
+fn chat_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(i64),
+        Text(String),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Number(n) => n.to_string(),
+        Id::Text(t) => t,
+    })
+}
+
+fn default_telegram_api() -> url::Url {
+    url::Url::parse("https://api.telegram.org").expect("constant URL")
+}
+
+#[derive(Clone)]
+pub struct NotifyConfig {
+    pub target: NotifyTarget,
+    pub on: Vec<NotifyOn>,
+}
+
+impl NotifyConfig {
+    pub fn wants(&self, what: NotifyOn) -> bool {
+        self.on.contains(&what)
+    }
+
+    /// The notifier's type as written in the config (for logs: never its URL or token).
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            NotifyTarget::Webhook { .. } => "webhook",
+            NotifyTarget::Slack { .. } => "slack",
+            NotifyTarget::Discord { .. } => "discord",
+            NotifyTarget::Telegram { .. } => "telegram",
+            NotifyTarget::Email { .. } => "email",
+            NotifyTarget::Ntfy { .. } => "ntfy",
+        }
+    }
+}
+
+// Webhook URLs (Slack, Discord) carry their secret in the path; bot tokens and SMTP passwords
+// are secrets outright.
 impl fmt::Debug for NotifyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifyConfig")
-            .field("kind", &self.kind)
-            .field("url", &"<redacted>")
-            .finish()
+            .field("type", &self.kind())
+            .field("on", &self.on)
+            .finish_non_exhaustive()
     }
 }
 
@@ -353,6 +572,11 @@ impl Config {
             .flatten()
         {
             resolve(base, p);
+        }
+        for n in &mut self.notify {
+            if let NotifyTarget::Email { ca_file: Some(p), .. } = &mut n.target {
+                resolve(base, p);
+            }
         }
         for s in &mut self.storages {
             match s {

@@ -12,6 +12,7 @@ mod hardening_ops;
 mod hardening_restore;
 mod hardening_sources;
 mod hardening_storage;
+mod monitoring;
 mod postgres;
 mod prune;
 mod regressions;
