@@ -173,8 +173,12 @@ fn backup_and_restore_on_webdav_and_sftp_and_by_hand_from_parts() {
     let sftp = Sftp::start();
     let ws2 = Workspace::new();
     round_trip(&ws2, &pg, &sftp.storage_toml("box"));
-    // Every drctl run closed its ssh connection: no control master is left behind.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Every drctl run closed its ssh connection: no control master is left behind. `ssh -O
+    // exit` asks the master to go; on a loaded machine it may take a moment to do so.
+    let t0 = std::time::Instant::now();
+    while !sftp.ssh_processes().is_empty() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(
         sftp.ssh_processes().is_empty(),
         "ssh processes left: {:?}",

@@ -51,7 +51,10 @@ pub async fn verify(facts: &NatsFacts, tarfile: &Path, work: &Path, t0: Instant)
         let started = Instant::now();
         let mut restored = Err(anyhow!("nats-server did not start"));
         while started.elapsed() < std::time::Duration::from_secs(30) {
-            if crate::sources::nats::stream_states(&url).await.is_ok() {
+            // The monitoring port answers before JetStream has recovered its store and the
+            // client port accepts: wait for both.
+            let client_up = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+            if client_up && crate::sources::nats::stream_states(&url).await.is_ok() {
                 restored = crate::sources::nats::snapshot::restore(tarfile, &nats_url, false).await;
                 break;
             }
