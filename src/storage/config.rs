@@ -128,6 +128,21 @@ pub struct S3Storage {
     /// Per request; a stalled request is retried (4 times, with backoff) after this.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Multipart part size (S3 wants 5 MiB to 5 GiB).
+    #[serde(default = "default_s3_part_size")]
+    pub part_size: ByteSize,
+    /// Parts uploaded at once. Memory per storage is about `part_size × parts_in_flight`; on a
+    /// long link (a bucket across an ocean) more parts in flight keep it full.
+    #[serde(default = "default_parts_in_flight")]
+    pub parts_in_flight: u32,
+}
+
+fn default_s3_part_size() -> ByteSize {
+    ByteSize::known("8MiB")
+}
+
+fn default_parts_in_flight() -> u32 {
+    2
 }
 
 fn default_timeout() -> Duration {
@@ -147,6 +162,8 @@ impl fmt::Debug for S3Storage {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("root", &self.root)
+            .field("part_size", &self.part_size)
+            .field("parts_in_flight", &self.parts_in_flight)
             .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<redacted>"))
             .field(
                 "secret_access_key",
@@ -200,6 +217,20 @@ pub(crate) fn validate_storages(storages: &[StorageConfig], errors: &mut Vec<Str
                 errors.push(format!("storage[{i}] ('{}').root: empty", fs.name))
             }
             StorageConfig::S3(s3) => {
+                match s3.part_size.error() {
+                    None if (5 << 20..=5 << 30).contains(s3.part_size.get()) => {}
+                    None => errors.push(format!(
+                        "storage[{i}] ('{}').part_size: must be between 5MiB and 5GiB (S3's multipart limits)",
+                        s3.name
+                    )),
+                    Some(e) => errors.push(format!("storage[{i}] ('{}').part_size: {e}", s3.name)),
+                }
+                if !(1..=64).contains(&s3.parts_in_flight) {
+                    errors.push(format!(
+                        "storage[{i}] ('{}').parts_in_flight: {} must be between 1 and 64",
+                        s3.name, s3.parts_in_flight
+                    ));
+                }
                 if s3.bucket.is_empty() {
                     errors.push(format!("storage[{i}] ('{}').bucket: empty", s3.name));
                 }

@@ -285,10 +285,14 @@ impl Storage {
     }
 
     pub async fn writer(&self, key: &str) -> Result<opendal::Writer> {
+        let (chunk, concurrent) = match &self.config {
+            StorageConfig::S3(s3) => (*s3.part_size.get() as usize, s3.parts_in_flight as usize),
+            _ => (CHUNK, CONCURRENT),
+        };
         self.op
             .writer_with(key)
-            .chunk(CHUNK)
-            .concurrent(CONCURRENT)
+            .chunk(chunk)
+            .concurrent(concurrent)
             .await
             .with_context(|| {
                 format!(

@@ -325,3 +325,66 @@ fn a_full_filesystem_fails_cleanly_and_commits_nothing() {
         "the partial upload was removed: {files:?}"
     );
 }
+
+/// The ETag moto gives a completed multipart upload ends in `-<number of parts>`.
+fn multipart_parts(s3: &S3Server, key: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", s3.port)).unwrap();
+    write!(
+        s,
+        "HEAD /{}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        s3.bucket, s3.port
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let etag = resp
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("etag:"))
+        .unwrap_or_else(|| panic!("no ETag: {resp}"));
+    etag.trim()
+        .trim_end_matches('"')
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or(1)
+}
+
+#[test]
+fn s3_part_size_and_parts_in_flight_are_configurable_and_checked() {
+    let s3 = S3Server::start();
+    let pg = big_pg();
+    let ws = Workspace::new();
+    let tuned = s3.storage_toml("s3").replace(
+        "root = \"/vps1\"\n",
+        "root = \"/tuned\"\npart_size = \"5MiB\"\nparts_in_flight = 4\n",
+    );
+    ws.write_config(&tuned, &pg_source_toml("app-db", &pg, "app"));
+    ws.ok(&["backup"]);
+    let m = &ws.list_json()[0];
+    let key = m["objects"][0]["key"].as_str().unwrap();
+    let stored = m["stored"]["size"].as_u64().unwrap();
+    assert!(stored > 20 << 20, "a dump of several parts: {stored}");
+    let want = stored.div_ceil(5 << 20) as usize;
+    assert_eq!(
+        multipart_parts(&s3, &format!("tuned/{key}")),
+        want,
+        "parts of part_size"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    ws.restore_ok(dir.path());
+
+    // Out of S3's limits, or nothing in flight: named by validate.
+    ws.write_config(
+        &s3.storage_toml("s3").replace(
+            "root = \"/vps1\"\n",
+            "root = \"/x\"\npart_size = \"1MiB\"\nparts_in_flight = 0\n",
+        ),
+        "",
+    );
+    let (code, out, err) = ws.run(&["validate"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("part_size: must be between 5MiB and 5GiB"), "{err}");
+    assert!(err.contains("parts_in_flight: 0 must be between 1 and 64"), "{err}");
+}
