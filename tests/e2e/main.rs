@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod compat;
 mod config_reference;
+mod containers;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;

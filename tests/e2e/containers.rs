@@ -1,0 +1,248 @@
+//! Sources in containers (issue #14, first slice): a PostgreSQL server in a container found
+//! through its Compose labels, with no published port, dumped by a pg_dump that runs inside it
+//! through a real Docker-API engine (podman's service), restored with the host path.
+
+use crate::support::*;
+use std::path::Path;
+
+/// The container's rows in the same shape as `Postgres::contents`.
+fn contents_in(engine: &DockerEngine, pg: &ComposePostgres) -> String {
+    let tables = engine.psql_in(
+        pg,
+        "select quote_ident(table_schema)||'.'||quote_ident(table_name) from information_schema.tables \
+         where table_schema not in ('pg_catalog','information_schema') and table_type='BASE TABLE' order by 1",
+    );
+    let mut out = String::new();
+    for t in tables.lines().filter(|l| !l.is_empty()) {
+        out.push_str(&format!("## {t}\n"));
+        let rows = engine.psql_in(pg, &format!("select t::text from {t} t order by t::text"));
+        for r in rows.lines() {
+            out.push_str(r);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn seed(engine: &DockerEngine, pg: &ComposePostgres, users: u32) {
+    engine.psql_in(
+        pg,
+        &format!(
+            "create table if not exists users (id int primary key, name text); \
+             create table if not exists orders (id serial primary key, user_id int references users, total numeric); \
+             insert into users select g, 'user ' || g from generate_series(1, {users}) g; \
+             insert into orders (user_id, total) select g, g * 1.5 from generate_series(1, {users}) g;"
+        ),
+    );
+}
+
+/// A workspace whose only source is `source_keys` (after `type = "postgres"`).
+fn workspace(source_keys: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write_config(
+        &ws.fs_storage_toml("local"),
+        &format!("[[source]]\nname = \"app-db\"\ntype = \"postgres\"\n{source_keys}\n"),
+    );
+    ws
+}
+
+/// drctl with DOCKER_HOST set and a PATH with no pg_dump, psql or docker CLI on it.
+fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
+    let empty = ws.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = ws
+        .drctl()
+        .args(args)
+        .env("DOCKER_HOST", &engine.host)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn manifests(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains("manifests/") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The row counts of the newest backup, decrypted with the workspace's identity.
+fn newest_row_counts(ws: &Workspace) -> serde_json::Value {
+    let ident = ws.identity.to_str().unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ws.ok(&["list", "--json", "--identity", ident])).unwrap();
+    let newest = list.last().expect("a backup").clone();
+    newest["facts"]["row_counts"].clone()
+}
+
+#[test]
+fn postgres_in_a_container_with_no_published_port_is_backed_up_by_service_without_a_host_pg_dump_and_restores_on_the_host(
+) {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    let pg = engine.compose_postgres("shop", "postgres", "shop-postgres-1");
+    seed(&engine, &pg, 300);
+    let ws = workspace("service = \"postgres\"\n");
+
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
+    let list = ws.list_json();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let facts = &list[0]["facts"];
+    assert_eq!(
+        facts["database"], "appdb",
+        "POSTGRES_DB is the default database: {facts}"
+    );
+    let major = pg_major().to_string();
+    assert!(
+        facts["server_version"].as_str().unwrap().starts_with(&major)
+            && facts["pg_dump_version"].as_str().unwrap().starts_with(&major),
+        "{facts}"
+    );
+    // Row counts taken in the dump's snapshot by the psql session in the container.
+    let counts = newest_row_counts(&ws);
+    assert_eq!(counts["public.users"], 300, "{counts}");
+    assert_eq!(counts["public.orders"], 300, "{counts}");
+
+    // The password the container's user has never appears on a command line: not drctl's own
+    // (it was never given one) and not any exec's the engine recorded.
+    let lines = exec_command_lines(&engine, &pg.name);
+    assert!(
+        lines.iter().any(|l| l.iter().any(|a| a.contains("pg_dump"))),
+        "the engine recorded the pg_dump exec: {lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            !l.iter().any(|a| a.contains(CONTAINER_PG_PASSWORD)),
+            "a secret on an exec's command line: {l:?}"
+        );
+    }
+    assert!(!out.contains(CONTAINER_PG_PASSWORD) && !err.contains(CONTAINER_PG_PASSWORD));
+
+    // Restored with the host path into a host server: the same rows.
+    let host = Postgres::start();
+    let url = format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/appdb", host.port);
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let (code, out, err) = ws.run_env(
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--source",
+            "app-db",
+            "--identity",
+            &ident,
+            "--no-owner",
+        ],
+        &[("DRCTL_TARGET_URL", &url)],
+    );
+    assert_eq!(code, 0, "restore failed:\n{out}\n{err}");
+    let want = contents_in(&engine, &pg);
+    assert!(want.contains("user 300"), "{want}");
+    assert_eq!(host.contents("appdb"), want);
+}
+
+#[test]
+fn a_recreated_service_container_is_found_again_by_its_service_name() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    let pg = engine.compose_postgres("blog", "db", "blog-db-1");
+    seed(&engine, &pg, 10);
+    let ws = workspace("service = \"db\"\ncompose_project = \"blog\"\n");
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 0, "first backup failed:\n{out}\n{err}");
+    assert_eq!(newest_row_counts(&ws)["public.users"], 10);
+
+    // `docker compose up --force-recreate`: a new container (new id, new name), same labels.
+    engine.podman(&["rm", "-f", "-t", "0", &pg.name]);
+    let pg2 = engine.compose_postgres("blog", "db", "blog-db-2");
+    seed(&engine, &pg2, 25);
+    let (code, out, err) = run_in(&ws, &engine, &["backup", "--no-prune"]);
+    assert_eq!(
+        code, 0,
+        "backup after the container was recreated failed:\n{out}\n{err}"
+    );
+    assert_eq!(ws.list_json().len(), 2);
+    assert_eq!(
+        newest_row_counts(&ws)["public.users"],
+        25,
+        "the new container was dumped"
+    );
+}
+
+#[test]
+fn a_failing_exec_aborts_the_container_backup_with_its_stderr_and_commits_nothing() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    let pg = engine.compose_postgres("crm", "postgres", "crm-postgres-1");
+    seed(&engine, &pg, 50);
+    // A role that may connect but not read one table: psql works, pg_dump fails half-way.
+    engine.psql_in(
+        &pg,
+        "create table secrets (k text); insert into secrets values ('x'); \
+         create role reader login; grant connect on database appdb to reader; \
+         grant usage on schema public to reader; grant select on users, orders to reader;",
+    );
+
+    let ws = workspace("service = \"postgres\"\nuser = \"reader\"\n");
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(
+        code, 1,
+        "a pg_dump that exits non-zero must fail the backup:\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("pg_dump for 'app-db'") && err.contains("permission denied for table secrets"),
+        "the error carries pg_dump's stderr: {err}"
+    );
+    assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+
+    let ws = workspace("service = \"postgres\"\ndatabase = \"nosuchdb\"\n");
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("database \"nosuchdb\" does not exist") && err.contains("database = …"),
+        "{err}"
+    );
+    assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+
+    let ws = workspace("service = \"redis-by-mistake\"\n");
+    let (code, _, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no running container of service 'redis-by-mistake'") && err.contains("docker compose ps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_checks_the_container_keys_without_an_engine() {
+    let ws = workspace("service = \"postgres\"\ncontainer = \"app-postgres\"\n");
+    let (code, _, err) = ws.run_env(&["validate"], &[("DOCKER_HOST", "unix:///nonexistent/engine.sock")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("keep one"), "{err}");
+
+    let ws = workspace("service = \"postgres\"\nurl = \"postgres://app@127.0.0.1/app\"\n");
+    let (code, _, err) = ws.run_env(&["validate"], &[("DOCKER_HOST", "unix:///nonexistent/engine.sock")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("url does not apply"), "{err}");
+
+    let ws = workspace("service = \"postgres\"\ncompose_project = \"app\"\nuser = \"app\"\n");
+    let (code, out, err) = ws.run_env(&["validate"], &[("DOCKER_HOST", "unix:///nonexistent/engine.sock")]);
+    assert_eq!(
+        code, 0,
+        "a complete container source validates with no engine:\n{out}\n{err}"
+    );
+}
