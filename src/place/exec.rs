@@ -199,3 +199,12 @@ impl ExecCompletion {
         self.pump.abort();
     }
 }
+
+/// Dropping the completion closes the exec's connection: its stdin ends (a psql session holding
+/// a snapshot exits and ends its transaction) and its next write fails. Without this, a reader
+/// task waiting for output that never comes would keep the session open as long as drctl runs.
+impl Drop for ExecCompletion {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
