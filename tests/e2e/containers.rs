@@ -83,11 +83,14 @@ fn manifests(root: &Path) -> Vec<std::path::PathBuf> {
 /// The rows of `users` each backup counted (decrypted with the workspace's identity), sorted.
 fn users_counted(ws: &Workspace) -> Vec<i64> {
     let ident = ws.identity.to_str().unwrap();
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&ws.ok(&["list", "--json", "--identity", ident])).unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ws.ok(&["list", "--json", "--identity", ident])).unwrap();
     let mut n: Vec<i64> = list
         .iter()
-        .map(|b| b["facts"]["row_counts"]["public.users"].as_i64().unwrap_or_else(|| panic!("no count: {b}")))
+        .map(|b| {
+            b["facts"]["row_counts"]["public.users"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no count: {b}"))
+        })
         .collect();
     n.sort();
     n
@@ -106,6 +109,7 @@ fn postgres_in_a_container_with_no_published_port_is_backed_up_by_service_withou
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
     let list = ws.list_json();
     assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(manifests(&ws.fs_root("local")).len(), 1, "one manifest committed");
     let facts = &list[0]["facts"];
     assert_eq!(
         facts["database"], "appdb",

@@ -76,18 +76,18 @@ impl TryFrom<RawPostgresSource> for PostgresSource {
     type Error = String;
 
     fn try_from(r: RawPostgresSource) -> Result<PostgresSource, String> {
-        let at = format!("source '{}'", r.name);
-        let place =
-            ContainerRef::from_keys(r.container, r.service, r.compose_project).map_err(|e| format!("{at}: {e}"))?;
+        // The loader prefixes these with "source[i] ('name'): ".
+        let place = ContainerRef::from_keys(r.container, r.service, r.compose_project)?;
         let access = match place {
             None => {
                 if r.user.is_some() || r.database.is_some() {
-                    return Err(format!(
-                        "{at}: user and database belong to a container source (container = … or service = …); on the host, put them in url"
-                    ));
+                    return Err(
+                        "user and database belong to a container source (container = … or service = …); on the host, put them in url"
+                            .into(),
+                    );
                 }
                 let url = r.url.ok_or_else(|| {
-                    format!("{at}: missing url (postgres://user@host:5432/db), or container = … / service = … for a server in a container")
+                    "missing url (postgres://user@host:5432/db), or container = … / service = … for a server in a container".to_string()
                 })?;
                 PostgresAccess::Host {
                     url,
@@ -103,15 +103,13 @@ impl TryFrom<RawPostgresSource> for PostgresSource {
                 ] {
                     if given {
                         return Err(format!(
-                            "{at}: {key} does not apply to a server in a container ({place}): pg_dump runs inside it over its local socket; remove {key} (user = … and database = … choose the login)"
+                            "{key} does not apply to a server in a container ({place}): pg_dump runs inside it over its local socket; remove {key} (user = … and database = … choose the login)"
                         ));
                     }
                 }
                 for (key, v) in [("user", &r.user), ("database", &r.database)] {
                     if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
-                        return Err(format!(
-                            "{at}: {key} is empty; remove it to use the container's default"
-                        ));
+                        return Err(format!("{key} is empty; remove it to use the container's default"));
                     }
                 }
                 PostgresAccess::Container {

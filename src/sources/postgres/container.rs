@@ -216,7 +216,6 @@ impl Snapshot {
                 counts.insert(t, n);
             }
         }
-        drop(ask);
         // Held until pg_dump is over: closing stdin ends psql and with it the transaction.
         let session: Box<dyn std::any::Any + Send> = Box::new((stdin, lines, done));
         Ok(Snapshot { id, counts, session })
