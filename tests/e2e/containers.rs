@@ -184,6 +184,18 @@ fn a_recreated_service_container_is_found_again_by_its_service_name() {
         "backup after the container was recreated failed:\n{out}\n{err}"
     );
     assert_eq!(users_counted(&ws), vec![10, 25], "the new container was dumped");
+
+    // Another project with a service of the same name: compose_project picks ours, and
+    // without it the error names both projects instead of guessing.
+    let other = engine.compose_postgres("blog2", "db", "blog2-db-1");
+    seed(&engine, &other, 3);
+    let (code, out, err) = run_in(&ws, &engine, &["backup", "--no-prune"]);
+    assert_eq!(code, 0, "compose_project must pick blog:\n{out}\n{err}");
+    assert_eq!(users_counted(&ws), vec![10, 25, 25]);
+    let ambiguous = workspace("service = \"db\"\n");
+    let (code, _, err) = run_in(&ambiguous, &engine, &["backup"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("blog, blog2") && err.contains("compose_project"), "{err}");
 }
 
 #[test]
@@ -220,6 +232,17 @@ fn a_failing_exec_aborts_the_container_backup_with_its_stderr_and_commits_nothin
         "{err}"
     );
     assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+
+    let ws = workspace("container = \"crm-postgres-9\"\n");
+    let (code, _, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no container named 'crm-postgres-9'"), "{err}");
+
+    // The same container by name is a complete source too.
+    let ws = workspace("container = \"crm-postgres-1\"\n");
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 0, "backup by container name:\n{out}\n{err}");
+    assert_eq!(manifests(&ws.fs_root("local")).len(), 1);
 
     let ws = workspace("service = \"redis-by-mistake\"\n");
     let (code, _, err) = run_in(&ws, &engine, &["backup"]);
