@@ -272,3 +272,32 @@ fn validate_checks_the_container_keys_without_an_engine() {
         "a complete container source validates with no engine:\n{out}\n{err}"
     );
 }
+
+#[test]
+fn the_redis_test_image_keeps_the_official_contract_data_dir_args_and_aof() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    engine.compose_redis("cache", "redis", "cache-redis-1", &["--appendonly", "yes"]);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["exec", "cache-redis-1", "redis-cli"];
+        a.extend_from_slice(args);
+        engine.podman(&a).join("\n")
+    };
+    assert_eq!(cli(&["config", "get", "dir"]), "dir\n/data");
+    assert_eq!(cli(&["config", "get", "appendonly"]), "appendonly\nyes");
+    assert_eq!(cli(&["set", "k", "v"]), "OK");
+    assert_eq!(cli(&["save"]), "OK");
+    let files = engine
+        .podman(&["exec", "cache-redis-1", "ls", "/data", "/data/appendonlydir"])
+        .join("\n");
+    assert!(files.contains("dump.rdb") && files.contains(".aof"), "{files}");
+    let owner = engine.podman(&["exec", "cache-redis-1", "stat", "-c", "%U", "/data/dump.rdb"]);
+    assert_eq!(owner, vec!["redis"], "the server runs as the redis user, not root");
+    let ports = engine.podman(&[
+        "inspect",
+        "--format",
+        "{{json .NetworkSettings.Ports}}",
+        "cache-redis-1",
+    ]);
+    assert!(ports.iter().all(|p| !p.contains("HostPort")), "{ports:?}");
+}

@@ -21,6 +21,22 @@ pub fn pg_test_image(major: u32) -> String {
     image
 }
 
+/// Debian's redis-server behind an entrypoint with the official redis image's contract (`/data`,
+/// `redis-server` arguments), built by `scripts/lib/redis-test-image/build.sh`.
+pub fn redis_test_image() -> String {
+    let image = "localhost/drctl-test/redis:latest".to_string();
+    let exists = Command::new("podman")
+        .args(["image", "exists", &image])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        exists,
+        "image {image} is missing: run `bash scripts/lib/redis-test-image/build.sh` (scripts/test.sh does)"
+    );
+    image
+}
+
 /// A throwaway Docker engine: `podman system service` answering the Docker API on a Unix
 /// socket in a temp dir, stopped on drop. Pass `host` as DOCKER_HOST.
 pub struct DockerEngine {
@@ -199,6 +215,51 @@ impl DockerEngine {
             "the database container must publish no port: {ports:?}"
         );
         pg
+    }
+
+    /// Starts `name` from the Redis test image as Compose would run `service` of `project`
+    /// with `command: redis-server ARGS…`: labels, a user-defined network, no published port.
+    /// Waits until it answers PING.
+    pub fn compose_redis(&self, project: &str, service: &str, name: &str, args: &[&str]) {
+        let image = redis_test_image();
+        let net = format!("{project}_default");
+        self.network(&net);
+        let (project_label, service_label) = (
+            format!("com.docker.compose.project={project}"),
+            format!("com.docker.compose.service={service}"),
+        );
+        let mut run = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            "--label",
+            &project_label,
+            "--label",
+            &service_label,
+            &image,
+            "redis-server",
+        ];
+        run.extend_from_slice(args);
+        self.podman(&run);
+        self.created.lock().unwrap().push(("container", name.to_string()));
+        let t0 = Instant::now();
+        while !Command::new("podman")
+            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args(["exec", name, "redis-cli", "ping"])
+            .output()
+            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            .unwrap_or(false)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "redis in container {name} did not start: {:?}",
+                self.podman(&["logs", name])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// psql in the container (as the image's user, over its local socket); panics on error.
