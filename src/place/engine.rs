@@ -17,11 +17,22 @@ pub struct Engine {
 
 impl Engine {
     pub fn connect() -> Result<Engine> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let docker = Docker::connect_with_defaults().map_err(|e| {
-            anyhow!("cannot use the Docker engine at {host}: {e} (set DOCKER_HOST, or mount the engine socket)")
+        Engine::at(std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+    }
+
+    /// The engine at `host` (`unix:///path`, `tcp://…`), or the local socket.
+    pub fn at(host: Option<String>) -> Result<Engine> {
+        let shown = host.clone().unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let docker = match host.as_deref().and_then(|h| h.strip_prefix("unix://")) {
+            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+            // tcp://, http://, https:// (with DOCKER_CERT_PATH): bollard reads DOCKER_HOST itself.
+            None if host.is_some() => Docker::connect_with_defaults(),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| {
+            anyhow!("cannot use the Docker engine at {shown}: {e} (set DOCKER_HOST, or mount the engine socket)")
         })?;
-        Ok(Engine { docker, host })
+        Ok(Engine { docker, host: shown })
     }
 
     /// The running container `place` names, looked up now (a recreated container has a new id).

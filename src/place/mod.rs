@@ -8,9 +8,11 @@
 //! is found again. drctl talks to the engine named by `DOCKER_HOST` (default: the local socket);
 //! it needs no docker CLI.
 
+mod archive;
 mod engine;
 mod exec;
 
+pub use archive::ArchiveFile;
 pub use engine::{Container, Engine};
 pub use exec::{ExecCompletion, ExecSpec};
 

@@ -301,3 +301,55 @@ fn the_redis_test_image_keeps_the_official_contract_data_dir_args_and_aof() {
     ]);
     assert!(ports.iter().all(|p| !p.contains("HostPort")), "{ports:?}");
 }
+
+/// `Container::read_file` against the engine: the bytes `cat` would print, streamed out of the
+/// archive endpoint's tar.
+fn read_file_through_engine(engine: &DockerEngine, container: &str, path: &str) -> anyhow::Result<(u64, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use drctl::place::{ContainerRef, Engine};
+        use tokio::io::AsyncReadExt;
+        let e = Engine::at(Some(engine.host.clone()))?;
+        let c = e.resolve(&ContainerRef::Name(container.to_string())).await?;
+        let mut f = c.read_file(path).await?;
+        let mut out = Vec::new();
+        f.reader.read_to_end(&mut out).await?;
+        Ok((f.size, out))
+    })
+}
+
+#[test]
+fn a_file_streams_out_of_a_container_through_the_archive_endpoint_byte_for_byte() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    engine.compose_redis("files", "redis", "files-redis-1", &["--appendonly", "yes"]);
+    // An RDB of several MiB: many tar blocks and engine chunks.
+    let cli = |args: &[&str]| {
+        let mut a = vec!["exec", "files-redis-1", "redis-cli"];
+        a.extend_from_slice(args);
+        engine.podman(&a).join("\n")
+    };
+    cli(&[
+        "eval",
+        "for i = 1, 100000 do redis.call('set', 'key:' .. i, string.rep(string.format('%08x', i * 2654435761 % 4294967296), 8)) end",
+        "0",
+    ]);
+    assert_eq!(cli(&["save"]), "OK");
+    let (size, bytes) = read_file_through_engine(&engine, "files-redis-1", "/data/dump.rdb").unwrap();
+    assert!(size > 2 << 20, "a big enough RDB: {size}");
+    assert_eq!(bytes.len() as u64, size);
+    let want = engine.podman(&["exec", "files-redis-1", "sha256sum", "/data/dump.rdb"]);
+    let got = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert!(want[0].starts_with(&got), "{want:?} vs {got}");
+
+    let e = read_file_through_engine(&engine, "files-redis-1", "/data/nope.rdb").unwrap_err();
+    assert!(format!("{e:#}").contains("no such file"), "{e:#}");
+    let e = read_file_through_engine(&engine, "files-redis-1", "/data").unwrap_err();
+    assert!(format!("{e:#}").contains("directory"), "{e:#}");
+}
