@@ -353,3 +353,102 @@ fn a_file_streams_out_of_a_container_through_the_archive_endpoint_byte_for_byte(
     let e = read_file_through_engine(&engine, "files-redis-1", "/data").unwrap_err();
     assert!(format!("{e:#}").contains("directory"), "{e:#}");
 }
+
+/// Holds an ACCESS EXCLUSIVE lock on `users` in the container until the returned child is
+/// killed: pg_dump and the row count both wait behind it.
+fn lock_users(engine: &DockerEngine, pg: &ComposePostgres) -> std::process::Child {
+    use std::io::Write;
+    let mut child = engine
+        .podman_command(&["exec", "-i", &pg.name, "psql", "-X", "-q", "-U", &pg.user, "-d", &pg.db])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"begin; lock table users in access exclusive mode; select pg_sleep(300);\n")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while engine.psql_in(
+        pg,
+        "select count(*) from pg_locks where mode = 'AccessExclusiveLock' and relation = 'users'::regclass",
+    ) != "1"
+    {
+        assert!(t0.elapsed().as_secs() < 20, "the lock was not taken");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn sigterm_during_a_container_backup_stops_promptly_commits_nothing_and_leaves_no_session_behind() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    let pg = engine.compose_postgres("stuck", "postgres", "stuck-postgres-1");
+    seed(&engine, &pg, 20);
+    // Blocked in the row count (before pg_dump), then in pg_dump itself (no row counts).
+    for keys in [
+        "service = \"postgres\"\n",
+        "service = \"postgres\"\nrow_counts = false\n",
+    ] {
+        let mut lock = lock_users(&engine, &pg);
+        let ws = workspace(keys);
+        let empty = ws.path().join("empty-bin");
+        std::fs::create_dir_all(&empty).unwrap();
+        let child = ws
+            .drctl()
+            .arg("backup")
+            .env("DOCKER_HOST", &engine.host)
+            .env("PATH", &empty)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until drctl's session waits behind the lock.
+        let t0 = std::time::Instant::now();
+        while engine.psql_in(
+            &pg,
+            "select count(*) from pg_stat_activity where application_name = 'drctl' and wait_event_type = 'Lock'",
+        ) != "1"
+        {
+            assert!(
+                t0.elapsed().as_secs() < 30,
+                "drctl never waited behind the lock ({keys})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let t0 = std::time::Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{keys}: {err}");
+        assert!(t0.elapsed().as_secs() < 10, "SIGTERM took {:?}", t0.elapsed());
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+
+        // Once the lock is gone, drctl's sessions in the container end: none is left holding a
+        // transaction (a snapshot that would stop vacuum) after drctl exited.
+        let _ = lock.kill();
+        let _ = lock.wait();
+        engine.psql_in(&pg, "select pg_terminate_backend(pid) from pg_locks where mode = 'AccessExclusiveLock' and relation = 'users'::regclass");
+        let t0 = std::time::Instant::now();
+        loop {
+            let left = engine.psql_in(
+                &pg,
+                "select count(*) from pg_stat_activity where application_name = 'drctl'",
+            );
+            if left == "0" {
+                break;
+            }
+            assert!(
+                t0.elapsed().as_secs() < 30,
+                "{left} drctl session(s) left in the container ({keys})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}

@@ -56,12 +56,26 @@ fn psql_cmd(extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Starts pg_dump in the container. Stops waiting when drctl is asked to stop: the row-count
+/// session may be blocked behind a lock for as long as the lock is held. (The engine has no
+/// call to kill an exec: closing its connection ends psql when its query returns, and pg_dump
+/// when it next writes.)
 pub async fn start_dump(
     src: &PostgresSource,
     place: &ContainerRef,
     user: Option<&str>,
     database: Option<&str>,
 ) -> Result<Dump> {
+    tokio::select! {
+        r = start(src, place, user, database) => r,
+        _ = crate::process::shutdown().cancelled() => bail!(
+            "interrupted by a signal while starting pg_dump for '{}' in {place}; nothing was committed",
+            src.name
+        ),
+    }
+}
+
+async fn start(src: &PostgresSource, place: &ContainerRef, user: Option<&str>, database: Option<&str>) -> Result<Dump> {
     let name = &src.name;
     let engine = Engine::connect().with_context(|| format!("source '{name}'"))?;
     let c = engine

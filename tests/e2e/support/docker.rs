@@ -88,6 +88,14 @@ impl DockerEngine {
         }
     }
 
+    /// The podman CLI against this engine's storage, to spawn.
+    pub fn podman_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args(args);
+        c
+    }
+
     /// Runs the podman CLI against this engine's storage; its output, a line each.
     pub fn podman(&self, args: &[&str]) -> Vec<String> {
         let out = Command::new("podman")
