@@ -14,7 +14,7 @@ import os, re, sys
 LAYERS = [
     # plumbing: knows nothing of backups
     ["units", "layout", "secret", "process", "tarball", "archive", "keys", "schedule", "progress", "metrics",
-     "durable"],
+     "durable", "place"],
     # storage and local state
     ["retention", "storage", "lock", "state"],
     # the model: config, manifests, kinds, the streaming pass, fetching and verifying one backup

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod metrics;
 pub mod pin;
 pub mod pipeline;
+pub mod place;
 pub mod process;
 pub mod progress;
 pub mod prune;

@@ -216,7 +216,10 @@ impl SourceConfig {
     /// The file paths in the section, which the config resolves against its own directory.
     pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         match self {
-            SourceConfig::Postgres(pg) => pg.password_file.iter_mut().collect(),
+            SourceConfig::Postgres(pg) => match &mut pg.access {
+                postgres::PostgresAccess::Host { password_file, .. } => password_file.iter_mut().collect(),
+                postgres::PostgresAccess::Container { .. } => Vec::new(),
+            },
             SourceConfig::Redis(r) => match &mut r.access {
                 redis::RedisAccess::File { rdb_path } => rdb_path.iter_mut().collect(),
                 redis::RedisAccess::Replication => Vec::new(),
@@ -244,8 +247,10 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
         let at = format!("source[{i}] ('{}')", s.name());
         match s {
             SourceConfig::Postgres(pg) => {
-                if let Err(e) = crate::sources::postgres::ConnInfo::parse(&pg.url) {
-                    errors.push(format!("{at}.url: {e}"));
+                if let postgres::PostgresAccess::Host { url, .. } = &pg.access {
+                    if let Err(e) = crate::sources::postgres::ConnInfo::parse(url) {
+                        errors.push(format!("{at}.url: {e}"));
+                    }
                 }
             }
             SourceConfig::Redis(r) => {

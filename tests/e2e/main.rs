@@ -7,6 +7,7 @@ mod catalog_index;
 mod cli;
 mod compat;
 mod config_reference;
+mod containers;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;

@@ -1,7 +1,6 @@
 //! Connection details for PostgreSQL: a parsed `postgres://` URL, applied to child processes
 //! as libpq environment variables and to tokio-postgres as its config.
 
-use super::PostgresSource;
 use crate::process;
 use crate::secret::redact_url;
 use anyhow::{anyhow, bail, Context, Result};
@@ -128,15 +127,15 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Builds the connection for a source, reading `password_file` if set.
-pub fn conn_for(src: &PostgresSource) -> Result<ConnInfo> {
-    let mut conn = ConnInfo::parse(&src.url).map_err(|e| anyhow!("source '{}': url: {e}", src.name))?;
-    if let Some(pf) = &src.password_file {
+pub fn conn_for(name: &str, url: &str, password_file: Option<&Path>) -> Result<ConnInfo> {
+    let mut conn = ConnInfo::parse(url).map_err(|e| anyhow!("source '{name}': url: {e}"))?;
+    if let Some(pf) = password_file {
         // The same rule as for the config and the identity: a secret others can read is refused.
         if let Some(e) = crate::keys::check_private(pf, "password") {
-            bail!("source '{}': {e}", src.name);
+            bail!("source '{name}': {e}");
         }
         let pw = std::fs::read_to_string(pf)
-            .with_context(|| format!("source '{}': cannot read password_file {}", src.name, pf.display()))?;
+            .with_context(|| format!("source '{name}': cannot read password_file {}", pf.display()))?;
         conn.password = Some(pw.trim_end_matches(['\n', '\r']).to_string());
     }
     Ok(conn)

@@ -2,7 +2,7 @@
 //! every table taken in the snapshot it dumps.
 
 use super::PostgresFacts;
-use super::{conn_for, pg_config, query_value, ConnInfo, PostgresSource};
+use super::{conn_for, pg_config, query_value, ConnInfo, PostgresAccess, PostgresSource};
 use crate::process;
 use crate::sources::{Dump, Facts, Finish};
 use anyhow::{anyhow, bail, Context, Result};
@@ -57,10 +57,10 @@ pub fn choose_pg_dump(
     ))
 }
 
-async fn pg_dump_candidates(src: &PostgresSource) -> Result<Vec<(PathBuf, u32, String)>> {
+async fn pg_dump_candidates(name: &str, pg_dump_path: Option<&Path>) -> Result<Vec<(PathBuf, u32, String)>> {
     let mut paths: Vec<PathBuf> = Vec::new();
-    if let Some(p) = &src.pg_dump_path {
-        paths.push(p.clone());
+    if let Some(p) = pg_dump_path {
+        paths.push(p.to_path_buf());
     } else {
         paths.push(PathBuf::from("pg_dump"));
         if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
@@ -83,17 +83,14 @@ async fn pg_dump_candidates(src: &PostgresSource) -> Result<Vec<(PathBuf, u32, S
                     out.push((p, major, full));
                 }
             }
-            Err(e) if src.pg_dump_path.is_some() => {
-                bail!("source '{}': pg_dump_path {}: {e}", src.name, p.display())
+            Err(e) if pg_dump_path.is_some() => {
+                bail!("source '{name}': pg_dump_path {}: {e}", p.display())
             }
             Err(_) => {}
         }
     }
     if out.is_empty() {
-        bail!(
-            "source '{}': no pg_dump found (install postgresql-client, or set pg_dump_path)",
-            src.name
-        );
+        bail!("source '{name}': no pg_dump found (install postgresql-client, or set pg_dump_path)");
     }
     Ok(out)
 }
@@ -107,8 +104,26 @@ fn sibling(tool: &Path, name: &str) -> PathBuf {
 }
 
 pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
-    let conn = conn_for(src)?;
-    let candidates = pg_dump_candidates(src).await?;
+    match &src.access {
+        PostgresAccess::Host {
+            url,
+            password_file,
+            pg_dump_path,
+        } => start_host_dump(src, url, password_file.as_deref(), pg_dump_path.as_deref()).await,
+        PostgresAccess::Container { place, user, database } => {
+            super::container::start_dump(src, place, user.as_deref(), database.as_deref()).await
+        }
+    }
+}
+
+async fn start_host_dump(
+    src: &PostgresSource,
+    url: &str,
+    password_file: Option<&Path>,
+    pg_dump_path: Option<&Path>,
+) -> Result<Dump> {
+    let conn = conn_for(&src.name, url, password_file)?;
+    let candidates = pg_dump_candidates(&src.name, pg_dump_path).await?;
     let psql = sibling(&candidates[0].0, "psql");
     let version_num = query_value(
         &psql,
@@ -124,7 +139,7 @@ pub async fn start_dump(src: &PostgresSource) -> Result<Dump> {
     let server = server_major(version_num);
     let server_version = query_value(&psql, &conn, "show server_version", "psql").await?;
     let pairs: Vec<(PathBuf, u32)> = candidates.iter().map(|(p, m, _)| (p.clone(), *m)).collect();
-    let chosen = choose_pg_dump(&src.name, src.pg_dump_path.is_some(), &pairs, server).map_err(|e| anyhow!(e))?;
+    let chosen = choose_pg_dump(&src.name, pg_dump_path.is_some(), &pairs, server).map_err(|e| anyhow!(e))?;
     let pg_dump_version = candidates
         .iter()
         .find(|(p, _, _)| *p == chosen)

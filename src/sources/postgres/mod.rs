@@ -10,12 +10,13 @@
 
 mod config;
 mod conn;
+mod container;
 mod dump;
 pub mod restore;
 mod sandbox;
 pub mod verify;
 
-pub use config::{PostgresSource, SqlAssertion};
+pub use config::{PostgresAccess, PostgresSource, SqlAssertion};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

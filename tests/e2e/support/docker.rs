@@ -21,12 +21,31 @@ pub fn pg_test_image(major: u32) -> String {
     image
 }
 
+/// Debian's redis-server behind an entrypoint with the official redis image's contract (`/data`,
+/// `redis-server` arguments), built by `scripts/lib/redis-test-image/build.sh`.
+pub fn redis_test_image() -> String {
+    let image = "localhost/drctl-test/redis:latest".to_string();
+    let exists = Command::new("podman")
+        .args(["image", "exists", &image])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        exists,
+        "image {image} is missing: run `bash scripts/lib/redis-test-image/build.sh` (scripts/test.sh does)"
+    );
+    image
+}
+
 /// A throwaway Docker engine: `podman system service` answering the Docker API on a Unix
 /// socket in a temp dir, stopped on drop. Pass `host` as DOCKER_HOST.
 pub struct DockerEngine {
     dir: tempfile::TempDir,
     child: Child,
     pub host: String,
+    /// Containers and networks the tests created, removed on drop (podman keeps them in its
+    /// storage after the service stops).
+    created: std::sync::Mutex<Vec<(&'static str, String)>>,
 }
 
 impl DockerEngine {
@@ -61,11 +80,24 @@ impl DockerEngine {
             std::thread::sleep(Duration::from_millis(100));
         }
         let host = format!("unix://{}", sock.display());
-        DockerEngine { dir, child, host }
+        DockerEngine {
+            dir,
+            child,
+            host,
+            created: Default::default(),
+        }
+    }
+
+    /// The podman CLI against this engine's storage, to spawn.
+    pub fn podman_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args(args);
+        c
     }
 
     /// Runs the podman CLI against this engine's storage; its output, a line each.
-    fn podman(&self, args: &[&str]) -> Vec<String> {
+    pub fn podman(&self, args: &[&str]) -> Vec<String> {
         let out = Command::new("podman")
             .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
             .args(args)
@@ -106,9 +138,205 @@ impl DockerEngine {
     }
 }
 
+/// A PostgreSQL container as Compose would create it for `service` of `project`: the Compose
+/// labels, the official image's environment, on a user-defined network, and NO published port:
+/// drctl can only reach it through the engine.
+pub struct ComposePostgres {
+    pub name: String,
+    pub user: String,
+    pub db: String,
+}
+
+pub const CONTAINER_PG_PASSWORD: &str = "in-container-Pg-s3cret";
+
+impl DockerEngine {
+    /// Creates the network if it does not exist.
+    pub fn network(&self, name: &str) {
+        if self
+            .podman(&["network", "ls", "--format", "{{.Name}}"])
+            .iter()
+            .all(|n| n != name)
+        {
+            self.podman(&["network", "create", name]);
+            self.created.lock().unwrap().push(("network", name.to_string()));
+        }
+    }
+
+    /// Starts `name` from the test image with the labels Compose sets, and waits until the
+    /// server answers on its local socket.
+    pub fn compose_postgres(&self, project: &str, service: &str, name: &str) -> ComposePostgres {
+        let image = pg_test_image(super::pg_major());
+        let net = format!("{project}_default");
+        self.network(&net);
+        let (user, db) = ("app".to_string(), "appdb".to_string());
+        self.podman(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            "--label",
+            &format!("com.docker.compose.project={project}"),
+            "--label",
+            &format!("com.docker.compose.service={service}"),
+            "-e",
+            &format!("POSTGRES_USER={user}"),
+            "-e",
+            &format!("POSTGRES_PASSWORD={CONTAINER_PG_PASSWORD}"),
+            "-e",
+            &format!("POSTGRES_DB={db}"),
+            &image,
+        ]);
+        self.created.lock().unwrap().push(("container", name.to_string()));
+        let pg = ComposePostgres {
+            name: name.to_string(),
+            user,
+            db,
+        };
+        let t0 = Instant::now();
+        loop {
+            let ok = Command::new("podman")
+                .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+                .args([
+                    "exec", name, "psql", "-X", "-U", &pg.user, "-d", &pg.db, "-c", "select 1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "postgres in container {name} did not start: {:?}",
+                self.podman(&["logs", name])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // EXPOSE 5432 shows as `{"5432/tcp":null}`: exposed, bound to no host port.
+        let ports = self.podman(&["inspect", "--format", "{{json .NetworkSettings.Ports}}", name]);
+        assert!(
+            ports.iter().all(|p| !p.contains("HostPort")),
+            "the database container must publish no port: {ports:?}"
+        );
+        pg
+    }
+
+    /// Starts `name` from the Redis test image as Compose would run `service` of `project`
+    /// with `command: redis-server ARGS…`: labels, a user-defined network, no published port.
+    /// Waits until it answers PING.
+    pub fn compose_redis(&self, project: &str, service: &str, name: &str, args: &[&str]) {
+        let image = redis_test_image();
+        let net = format!("{project}_default");
+        self.network(&net);
+        let (project_label, service_label) = (
+            format!("com.docker.compose.project={project}"),
+            format!("com.docker.compose.service={service}"),
+        );
+        let mut run = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            "--label",
+            &project_label,
+            "--label",
+            &service_label,
+            &image,
+            "redis-server",
+        ];
+        run.extend_from_slice(args);
+        self.podman(&run);
+        self.created.lock().unwrap().push(("container", name.to_string()));
+        let t0 = Instant::now();
+        while !Command::new("podman")
+            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .args(["exec", name, "redis-cli", "ping"])
+            .output()
+            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            .unwrap_or(false)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "redis in container {name} did not start: {:?}",
+                self.podman(&["logs", name])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// psql in the container (as the image's user, over its local socket); panics on error.
+    pub fn psql_in(&self, pg: &ComposePostgres, sql: &str) -> String {
+        self.podman(&[
+            "exec",
+            &pg.name,
+            "psql",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            &pg.user,
+            "-d",
+            &pg.db,
+            "-c",
+            sql,
+        ])
+        .join("\n")
+    }
+}
+
 impl Drop for DockerEngine {
     fn drop(&mut self) {
+        // Containers first, then their networks.
+        let mut created = std::mem::take(&mut *self.created.lock().unwrap());
+        created.sort_by_key(|(kind, _)| *kind == "network");
+        for (kind, name) in created {
+            let args: &[&str] = if kind == "network" {
+                &["network", "rm", "-f", &name]
+            } else {
+                &["rm", "-f", "-t", "0", &name]
+            };
+            let _ = Command::new("podman")
+                .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The command line (program and arguments) of every exec session the engine still knows of
+/// in `container`, read through the Docker API as any user of the engine could.
+pub fn exec_command_lines(engine: &DockerEngine, container: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let path = engine.host.trim_start_matches("unix://");
+        let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION).unwrap();
+        let info = docker.inspect_container(container, None).await.unwrap();
+        let mut out = Vec::new();
+        for id in info.exec_ids.unwrap_or_default() {
+            if let Ok(e) = docker.inspect_exec(&id).await {
+                if let Some(p) = e.process_config {
+                    let mut line = vec![p.entrypoint.unwrap_or_default()];
+                    line.extend(p.arguments.unwrap_or_default());
+                    out.push(line);
+                }
+            }
+        }
+        out
+    })
 }
