@@ -9,68 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ws: &Workspace, metrics_port: Option<u16>) -> Daemon {
-        let log = ws.path().join("daemon.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let mut cmd = ws.drctl();
-        cmd.arg("daemon");
-        if let Some(p) = metrics_port {
-            cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{p}"));
-        }
-        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Daemon) -> bool) {
-        let t0 = Instant::now();
-        while !cond(self) {
-            assert!(
-                t0.elapsed() < timeout,
-                "timed out waiting for {what}; daemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn stop(mut self) -> String {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let t0 = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "daemon did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.log()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -142,7 +80,7 @@ fn uptime_kuma_push_gets_status_msg_and_ping_on_success_and_failure() {
     d.wait_for("a down push", Duration::from_secs(30), |_| {
         rx.requests().iter().any(|r| r.1.contains("status=down"))
     });
-    let log = d.stop();
+    let log = d.stop().2;
     let reqs = rx.requests();
     assert!(
         reqs.iter()
@@ -228,7 +166,7 @@ fn a_hanging_ping_receiver_does_not_delay_the_next_run() {
     d.wait_for("a counted ping failure", Duration::from_secs(40), |_| {
         sample(&scrape(mport), "drctl_ping_failures_total", ("job_name", "every-2s")).unwrap_or(0.0) >= 1.0
     });
-    let log = d.stop();
+    let log = d.stop().2;
     assert!(log.contains("ping failed"), "{log}");
     assert!(!log.contains("/hc/uuid"), "ping URLs stay out of the log");
     let reqs = rx.requests();

@@ -2,6 +2,7 @@
 //! engine) in temp dirs on free loopback ports, always stopped on drop; a fault proxy; and a
 //! drctl workspace (config + identity). Nothing here touches the machine's own services.
 
+mod daemon;
 mod docker;
 mod forge;
 mod http;
@@ -17,6 +18,7 @@ mod verify;
 mod webdav;
 mod workspace;
 
+pub use self::daemon::*;
 pub use self::docker::*;
 pub use self::forge::*;
 pub use self::http::*;
