@@ -8,17 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn redis_cli(r: &Redis, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--no-auth-warning"])
-        .env("REDISCLI_AUTH", REDIS_PASSWORD)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Where `r` writes its RDB (`CONFIG GET dir` + `dbfilename`).
 fn redis_rdb(r: &Redis) -> PathBuf {
     let dir = redis_cli(r, &["config", "get", "dir"]);

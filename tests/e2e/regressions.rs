@@ -2,7 +2,6 @@
 //! its fix.
 
 use crate::support::*;
-use std::process::Command;
 
 /// A second identity that cannot decrypt the workspace's backups.
 fn wrong_identity(ws: &Workspace) -> String {
@@ -14,17 +13,6 @@ fn wrong_identity(ws: &Workspace) -> String {
         .unwrap();
     assert!(out.status.success());
     p.to_str().unwrap().to_string()
-}
-
-fn redis_cli(r: &Redis, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--no-auth-warning"])
-        .env("REDISCLI_AUTH", REDIS_PASSWORD)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A workspace whose one source, `name`, backs up a directory holding one small file; `extra`

@@ -8,32 +8,29 @@ use std::time::{Duration, Instant};
 /// entrypoint with the official image's contract, built from Debian packages by
 /// `scripts/lib/pg-test-image/build.sh` (no image registry is reachable where the tests run).
 pub fn pg_test_image(major: u32) -> String {
-    let image = format!("localhost/drctl-test/postgres:{major}");
-    let exists = Command::new("podman")
-        .args(["image", "exists", &image])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        exists,
-        "image {image} is missing: run `bash scripts/lib/pg-test-image/build.sh {major}` (scripts/test.sh does)"
-    );
-    image
+    built_image(
+        format!("localhost/drctl-test/postgres:{major}"),
+        &format!("bash scripts/lib/pg-test-image/build.sh {major}"),
+    )
 }
 
 /// Debian's redis-server behind an entrypoint with the official redis image's contract (`/data`,
 /// `redis-server` arguments), built by `scripts/lib/redis-test-image/build.sh`.
 pub fn redis_test_image() -> String {
-    let image = "localhost/drctl-test/redis:latest".to_string();
+    built_image(
+        "localhost/drctl-test/redis:latest".into(),
+        "bash scripts/lib/redis-test-image/build.sh",
+    )
+}
+
+/// `image` if podman has it; else a panic naming the script that builds it.
+fn built_image(image: String, build: &str) -> String {
     let exists = Command::new("podman")
         .args(["image", "exists", &image])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(
-        exists,
-        "image {image} is missing: run `bash scripts/lib/redis-test-image/build.sh` (scripts/test.sh does)"
-    );
+    assert!(exists, "image {image} is missing: run `{build}` (scripts/test.sh does)");
     image
 }
 

@@ -65,3 +65,16 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// `redis-cli` against `r` with the test password (from the environment, never argv);
+/// panics on failure, returns trimmed stdout.
+pub fn redis_cli(r: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--no-auth-warning"])
+        .env("REDISCLI_AUTH", REDIS_PASSWORD)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
