@@ -181,13 +181,16 @@ impl Listing {
             .any(|p| matches!(p, Problem::Storage { storage: s, .. } if s == storage))
     }
 
-    /// Keys of the manifests on `storage` that could not be read: their backups' data must be
-    /// treated as referenced, never as orphans.
-    pub fn unreadable_manifests<'a>(&'a self, storage: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.problems.iter().filter_map(move |p| match p {
-            Problem::Manifest { storage: s, key, .. } if s == storage => Some(key.as_str()),
-            _ => None,
-        })
+    /// (source, id) of the backups on `storage` whose manifest could not be read: their data
+    /// must be treated as referenced, never as orphans.
+    pub fn unreadable_backups(&self, storage: &str) -> std::collections::HashSet<(&str, &str)> {
+        self.problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Manifest { storage: s, key, .. } if s == storage => crate::layout::parse_manifest_key(key),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -57,10 +57,7 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
         if listing.storage_failed(&st.name) {
             continue;
         }
-        let unreadable: HashSet<(&str, &str)> = listing
-            .unreadable_manifests(&st.name)
-            .filter_map(crate::layout::parse_manifest_key)
-            .collect();
+        let unreadable = listing.unreadable_backups(&st.name);
         let entries = &listing.entries;
         r.backups += entries.len();
         let mut referenced: HashSet<String> = HashSet::new();

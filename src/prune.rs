@@ -98,10 +98,7 @@ pub async fn plan(
         };
         plan.problems.extend(listing.problems.iter().map(|p| p.to_string()));
         // A backup whose manifest could not be read is unknown, not gone: its data stays.
-        let unreadable: HashSet<(&str, &str)> = listing
-            .unreadable_manifests(&st.name)
-            .filter_map(layout::parse_manifest_key)
-            .collect();
+        let unreadable = listing.unreadable_backups(&st.name);
         let entries = &listing.entries;
         let mut by_source: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
         for e in entries {
