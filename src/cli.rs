@@ -224,6 +224,13 @@ pub struct RestoreArgs {
     /// Load into this database (password via PGPASSWORD/PGPASSFILE, not here)
     #[arg(long, env = "DRCTL_TARGET_URL", conflicts_with = "output_dir")]
     pub target_url: Option<String>,
+    /// Load into the server running in this container: container:NAME or service:NAME (a Compose
+    /// service, found through its labels; --compose-project when several projects have it)
+    #[arg(long, conflicts_with_all = ["target_url", "output_dir"])]
+    pub target: Option<String>,
+    /// The Compose project of --target service:NAME [default: the only one with that service]
+    #[arg(long, requires = "target")]
+    pub compose_project: Option<String>,
     /// Write the decrypted dump files here instead
     #[arg(long)]
     pub output_dir: Option<PathBuf>,

@@ -18,6 +18,10 @@ pub struct Request {
     pub storage: Option<String>,
     pub identity: Option<PathBuf>,
     pub target_url: Option<String>,
+    /// `--target container:NAME | service:NAME`.
+    pub target: Option<String>,
+    /// `--compose-project`, with `--target service:NAME`.
+    pub compose_project: Option<String>,
     pub output_dir: Option<PathBuf>,
     pub clean: bool,
     pub dry_run: bool,
@@ -77,11 +81,16 @@ pub struct Prepared {
 
 /// Checks the request and picks the backups. Touches no target.
 pub async fn prepare(cfg: &Config, req: &Request) -> Result<Prepared> {
-    if req.target_url.is_some() == req.output_dir.is_some() && !req.dry_run {
-        bail!("say where to restore: --target-url URL (load into a database) or --output-dir DIR (write the decrypted dump)");
+    let wheres = [req.target_url.is_some(), req.target.is_some(), req.output_dir.is_some()];
+    if wheres.iter().filter(|w| **w).count() != 1 && !req.dry_run {
+        bail!("say where to restore: --target-url URL (load into a database), --target service:NAME or container:NAME (into the server in that container), or --output-dir DIR (write the decrypted dump)");
     }
     // Parsed first: a password on the command line is refused before anything else happens.
-    let target = req.target_url.as_deref().map(Target::parse).transpose()?;
+    let target = match (&req.target_url, &req.target) {
+        (Some(url), _) => Some(Target::parse(url)?),
+        (None, Some(spec)) => Some(Target::container(spec, req.compose_project.clone())?),
+        (None, None) => None,
+    };
     let storages = storage::select(&cfg.storages, req.storage.as_deref())?;
     let sources: Vec<String> = if req.sources.is_empty() {
         cfg.sources.iter().map(|s| s.name().to_string()).collect()
@@ -96,9 +105,14 @@ pub async fn prepare(cfg: &Config, req: &Request) -> Result<Prepared> {
     if sources.is_empty() {
         bail!("no sources to restore (configure a [[source]] or pass --source NAME)");
     }
-    if req.target_url.is_some() && sources.len() > 1 {
+    if target.is_some() && sources.len() > 1 {
+        let flag = if req.target_url.is_some() {
+            "--target-url"
+        } else {
+            "--target"
+        };
         bail!(
-            "--target-url restores one database; pass --source NAME (one of: {})",
+            "{flag} restores one source; pass --source NAME (one of: {})",
             sources.join(", ")
         );
     }

@@ -19,6 +19,8 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
         storage: a.storage.clone(),
         identity: a.identity.clone(),
         target_url: a.target_url.clone(),
+        target: a.target.clone(),
+        compose_project: a.compose_project.clone(),
         output_dir: a.output_dir.clone(),
         clean: a.clean,
         dry_run: a.dry_run,

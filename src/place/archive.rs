@@ -7,7 +7,7 @@
 use super::Container;
 use anyhow::{anyhow, bail, Result};
 use bollard::query_parameters::DownloadFromContainerOptions;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -50,6 +50,66 @@ impl Container {
             size,
             reader: Box::pin(reader),
         })
+    }
+}
+
+/// A path inside a container as the engine's tar stream (a directory with everything under it,
+/// entries named from the path's last component: `data/…` for `/data`).
+pub type TreeReader = Pin<Box<dyn AsyncRead + Send>>;
+
+impl Container {
+    /// Streams `path` (absolute, inside the container; works on a stopped container too) as the
+    /// engine's tar. A missing path is an error here, before any byte is handed on.
+    pub async fn read_tree(&self, path: &str) -> Result<TreeReader> {
+        let what = format!("{path} in container '{}'", self.name);
+        let mut stream = Box::pin(
+            self.engine
+                .docker
+                .download_from_container(&self.id, Some(DownloadFromContainerOptions { path: path.to_string() })),
+        );
+        let first = match stream.try_next().await {
+            Ok(first) => first,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                bail!("cannot read {what}: no such file or directory (check the path inside the container)")
+            }
+            Err(e) => {
+                return Err(anyhow!(e).context(format!("cannot read {what} through the engine's archive endpoint")))
+            }
+        };
+        let rest = stream.map_err(move |e| std::io::Error::other(format!("reading {what}: {e}")));
+        let all = futures::stream::iter(first.map(Ok)).chain(rest);
+        Ok(Box::pin(tokio_util::io::StreamReader::new(all)))
+    }
+
+    /// Extracts the tar `tar` into the directory `dir` inside the container (which must exist),
+    /// through the archive endpoint (`docker cp` into a container; works on a stopped one, so a
+    /// volume can be written with its server down). Give it a checked, complete archive: the
+    /// engine extracts as it reads. A read error aborts the upload (the request fails) rather
+    /// than ending it early like a complete one.
+    pub async fn write_tree<S>(&self, dir: &str, tar: S) -> Result<()>
+    where
+        S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    {
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path(dir)
+            .no_overwrite_dir_non_dir("true")
+            .build();
+        self.engine
+            .docker
+            .upload_to_container(&self.id, Some(opts), bollard::body_try_stream(tar))
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                    anyhow!(
+                        "cannot write into {dir} in container '{}': no such directory",
+                        self.name
+                    )
+                }
+                e => anyhow!(
+                    "cannot write into {dir} in container '{}' through the engine's archive endpoint: {e}",
+                    self.name
+                ),
+            })
     }
 }
 

@@ -37,6 +37,16 @@ impl Engine {
 
     /// The running container `place` names, looked up now (a recreated container has a new id).
     pub async fn resolve(&self, place: &ContainerRef) -> Result<Container> {
+        self.find(place, true).await
+    }
+
+    /// The container `place` names, running or not (a volume is written with its server
+    /// stopped; the archive endpoint works on a stopped container).
+    pub async fn resolve_any(&self, place: &ContainerRef) -> Result<Container> {
+        self.find(place, false).await
+    }
+
+    async fn find(&self, place: &ContainerRef, running: bool) -> Result<Container> {
         let name = match place {
             ContainerRef::Name(n) => n.clone(),
             ContainerRef::Service { service, project } => {
@@ -46,11 +56,13 @@ impl Engine {
                     labels.push(format!("{PROJECT_LABEL}={p}"));
                 }
                 filters.insert("label".to_string(), labels);
-                filters.insert("status".to_string(), vec!["running".to_string()]);
+                if running {
+                    filters.insert("status".to_string(), vec!["running".to_string()]);
+                }
                 let list = self
                     .docker
                     .list_containers(Some(ListContainersOptions {
-                        all: false,
+                        all: !running,
                         filters: Some(filters),
                         ..Default::default()
                     }))
@@ -89,7 +101,8 @@ impl Engine {
             Err(e) => return Err(self.unreachable(e)),
         };
         let state = info.state.as_ref();
-        if !state.and_then(|s| s.running).unwrap_or(false) {
+        let is_running = state.and_then(|s| s.running).unwrap_or(false);
+        if running && !is_running {
             let status = state
                 .and_then(|s| s.status)
                 .map(|s| s.to_string())
@@ -108,6 +121,7 @@ impl Engine {
             id: info.id.unwrap_or(name.clone()),
             name: info.name.map(|n| n.trim_start_matches('/').to_string()).unwrap_or(name),
             env,
+            running: is_running,
         })
     }
 
@@ -126,6 +140,8 @@ pub struct Container {
     pub name: String,
     /// The container's configured environment (`POSTGRES_USER`, …). Holds secrets: never log it.
     env: Vec<(String, String)>,
+    /// Whether it was running when looked up.
+    pub running: bool,
 }
 
 impl std::fmt::Debug for Container {

@@ -12,7 +12,7 @@ mod archive;
 mod engine;
 mod exec;
 
-pub use archive::ArchiveFile;
+pub use archive::{ArchiveFile, TreeReader};
 pub use engine::{Container, Engine};
 pub use exec::{ExecCompletion, ExecSpec};
 

@@ -291,12 +291,14 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
     }
 }
 
-/// Where `--target-url` points: a running server of one kind. Parsed before anything else, so
-/// a password typed on the command line is refused first.
+/// Where a restore loads into: a running server of one kind (`--target-url`, parsed before
+/// anything else, so a password typed on the command line is refused first), or the server in a
+/// container (`--target container:NAME | service:NAME`), of whatever kind the backup is.
 pub enum Target {
     Postgres(postgres::ConnInfo),
     Redis(String),
     Nats(String),
+    Container(crate::place::ContainerRef),
 }
 
 impl Target {
@@ -334,11 +336,34 @@ impl Target {
         })
     }
 
-    fn kind(&self) -> Kind {
+    /// `--target container:NAME` or `service:NAME` (with `--compose-project`).
+    pub fn container(spec: &str, compose_project: Option<String>) -> Result<Target> {
+        let place = match spec.split_once(':') {
+            Some(("container", name)) => {
+                if compose_project.is_some() {
+                    anyhow::bail!("--compose-project belongs to --target service:NAME, not container:NAME");
+                }
+                crate::place::ContainerRef::from_keys(Some(name.to_string()), None, None)
+            }
+            Some(("service", name)) => {
+                crate::place::ContainerRef::from_keys(None, Some(name.to_string()), compose_project)
+            }
+            _ => anyhow::bail!(
+                "--target '{spec}' is not container:NAME or service:NAME (for a server reached over the network, use --target-url)"
+            ),
+        }
+        .map_err(|e| anyhow!("--target: {e}"))?;
+        Ok(Target::Container(
+            place.ok_or_else(|| anyhow!("--target '{spec}' names no container"))?,
+        ))
+    }
+
+    fn kind(&self) -> Option<Kind> {
         match self {
-            Target::Postgres(_) => Kind::Postgres,
-            Target::Redis(_) => Kind::Redis,
-            Target::Nats(_) => Kind::Nats,
+            Target::Postgres(_) => Some(Kind::Postgres),
+            Target::Redis(_) => Some(Kind::Redis),
+            Target::Nats(_) => Some(Kind::Nats),
+            Target::Container(_) => None,
         }
     }
 }
@@ -360,12 +385,21 @@ pub async fn restore_into(
             redis::restore::restore_into(url, entry, storages, identities, opts).await
         }
         (Facts::Nats(f), Target::Nats(url)) => nats::restore_into(f, url, entry, storages, identities, opts).await,
-        (Facts::Files(_), _) => anyhow::bail!("--target-url cannot restore files backups; use --output-dir"),
+        (Facts::Postgres(_), Target::Container(place)) => {
+            postgres::restore::restore_into_container(place, entry, storages, identities, opts).await
+        }
+        (Facts::Redis(_), Target::Container(place)) => {
+            redis::restore::restore_into_container(place, entry, storages, identities, opts).await
+        }
+        (Facts::Nats(f), Target::Container(place)) => {
+            nats::restore_into_container(f, place, entry, storages, identities, opts).await
+        }
+        (Facts::Files(_), _) => anyhow::bail!("files backups are restored with --output-dir, not into a server"),
         (facts, target) => anyhow::bail!(
             "'{}' is a {} backup, but --target-url points at {}; give a {}:// URL (or use --output-dir)",
             m.source,
             facts.kind(),
-            target.kind(),
+            target.kind().map(|k| k.to_string()).unwrap_or_default(),
             facts.kind()
         ),
     }

@@ -150,3 +150,19 @@ pub async fn restore_to_dir(
         hint: Some(hint),
     })
 }
+
+/// `--target container:NAME | service:NAME`: into the NATS server running in a container.
+pub async fn restore_into_container(
+    facts: &NatsFacts,
+    place: &crate::place::ContainerRef,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options<'_>,
+) -> Result<Restored> {
+    let _ = (facts, place, storages, identities, opts);
+    anyhow::bail!(
+        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
+        entry.manifest.source
+    )
+}

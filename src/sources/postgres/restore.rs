@@ -243,3 +243,18 @@ pub async fn restore_to_dir(
     fetch_to_file(storages, entry, identities, &dest).await?;
     Ok(Restored::Wrote { path: dest, hint: None })
 }
+
+/// `--target container:NAME | service:NAME`: into the PostgreSQL server running in a container.
+pub async fn restore_into_container(
+    place: &crate::place::ContainerRef,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options<'_>,
+) -> Result<Restored> {
+    let _ = (place, storages, identities, opts);
+    anyhow::bail!(
+        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
+        entry.manifest.source
+    )
+}

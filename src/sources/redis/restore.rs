@@ -192,3 +192,18 @@ pub async fn restore_to_dir(
         hint: Some("stop Redis, put it in Redis's dir as its dbfilename, start Redis".into()),
     })
 }
+
+/// `--target container:NAME | service:NAME`: into the Redis server running in a container.
+pub async fn restore_into_container(
+    place: &crate::place::ContainerRef,
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    opts: Options<'_>,
+) -> Result<Restored> {
+    let _ = (place, storages, identities, opts);
+    anyhow::bail!(
+        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
+        entry.manifest.source
+    )
+}
