@@ -172,12 +172,27 @@ pub fn spawn_streaming(mut cmd: Command, what: String) -> Result<(tokio::process
 /// Runs `cmd` to completion, returning stdout; a non-zero exit carries stderr. If drctl is asked
 /// to stop meanwhile, the child gets SIGTERM (pg_restore then cancels its workers' queries),
 /// is waited for (killed after `STOP_GRACE`), and the result is `Interrupted`.
-pub async fn run(mut cmd: Command, what: &str) -> Result<String> {
-    cmd.stdin(Stdio::null())
+pub async fn run(cmd: Command, what: &str) -> Result<String> {
+    run_with(cmd, None, what).await
+}
+
+/// [`run`] with `input` written to the child's stdin (a script with secrets in it: never argv).
+pub async fn run_input(cmd: Command, input: Vec<u8>, what: &str) -> Result<String> {
+    run_with(cmd, Some(input), what).await
+}
+
+async fn run_with(mut cmd: Command, input: Option<Vec<u8>>, what: &str) -> Result<String> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| anyhow!("cannot start {what}: {e}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&input).await;
+        });
+    }
     let mut out = child.stdout.take().expect("stdout piped");
     let stdout = tokio::spawn(async move {
         let mut buf = Vec::new();

@@ -74,6 +74,7 @@ fn describe(r: &Restored) -> String {
             backup,
             target,
             replaced,
+            roles_created,
         } => {
             use crate::sources::postgres::restore::Replaced;
             let how = match replaced {
@@ -85,7 +86,15 @@ fn describe(r: &Restored) -> String {
                     " (--clean: loaded into a new database and swapped in; the previous database is kept as '{previous}': drop it with DROP DATABASE \"{previous}\" when satisfied, or rename it back to undo)"
                 ),
             };
-            format!("restored '{source}' from backup {backup} into {target}{how}")
+            let roles = if roles_created.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\ncreated the backup's roles the target lacked (with their recorded attributes and password hashes): {}",
+                    roles_created.join(", ")
+                )
+            };
+            format!("restored '{source}' from backup {backup} into {target}{how}{roles}")
         }
         Restored::RedisKeys {
             source,

@@ -75,6 +75,8 @@ struct Private {
     files: Option<std::collections::BTreeMap<String, crate::tarball::FileFact>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     files_hex_names: Option<std::collections::BTreeMap<String, crate::tarball::FileFact>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    globals: Option<String>,
 }
 
 impl Facts {
@@ -84,6 +86,7 @@ impl Facts {
         let p = match self {
             Facts::Postgres(f) => Private {
                 row_counts: f.row_counts.take(),
+                globals: f.globals.take(),
                 ..Private::default()
             },
             Facts::Files(f) => Private {
@@ -100,7 +103,10 @@ impl Facts {
     pub fn put_private(&mut self, v: serde_json::Value) -> anyhow::Result<()> {
         let p: Private = serde_json::from_value(v)?;
         match self {
-            Facts::Postgres(f) => f.row_counts = p.row_counts.or(f.row_counts.take()),
+            Facts::Postgres(f) => {
+                f.row_counts = p.row_counts.or(f.row_counts.take());
+                f.globals = p.globals.or(f.globals.take());
+            }
             Facts::Files(f) => {
                 f.tar.files = p.files.or(f.tar.files.take());
                 f.tar.files_hex_names = p.files_hex_names.or(f.tar.files_hex_names.take());
@@ -474,6 +480,8 @@ pub enum Restored {
         backup: String,
         target: String,
         replaced: postgres::restore::Replaced,
+        /// Roles of the backup that the target lacked, created before the load.
+        roles_created: Vec<String>,
     },
     RedisKeys {
         source: String,

@@ -452,3 +452,138 @@ fn sigterm_during_a_container_backup_stops_promptly_commits_nothing_and_leaves_n
         }
     }
 }
+
+#[test]
+fn a_backup_restores_into_a_fresh_container_with_its_roles_and_the_app_logs_in_with_its_old_password() {
+    let _g = exclusive();
+    let engine = DockerEngine::start();
+    let pg = engine.compose_postgres("shop", "postgres", "shop-postgres-1");
+    // The application's own role owns its schema and logs in with a password, as apps do.
+    engine.psql_in(
+        &pg,
+        "create role webapp login password 'webapp-Old-pw'; create role readers nologin; \
+         grant readers to webapp; create schema app authorization webapp;",
+    );
+    engine.psql_in(
+        &pg,
+        "set role webapp; create table app.items (id int primary key, name text); \
+         insert into app.items select g, 'item ' || g from generate_series(1, 50) g; \
+         grant select on app.items to readers;",
+    );
+    seed(&engine, &pg, 20);
+    let ws = workspace("service = \"postgres\"\n");
+    let (code, out, err) = run_in(&ws, &engine, &["backup"]);
+    assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
+    // The roles (with password hashes) are kept encrypted, not in the plaintext manifest.
+    for m in manifests(&ws.fs_root("local")) {
+        let text = std::fs::read_to_string(&m).unwrap();
+        assert!(
+            !text.contains("SCRAM-SHA-256") && !text.contains("webapp"),
+            "{}: {text}",
+            m.display()
+        );
+    }
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ws.ok(&["list", "--json", "--identity", &ident])).unwrap();
+    let globals = list[0]["facts"]["globals"].as_str().unwrap_or_default();
+    assert!(
+        globals.contains("CREATE ROLE webapp;") && globals.contains("SCRAM-SHA-256"),
+        "the roles with their hashes are recorded: {}",
+        list[0]["facts"]
+    );
+
+    // A new server: another project's container with an empty volume, no such roles.
+    let fresh = engine.compose_postgres("shop2", "postgres", "shop2-postgres-1");
+    assert_eq!(
+        engine.psql_in(
+            &fresh,
+            "select count(*) from pg_roles where rolname in ('webapp', 'readers')"
+        ),
+        "0"
+    );
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--at",
+            "now",
+            "--source",
+            "app-db",
+            "--identity",
+            &ident,
+            "--target",
+            "service:postgres",
+            "--compose-project",
+            "shop2",
+        ];
+        args.extend_from_slice(extra);
+        run_in(&ws, &engine, &args)
+    };
+    let (code, out, err) = restore(&[]);
+    assert_eq!(code, 0, "restore failed:\n{out}\n{err}");
+    assert!(
+        out.contains("into database 'appdb' in container 'shop2-postgres-1'")
+            && out.contains("roles the target lacked")
+            && out.contains("readers, webapp"),
+        "{out}"
+    );
+    assert_eq!(contents_in(&engine, &fresh), contents_in(&engine, &pg));
+    assert_eq!(
+        engine.psql_in(
+            &fresh,
+            "select tableowner from pg_tables where schemaname = 'app' and tablename = 'items'"
+        ),
+        "webapp",
+        "ownership came back with the role"
+    );
+    assert_eq!(
+        engine.psql_in(&fresh, "select pg_has_role('webapp', 'readers', 'member')"),
+        "t"
+    );
+    // The application logs in over the network with its old password, and a wrong one fails.
+    let login = |pw: &str| {
+        engine
+            .podman_command(&[
+                "exec",
+                "-e",
+                &format!("PGPASSWORD={pw}"),
+                &fresh.name,
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "webapp",
+                "-d",
+                "appdb",
+                "-c",
+                "select count(*) from app.items",
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = login("webapp-Old-pw");
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "50",
+        "{ok:?}"
+    );
+    assert!(!login("wrong-pw").status.success());
+    // The dump's copy in the container is gone.
+    let tmp = engine.podman(&["exec", &fresh.name, "ls", "-A", "/tmp"]);
+    assert!(tmp.iter().all(|l| !l.contains("drctl-restore")), "{tmp:?}");
+
+    // The database now holds the data: a second restore needs --clean, and then replaces it
+    // in one transaction, with the app's own change undone.
+    let (code, _, err) = restore(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty") && err.contains("--clean"), "{err}");
+    engine.psql_in(&fresh, "delete from app.items where id > 10");
+    let (code, out, err) = restore(&["--clean"]);
+    assert_eq!(code, 0, "restore --clean failed:\n{out}\n{err}");
+    assert!(
+        out.contains("one transaction") && !out.contains("roles the target lacked"),
+        "{out}"
+    );
+    assert_eq!(contents_in(&engine, &fresh), contents_in(&engine, &pg));
+}

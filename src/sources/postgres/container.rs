@@ -126,6 +126,24 @@ async fn start(src: &PostgresSource, place: &ContainerRef, user: Option<&str>, d
     } else {
         None
     };
+    let (globals, globals_note) = super::globals::capture(name, |no_passwords| {
+        let mut cmd: Vec<String> = ["pg_dumpall", "--globals-only", "--no-password"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if no_passwords {
+            cmd.push("--no-role-passwords".into());
+        }
+        cmd.push(format!("--database={}", login.database));
+        let spec = ExecSpec {
+            cmd,
+            env: login.env.clone(),
+            what: format!("pg_dumpall --globals-only for '{name}'"),
+        };
+        let c = &c;
+        async move { c.exec_output(spec).await }
+    })
+    .await;
     let mut cmd: Vec<String> = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
         .iter()
         .map(|s| s.to_string())
@@ -148,6 +166,8 @@ async fn start(src: &PostgresSource, place: &ContainerRef, user: Option<&str>, d
         server_version,
         pg_dump_version,
         database: login.database.clone(),
+        globals,
+        globals_note,
         unknown: Default::default(),
     };
     if let Some(s) = snapshot {
@@ -234,4 +254,259 @@ impl Snapshot {
         let session: Box<dyn std::any::Any + Send> = Box::new((stdin, lines, done));
         Ok(Snapshot { id, counts, session })
     }
+}
+
+/// `--target service:NAME | container:NAME` for a PostgreSQL backup: loads it with the
+/// container's own pg_restore (its major is the server's), as the container's
+/// `POSTGRES_USER`, into the database of the backup's name (created if missing).
+///
+/// Order: the target is inspected (a non-empty database needs `--clean`), the backup fetched
+/// and checked into the local scratch directory, the missing roles created, and only then is
+/// the dump copied into the container (`/tmp/drctl-restore-<random>/`, through the archive
+/// endpoint, readable by the exec's user only) and restored with `pg_restore --jobs N`; the
+/// copy is removed afterwards, also when the restore failed. With `--clean`, a non-empty
+/// database is replaced in one transaction (a failure rolls it all back).
+pub async fn restore_into(
+    place: &ContainerRef,
+    entry: &crate::catalog::Entry,
+    storages: &[crate::storage::Storage],
+    identities: &crate::keys::Identities,
+    opts: crate::sources::Options<'_>,
+) -> Result<crate::sources::Restored> {
+    use super::restore::{quote_ident, quote_literal, recorded_globals, Replaced, COUNT_USER_RELATIONS};
+    let m = &entry.manifest;
+    let Facts::Postgres(facts) = &m.facts else {
+        bail!("'{}' is not a PostgreSQL backup", m.source);
+    };
+    let engine = Engine::connect()?;
+    let c = engine
+        .resolve(place)
+        .await
+        .with_context(|| format!("restore target {place}"))?;
+    // The maintenance login: the image's superuser into its own database.
+    let admin = login(&c, None, None);
+    let db = if facts.database.is_empty() {
+        admin.database.clone()
+    } else {
+        facts.database.clone()
+    };
+    let target = format!("database '{db}' in container '{}'", c.name);
+    let psql = |login: &Login, sql: &str, what: &str| {
+        let spec = ExecSpec {
+            cmd: psql_cmd(&["-c", sql]),
+            env: login.env.clone(),
+            what: format!("psql ({what})"),
+        };
+        let c = &c;
+        async move { c.exec_output(spec).await.map(|s| s.trim().to_string()) }
+    };
+    let exists = psql(
+        &admin,
+        &format!(
+            "select count(*) from pg_database where datname = {}",
+            quote_literal(&db)
+        ),
+        "looking for the target database",
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot connect to the server in container '{}' as '{}' (its POSTGRES_USER)",
+            c.name, admin.user
+        )
+    })? == "1";
+    let into = login(&c, None, Some(&db));
+    let present: u64 = if exists {
+        psql(&into, COUNT_USER_RELATIONS, "inspecting the target database")
+            .await?
+            .parse()
+            .unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    if present > 0 && !opts.clean {
+        bail!(
+            "restore target {target} is not empty ({present} tables, views or sequences); restore into a fresh container, or pass --clean to replace the objects in the dump (in one transaction)"
+        );
+    }
+    let dump = crate::fetch::fetch_to_scratch(storages, entry, identities, "dump.pgdump", opts.scratch_dir).await?;
+
+    let mut roles_created = Vec::new();
+    if !opts.no_owner {
+        if let Some(g) = recorded_globals(entry, identities)? {
+            let existing = psql(&admin, super::globals::LIST_ROLES, "listing the target's roles").await?;
+            let existing = existing.lines().map(str::to_string).collect();
+            let (script, created) = super::globals::creation_script(&g, &existing);
+            if !created.is_empty() {
+                run_script(&c, &admin, script, "creating the backup's roles")
+                    .await
+                    .with_context(|| format!("cannot create the roles {} in {target}", created.join(", ")))?;
+            }
+            roles_created = created;
+        }
+    }
+    if !exists {
+        psql(
+            &admin,
+            &format!("create database {}", quote_ident(&db)),
+            "creating the target database",
+        )
+        .await
+        .with_context(|| format!("cannot create {target}"))?;
+    }
+
+    // Into the container, owned by the user execs run as.
+    let ids = c
+        .exec_output(ExecSpec {
+            cmd: vec!["id".into(), "-u".into()],
+            env: Vec::new(),
+            what: "id -u".into(),
+        })
+        .await
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let dir = format!("drctl-restore-{}", format!("{:016x}", rand::random::<u64>()));
+    let size = tokio::fs::metadata(&dump.file).await?.len();
+    let file = tokio::fs::File::open(&dump.file).await?;
+    let tar = single_file_tar(&dir, "dump.pgdump", size, ids, file)?;
+    c.write_tree("/tmp", tar)
+        .await
+        .with_context(|| format!("cannot copy the dump into container '{}' (/tmp)", c.name))?;
+    let path = format!("/tmp/{dir}/dump.pgdump");
+    let mut cmd: Vec<String> = vec![
+        "pg_restore".into(),
+        "--exit-on-error".into(),
+        "--no-password".into(),
+        format!("--dbname={db}"),
+    ];
+    let replaced = if present > 0 {
+        cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
+        Replaced::OneTransaction
+    } else {
+        cmd.push(format!("--jobs={}", opts.jobs.max(1)));
+        Replaced::Empty
+    };
+    if opts.no_owner {
+        cmd.extend(["--no-owner", "--no-privileges"].map(String::from));
+    }
+    cmd.push(path);
+    let restored = c
+        .exec_output(ExecSpec {
+            cmd,
+            env: into.env.clone(),
+            what: format!("pg_restore into {target}"),
+        })
+        .await;
+    let removed = c
+        .exec_output(ExecSpec {
+            cmd: vec!["rm".into(), "-rf".into(), format!("/tmp/{dir}")],
+            env: Vec::new(),
+            what: "rm (the dump's copy)".into(),
+        })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(container = %c.name, error = %format!("{e:#}"), "cannot remove /tmp/{dir} (a decrypted dump) from the container; remove it by hand");
+    }
+    restored.map_err(|e| {
+        let undone = if present > 0 {
+            " (in one transaction: the database is unchanged)"
+        } else {
+            ""
+        };
+        e.context(format!("the restore into {target} failed{undone}"))
+    })?;
+    Ok(crate::sources::Restored::Database {
+        source: m.source.clone(),
+        backup: m.id.clone(),
+        target,
+        replaced,
+        roles_created,
+    })
+}
+
+/// Runs a script (it may hold password hashes) through psql's stdin in the container.
+async fn run_script(c: &Container, login: &Login, script: String, what: &str) -> Result<()> {
+    let (mut out, stdin, done) = c
+        .exec(
+            ExecSpec {
+                cmd: psql_cmd(&["-f", "-"]),
+                env: login.env.clone(),
+                what: format!("psql ({what})"),
+            },
+            true,
+        )
+        .await?;
+    let mut stdin = stdin.expect("stdin attached");
+    let write = async move {
+        stdin.write_all(script.as_bytes()).await?;
+        stdin.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    let mut sink = Vec::new();
+    let (w, r) = tokio::join!(write, tokio::io::AsyncReadExt::read_to_end(&mut out, &mut sink));
+    w?;
+    r?;
+    done.wait().await?;
+    Ok(())
+}
+
+/// A tar of one directory holding one file, streamed from `file` (mode 0700/0600, owned by
+/// `uid`), for the engine's archive upload.
+fn single_file_tar(
+    dir: &str,
+    name: &str,
+    size: u64,
+    uid: u64,
+    file: tokio::fs::File,
+) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+    use futures::StreamExt;
+    let header = |path: &str, kind: tar::EntryType, mode: u32, size: u64| -> Result<bytes::Bytes> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path)?;
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(uid);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        Ok(bytes::Bytes::copy_from_slice(h.as_bytes()))
+    };
+    let head = [
+        header(&format!("{dir}/"), tar::EntryType::Directory, 0o700, 0)?,
+        header(&format!("{dir}/{name}"), tar::EntryType::Regular, 0o600, size)?,
+    ];
+    let pad = (512 - (size % 512) as usize) % 512;
+    let tail = bytes::Bytes::from(vec![0u8; pad + 1024]);
+    // Exactly `size` bytes, or an error: a file that shrank while being sent must not end the
+    // archive early like a complete one (the error aborts the upload).
+    let body = tokio_util::io::ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(file, size), 256 * 1024);
+    let mut sent = 0u64;
+    let body = body
+        .map(move |chunk| {
+            if let Ok(b) = &chunk {
+                sent += b.len() as u64;
+            }
+            (chunk, sent)
+        })
+        .chain(futures::stream::once(async { (Ok(bytes::Bytes::new()), u64::MAX) }))
+        .scan(0u64, move |last, (chunk, total)| {
+            let item = if total == u64::MAX {
+                (*last < size).then(|| {
+                    Err(std::io::Error::other(format!(
+                        "the file ended {} bytes early",
+                        size - *last
+                    )))
+                })
+            } else {
+                *last = total;
+                Some(chunk)
+            };
+            futures::future::ready(Some(item))
+        })
+        .filter_map(futures::future::ready);
+    Ok(futures::stream::iter(head.map(Ok))
+        .chain(body)
+        .chain(futures::stream::iter([Ok(tail)])))
 }

@@ -160,6 +160,23 @@ async fn start_host_dump(
         None
     };
 
+    let dumpall = sibling(&chosen, "pg_dumpall");
+    let (globals, globals_note) = super::globals::capture(&src.name, |no_passwords| {
+        let mut cmd = process::pg_command(&dumpall);
+        conn.apply(&mut cmd);
+        cmd.args(["--globals-only", "--no-password"]);
+        if no_passwords {
+            cmd.arg("--no-role-passwords");
+        }
+        // The database pg_dumpall connects to: the source's own (it may be the only one allowed).
+        if let Some(db) = &conn.dbname {
+            cmd.arg(format!("--database={db}"));
+        }
+        let what = format!("pg_dumpall --globals-only for '{}'", src.name);
+        async move { process::run(cmd, &what).await }
+    })
+    .await;
+
     let mut cmd = process::pg_command(&chosen);
     conn.apply(&mut cmd);
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
@@ -172,6 +189,8 @@ async fn start_host_dump(
         server_version,
         pg_dump_version,
         database: conn.dbname.clone().unwrap_or_default(),
+        globals,
+        globals_note,
         unknown: Default::default(),
     };
     if let Some(s) = snapshot {

@@ -12,6 +12,7 @@ mod config;
 mod conn;
 mod container;
 mod dump;
+pub mod globals;
 pub mod restore;
 mod sandbox;
 pub mod verify;
@@ -35,6 +36,14 @@ pub struct PostgresFacts {
     pub pg_dump_version: String,
     #[serde(default)]
     pub database: String,
+    /// `pg_dumpall --globals-only` of the server in the same run (roles, password hashes):
+    /// kept encrypted (`Manifest::private`), used by restore to create missing roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<String>,
+    /// The globals were taken without password hashes (`--no-role-passwords`: the login
+    /// could not read them), or not at all (the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals_note: Option<String>,
     #[serde(flatten)]
     pub unknown: super::UnknownFacts,
 }

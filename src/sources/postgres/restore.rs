@@ -14,7 +14,7 @@ use crate::catalog::Entry;
 use crate::fetch::{artifact_format, fetch_to_file, fetch_to_scratch};
 use crate::keys::Identities;
 use crate::process;
-use crate::sources::postgres::{query_value, ConnInfo};
+use crate::sources::postgres::{globals, query_value, ConnInfo};
 use crate::sources::{Options, Restored};
 use crate::storage::Storage;
 use anyhow::{bail, Context, Result};
@@ -22,7 +22,8 @@ use std::path::Path;
 
 /// Relations a restore would collide with (tables, views, sequences, …) outside the
 /// system schemas.
-const COUNT_USER_RELATIONS: &str = "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+pub(super) const COUNT_USER_RELATIONS: &str =
+    "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
      where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%' \
      and n.nspname not like 'pg\\_temp%' and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')";
 
@@ -64,11 +65,11 @@ pub enum Replaced {
     Swapped { previous: String },
 }
 
-fn quote_ident(s: &str) -> String {
+pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn quote_literal(s: &str) -> String {
+pub(super) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -211,6 +212,11 @@ pub async fn restore_into(
     // Refuse early, before spending time on the download.
     let existing = check_target(conn, opts.clean).await?;
     let dump = fetch_to_scratch(storages, entry, identities, "dump.pgdump", opts.scratch_dir).await?;
+    let roles_created = if opts.no_owner {
+        Vec::new()
+    } else {
+        create_missing_roles_host(conn, entry, identities).await?
+    };
     let replaced = if existing == 0 {
         pg_restore(&dump.file, conn, opts.jobs, false, opts.no_owner, false).await?;
         Replaced::Empty
@@ -228,7 +234,51 @@ pub async fn restore_into(
         backup: m.id.clone(),
         target: conn.display(),
         replaced,
+        roles_created,
     })
+}
+
+/// The roles recorded with the backup (`pg_dumpall --globals-only`), decrypted; `None` for a
+/// backup without them (earlier releases, or the login could not take them).
+pub fn recorded_globals(entry: &Entry, identities: &Identities) -> Result<Option<globals::Globals>> {
+    let mut m = entry.manifest.clone();
+    m.open_private(identities)
+        .context("cannot open the backup's encrypted facts, where its roles are kept")?;
+    match m.facts {
+        crate::sources::Facts::Postgres(f) => f
+            .globals
+            .map(|g| globals::parse(&g).context("the roles recorded with the backup cannot be read"))
+            .transpose(),
+        _ => Ok(None),
+    }
+}
+
+/// Creates the backup's roles that the target server lacks (never altering existing ones), in
+/// one transaction, before pg_restore needs them as owners. Returns their names.
+async fn create_missing_roles_host(conn: &ConnInfo, entry: &Entry, identities: &Identities) -> Result<Vec<String>> {
+    let Some(g) = recorded_globals(entry, identities)? else {
+        return Ok(Vec::new());
+    };
+    let psql = Path::new("psql");
+    let existing = query_value(psql, conn, globals::LIST_ROLES, "psql (listing the target's roles)").await?;
+    let existing = existing.lines().map(str::to_string).collect();
+    let (script, created) = globals::creation_script(&g, &existing);
+    if created.is_empty() {
+        return Ok(created);
+    }
+    let mut cmd = process::pg_command(psql);
+    conn.apply(&mut cmd);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    process::run_input(cmd, script.into_bytes(), "psql (creating the backup's roles)")
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create the roles {} on {} (the target login needs CREATEROLE, or SUPERUSER for superuser roles); create them by hand, or pass --no-owner to restore without owners",
+                created.join(", "),
+                conn.display()
+            )
+        })?;
+    Ok(created)
 }
 
 /// `--output-dir`: the decrypted custom-format dump, for pg_restore by hand.
@@ -244,7 +294,8 @@ pub async fn restore_to_dir(
     Ok(Restored::Wrote { path: dest, hint: None })
 }
 
-/// `--target container:NAME | service:NAME`: into the PostgreSQL server running in a container.
+/// `--target container:NAME | service:NAME`: into the PostgreSQL server running in a container,
+/// with its own pg_restore (see `container::restore_into`).
 pub async fn restore_into_container(
     place: &crate::place::ContainerRef,
     entry: &Entry,
@@ -252,9 +303,5 @@ pub async fn restore_into_container(
     identities: &Identities,
     opts: Options<'_>,
 ) -> Result<Restored> {
-    let _ = (place, storages, identities, opts);
-    anyhow::bail!(
-        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
-        entry.manifest.source
-    )
+    super::container::restore_into(place, entry, storages, identities, opts).await
 }
