@@ -403,3 +403,83 @@ fn output_dir_writes_the_plain_dump_with_matching_hash() {
         "decrypted dump must not be group/world readable"
     );
 }
+
+/// Issue #14 item 2 on the host: the roles come with the backup. A restore onto a new server
+/// creates the owner role the dump needs, with its password hash, so the application logs in
+/// as before; existing roles are left as they are, and `--no-owner` creates none.
+#[test]
+fn a_restore_onto_a_new_server_creates_the_missing_roles_and_the_app_logs_in_with_its_old_password() {
+    let s = setup(Kind::Fs);
+    s.pg.psql(
+        "app",
+        "create role webapp login password 'webapp-Old-pw'; create role shared_role nologin connection limit 3; \
+         create table app_items (id int primary key); alter table app_items owner to webapp; \
+         insert into app_items select generate_series(1, 7);",
+    );
+    s.ws.ok(&["backup"]);
+
+    let new = Postgres::start();
+    new.createdb("app");
+    // A role that exists on the target with other attributes must stay as it is.
+    new.psql("postgres", "create role shared_role nologin connection limit 9");
+    let (code, out, err) = restore_into(&s, &new, &[]);
+    assert_eq!(code, 0, "restore failed:\n{out}\n{err}");
+    assert!(
+        out.contains("roles the target lacked") && out.contains("webapp"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("shared_role"),
+        "an existing role is not re-created: {out}"
+    );
+    assert_eq!(
+        new.psql("app", "select tableowner from pg_tables where tablename = 'app_items'")
+            .trim(),
+        "webapp"
+    );
+    assert_eq!(
+        new.psql(
+            "postgres",
+            "select rolconnlimit from pg_roles where rolname = 'shared_role'"
+        )
+        .trim(),
+        "9",
+        "the existing role was not altered"
+    );
+    let login = |pw: &str| {
+        Command::new(new.bin().join("psql"))
+            .env("PGPASSWORD", pw)
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "webapp", "-d", "app", "-c"])
+            .arg("select count(*) from app_items")
+            .arg("-p")
+            .arg(new.port.to_string())
+            .output()
+            .unwrap()
+    };
+    let ok = login("webapp-Old-pw");
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "7",
+        "{ok:?}"
+    );
+    assert!(!login("not-it").status.success());
+
+    // --no-owner: no roles made, the objects belong to the restoring user.
+    let other = Postgres::start();
+    other.createdb("app");
+    let (code, out, err) = restore_into(&s, &other, &["--no-owner"]);
+    assert_eq!(code, 0, "restore --no-owner failed:\n{out}\n{err}");
+    assert_eq!(
+        other
+            .psql("postgres", "select count(*) from pg_roles where rolname = 'webapp'")
+            .trim(),
+        "0"
+    );
+}
+
+fn restore_into(s: &Setup, target: &Postgres, extra: &[&str]) -> (i32, String, String) {
+    let url = target_env(target, "app");
+    let ident = s.ws.identity.to_str().unwrap().to_string();
+    let mut args = vec!["restore", "--at", "now", "--source", "app-db", "--identity", &ident];
+    args.extend_from_slice(extra);
+    s.ws.run_env(&args, &[("DRCTL_TARGET_URL", &url)])
+}
