@@ -302,12 +302,13 @@ impl Storage {
             })
     }
 
-    /// A small object (manifest) in one request.
+    /// A small object (manifest, lock, index) in one request. On an fs storage a failed write
+    /// (a full disk) leaves no temp file behind under `.tmp/`.
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        self.op
-            .write(key, data)
-            .await
-            .with_context(|| format!("storage '{}': cannot write {key}", self.name))?;
+        if let Err(e) = self.op.write(key, data).await {
+            self.remove_temp_of(key).await;
+            return Err(anyhow::Error::new(e).context(format!("storage '{}': cannot write {key}", self.name)));
+        }
         sync_fs_dirs(self.fs_root().as_deref(), key)
             .await
             .with_context(|| format!("storage '{}': cannot make {key} durable", self.name))
