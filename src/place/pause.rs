@@ -52,9 +52,23 @@ impl Container {
 impl Paused {
     /// Unpauses. The error names the container and says how to unpause it by hand.
     pub async fn resume(mut self) -> Result<()> {
-        let held = self.held.take().expect("resumed once");
-        unpause(&held.engine, &held.id, &held.name).await
+        let held = self.held.as_ref().expect("resumed once");
+        let r = unpause(&held.engine, &held.id, &held.name).await;
+        // Only now: a resume cut short (its task aborted mid-request) leaves `held` for drop.
+        self.held = None;
+        r
     }
+}
+
+/// For drop: unpauses unless the container is no longer paused (a resume that was cut short
+/// may have gone through).
+async fn unpause_if_paused(engine: &Engine, id: &str, name: &str) -> Result<()> {
+    if let Ok(info) = engine.docker.inspect_container(id, None).await {
+        if info.state.and_then(|s| s.paused) == Some(false) {
+            return Ok(());
+        }
+    }
+    unpause(engine, id, name).await
 }
 
 async fn unpause(engine: &Engine, id: &str, name: &str) -> Result<()> {
@@ -85,7 +99,7 @@ impl Drop for Paused {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let engine = Engine::connect()?;
-                unpause(&engine, &id, &name).await
+                unpause_if_paused(&engine, &id, &name).await
             })
         })
         .join();

@@ -7,6 +7,8 @@ use crate::units::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
+#[cfg(test)]
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -188,5 +190,48 @@ impl fmt::Debug for NatsSource {
                 .field("streams", streams),
         };
         d.field("monitor_url", &self.monitor_url).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(keys: &str) -> Result<NatsSource, String> {
+        toml::from_str::<NatsSource>(&format!("name = \"events\"\n{keys}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn container_keys_pause_and_its_timeout() {
+        let s = parse("service = \"nats\"\ndata_dir = \"/data\"\npause = true\n").unwrap();
+        assert_eq!(
+            s.place,
+            Some(ContainerRef::Service {
+                service: "nats".into(),
+                project: None
+            })
+        );
+        match &s.access {
+            NatsAccess::Tarball { data_dir, pause } => {
+                assert_eq!(data_dir, Path::new("/data"));
+                assert_eq!(pause.as_ref().unwrap().std(), std::time::Duration::from_secs(120));
+            }
+            NatsAccess::Snapshot { .. } => panic!("expected tarball mode"),
+        }
+        let s = parse("container = \"app-nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"30s\"\n").unwrap();
+        assert!(matches!(&s.access, NatsAccess::Tarball { pause: Some(t), .. } if t.std().as_secs() == 30));
+        let e = parse("service = \"nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("pause_timeout"), "{e}");
+        let e = parse("data_dir = \"/data\"\npause = true\n").unwrap_err();
+        assert!(e.contains("needs the server's container"), "{e}");
+        let e = parse("service = \"nats\"\ndata_dir = \"data\"\n").unwrap_err();
+        assert!(e.contains("must be the absolute path"), "{e}");
+        let e = parse("service = \"nats\"\ndata_dir = \"/data\"\npause_timeout = \"1m\"\n").unwrap_err();
+        assert!(e.contains("without pause = true"), "{e}");
+        // Snapshot in a container: url optional, defaulting to the service's name.
+        let s = parse("service = \"nats\"\nmode = \"snapshot\"\n").unwrap();
+        assert!(matches!(&s.access, NatsAccess::Snapshot { url, .. } if url == "nats://nats:4222"));
+        let e = parse("service = \"nats\"\nmode = \"snapshot\"\npause = true\n").unwrap_err();
+        assert!(e.contains("belongs to mode = \"tarball\""), "{e}");
     }
 }

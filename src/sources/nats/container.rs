@@ -64,9 +64,11 @@ pub async fn tarball_dump(
     };
     // `…/jetstream` is archived as `jetstream/…`, so the extract is an `-sd` directory; any
     // other store directory is archived as its contents.
-    let strip = match Path::new(&dir).file_name().and_then(|n| n.to_str()) {
-        Some("jetstream") => None,
-        Some(last) => Some(last.to_string()),
+    let rename = match Path::new(&dir).file_name().and_then(|n| n.to_str()) {
+        Some(last) => Rename {
+            top: last.to_string(),
+            keep: last == "jetstream",
+        },
         None => bail!("source '{name}': data_dir '/' is not a store directory; give the -sd path (e.g. /data)"),
     };
     let paused = match pause {
@@ -93,7 +95,7 @@ pub async fn tarball_dump(
     // the task is aborted (the upload failed) or dropped with the runtime (drctl stopping),
     // `Paused`'s drop unpauses before the process ends.
     let task = tokio::spawn(async move {
-        let copy = pass_through(tree, w, strip.as_deref());
+        let copy = pass_through(tree, w, &rename);
         let deadline = async {
             match pause {
                 Some(t) if paused.is_some() => tokio::time::sleep(t).await,
@@ -200,12 +202,37 @@ struct TreeStats {
     file_bytes: u64,
 }
 
-/// Copies the engine's tar from `r` to `w`, dropping the first name component `strip` of
-/// every entry (and the entry of that directory itself), and counting regular files. Names
+/// How entry names change on the way through: the engine names them from the directory's last
+/// component `top` (`data/jetstream/…`; or `/jetstream/…` when it reads a paused or stopped
+/// container's mount, as podman does); that component is dropped (and the entry of the
+/// directory itself), or with `keep` (a `…/jetstream` data_dir) kept as `top/`.
+struct Rename {
+    top: String,
+    keep: bool,
+}
+
+impl Rename {
+    /// The new name; `None` to leave the entry out.
+    fn apply(&self, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let rel = relative(name, &self.top)?;
+        Ok(match (self.keep, rel) {
+            (false, rel) => rel,
+            (true, None) => Some(format!("{}/", self.top).into_bytes()),
+            (true, Some(rel)) => {
+                let mut n = format!("{}/", self.top).into_bytes();
+                n.extend_from_slice(&rel);
+                Some(n)
+            }
+        })
+    }
+}
+
+/// Copies the engine's tar from `r` to `w`, renaming every entry as `rename` says, and
+/// counting regular files. Names
 /// may come from the header (with its ustar prefix), a PAX `path` record or a GNU long-name
 /// entry; all three are rewritten. Data is copied in bounded chunks as it arrives. The engine's
 /// stream must end with the end-of-archive blocks: a stream cut short is an error.
-async fn pass_through<R, W>(mut r: R, mut w: W, strip: Option<&str>) -> Result<TreeStats>
+async fn pass_through<R, W>(mut r: R, mut w: W, rename: &Rename) -> Result<TreeStats>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -266,10 +293,7 @@ where
             .clone()
             .or_else(|| long_name.clone())
             .unwrap_or_else(|| header.path_bytes().into_owned());
-        let new_name = match strip {
-            Some(prefix) => strip_first(&name, prefix)?,
-            None => Some(name.clone()),
-        };
+        let new_name = rename.apply(&name)?;
         let Some(new_name) = new_name else {
             // The store directory's own entry: its contents go to the top of the archive.
             skip_padded(&mut r, size).await?;
@@ -279,10 +303,10 @@ where
         if let (Some(records), Some(h)) = (pax.take(), pax_header.take()) {
             let records: Vec<(String, Vec<u8>)> = records
                 .into_iter()
-                .map(|(k, v)| match (k.as_str(), strip) {
-                    ("path", _) => (k, new_name.clone()),
-                    ("linkpath", Some(p)) if kind == tar::EntryType::Link => {
-                        let v = strip_first(&v, p).ok().flatten().unwrap_or(v);
+                .map(|(k, v)| match k.as_str() {
+                    "path" => (k, new_name.clone()),
+                    "linkpath" if kind == tar::EntryType::Link => {
+                        let v = rename.apply(&v).ok().flatten().unwrap_or(v);
                         (k, v)
                     }
                     _ => (k, v),
@@ -306,9 +330,9 @@ where
         }
         let mut h = header.clone();
         set_name(&mut h, &new_name);
-        if let (tar::EntryType::Link, Some(p)) = (kind, strip) {
+        if kind == tar::EntryType::Link {
             if let Some(target) = h.link_name_bytes().map(|t| t.into_owned()) {
-                if let Ok(Some(t)) = strip_first(&target, p) {
+                if let Ok(Some(t)) = rename.apply(&target) {
                     let _ = h.set_link_name(std::ffi::OsStr::from_bytes(&t));
                 }
             }
@@ -323,31 +347,39 @@ where
     }
 }
 
-/// `name` without its first component `prefix`; `None` for the entry of `prefix` itself.
-fn strip_first(name: &[u8], prefix: &str) -> Result<Option<Vec<u8>>> {
-    let trimmed: &[u8] = {
-        let mut n = name;
-        while n.last() == Some(&b'/') {
-            n = &n[..n.len() - 1];
+/// `name` relative to the copied directory `top`: `top/x` and `/x` are `x`; `None` for the
+/// directory itself (`top`, `top/`, `/`).
+fn relative(name: &[u8], top: &str) -> Result<Option<Vec<u8>>> {
+    let dir = name.last() == Some(&b'/');
+    let mut n = name.strip_prefix(b"./").unwrap_or(name);
+    while n.last() == Some(&b'/') {
+        n = &n[..n.len() - 1];
+    }
+    let rest = if n.first() == Some(&b'/') || n.is_empty() {
+        let mut r = n;
+        while r.first() == Some(&b'/') {
+            r = &r[1..];
         }
-        n.strip_prefix(b"./").unwrap_or(n)
+        r
+    } else if n == top.as_bytes() {
+        b""
+    } else {
+        match n.strip_prefix(top.as_bytes()).and_then(|r| r.strip_prefix(b"/")) {
+            Some(r) => r,
+            None => bail!(
+                "the engine's archive has an entry '{}' outside '{top}/'",
+                String::from_utf8_lossy(name)
+            ),
+        }
     };
-    if trimmed == prefix.as_bytes() {
+    if rest.is_empty() {
         return Ok(None);
     }
-    match trimmed.strip_prefix(prefix.as_bytes()).and_then(|r| r.strip_prefix(b"/")) {
-        Some(rest) => {
-            let mut out = rest.to_vec();
-            if name.last() == Some(&b'/') {
-                out.push(b'/');
-            }
-            Ok(Some(out))
-        }
-        None => bail!(
-            "the engine's archive has an entry '{}' outside '{prefix}/'",
-            String::from_utf8_lossy(name)
-        ),
+    let mut out = rest.to_vec();
+    if dir {
+        out.push(b'/');
     }
+    Ok(Some(out))
 }
 
 /// Puts `name` in the header's name (and ustar prefix) fields. A name too long for them is
@@ -625,14 +657,16 @@ mod tests {
     #[tokio::test]
     async fn the_store_directory_component_is_dropped_and_files_counted() {
         let long = format!("data/jetstream/$G/streams/{}/msgs/1.blk", "S".repeat(150));
-        let input = engine_like_tar(&[
+        let blk = [7u8; 1000];
+        let entries: [(&str, &[u8]); 4] = [
             ("data/", b""),
             ("data/jetstream/", b""),
             ("data/jetstream/$G/streams/ORDERS/meta.inf", b"{\"name\":\"ORDERS\"}"),
-            (&long, &[7u8; 1000]),
-        ]);
+            (&long, &blk),
+        ];
+        let input = engine_like_tar(&entries);
         let mut out = Vec::new();
-        let stats = pass_through(&input[..], &mut out, Some("data")).await.unwrap();
+        let stats = pass_through(&input[..], &mut out, &data()).await.unwrap();
         assert_eq!(
             stats,
             TreeStats {
@@ -665,10 +699,46 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_cut_short_is_an_error() {
-        let input = engine_like_tar(&[("data/", b""), ("data/x", &[1u8; 4000])]);
+        let blk = [1u8; 4000];
+        let entries: [(&str, &[u8]); 2] = [("data/", b""), ("data/x", &blk)];
+        let input = engine_like_tar(&entries);
         let mut out = Vec::new();
-        let e = pass_through(&input[..2048], &mut out, Some("data")).await.unwrap_err();
+        let e = pass_through(&input[..2048], &mut out, &data()).await.unwrap_err();
         assert!(e.to_string().contains("early"), "{e}");
+    }
+
+    fn data() -> Rename {
+        Rename {
+            top: "data".into(),
+            keep: false,
+        }
+    }
+
+    #[test]
+    fn names_of_running_and_paused_copies_map_alike() {
+        let r = data();
+        for (engine, ours) in [
+            ("data", None),
+            ("data/", None),
+            ("/", None),
+            ("data/jetstream/", Some("jetstream/")),
+            ("/jetstream", Some("jetstream")),
+            ("./data/jetstream/x.blk", Some("jetstream/x.blk")),
+        ] {
+            assert_eq!(
+                r.apply(engine.as_bytes()).unwrap(),
+                ours.map(|s| s.as_bytes().to_vec()),
+                "{engine}"
+            );
+        }
+        assert!(r.apply(b"etc/passwd").is_err());
+        let js = Rename {
+            top: "jetstream".into(),
+            keep: true,
+        };
+        assert_eq!(js.apply(b"/").unwrap(), Some(b"jetstream/".to_vec()));
+        assert_eq!(js.apply(b"/$G/x").unwrap(), Some(b"jetstream/$G/x".to_vec()));
+        assert_eq!(js.apply(b"jetstream/$G").unwrap(), Some(b"jetstream/$G".to_vec()));
     }
 
     #[test]
@@ -676,7 +746,7 @@ mod tests {
         let recs = vec![("path".to_string(), b"a".repeat(95)), ("size".to_string(), b"12".to_vec())];
         let data = pax_data(&recs);
         assert_eq!(pax_records(&data).unwrap(), recs);
-        assert!(data.starts_with(b"104 path="), "{}", String::from_utf8_lossy(&data));
+        assert!(data.starts_with(b"105 path="), "{}", String::from_utf8_lossy(&data));
     }
 
     #[test]
