@@ -75,7 +75,10 @@ fn artifact_entries(ws: &Workspace) -> Vec<String> {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Events the engine logged for `container` of `event` type (pause, unpause).
@@ -100,7 +103,10 @@ fn nats_tarball_in_a_scratch_container_is_copied_paused_and_restored_into_a_fres
     let engine = DockerEngine::start();
     let nats = engine.compose_nats("chat", "nats", "chat-nats-1", true);
     // The image is like the official scratch one: nothing to exec a `tar` with.
-    let sh = engine.podman_command(&["exec", &nats.name, "/bin/sh", "-c", "true"]).output().unwrap();
+    let sh = engine
+        .podman_command(&["exec", &nats.name, "/bin/sh", "-c", "true"])
+        .output()
+        .unwrap();
     assert!(!sh.status.success(), "the test image must have no shell");
     let mut c = engine.nats_client(&nats);
     seed_jetstream(&mut c, 400);
@@ -134,7 +140,12 @@ fn nats_tarball_in_a_scratch_container_is_copied_paused_and_restored_into_a_fres
         "age -d -i '{}' '{}' | zstd -d -q | tar -x -C '{}'",
         ws.identity.display(),
         ws.fs_root("local")
-            .join(files_under(&ws.fs_root("local")).into_iter().find(|f| f.starts_with("data/")).unwrap())
+            .join(
+                files_under(&ws.fs_root("local"))
+                    .into_iter()
+                    .find(|f| f.starts_with("data/"))
+                    .unwrap()
+            )
             .display(),
         by_hand.path().display()
     ));
@@ -196,7 +207,10 @@ fn nats_snapshot_in_a_container_is_taken_at_its_address_and_restored_with_target
     let ws = workspace("service = \"nats\"\nmode = \"snapshot\"\nurl = \"nats://nats:4999\"\n");
     let (code, _, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(":4999") && err.contains("cannot reach container 'feed-nats-2'"), "{err}");
+    assert!(
+        err.contains(":4999") && err.contains("cannot reach container 'feed-nats-2'"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,9 +6,9 @@ use crate::retention::RetentionRef;
 use crate::units::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::PathBuf;
 #[cfg(test)]
 use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -131,9 +131,9 @@ impl TryFrom<RawNatsSource> for NatsSource {
                             .into(),
                     );
                 }
-                let data_dir: PathBuf = r.data_dir.ok_or(
-                    "data_dir: tarball mode needs the store directory (or use mode = \"snapshot\" with url)",
-                )?;
+                let data_dir: PathBuf = r
+                    .data_dir
+                    .ok_or("data_dir: tarball mode needs the store directory (or use mode = \"snapshot\" with url)")?;
                 if let Some(place) = &place {
                     if !data_dir.is_absolute() {
                         return Err(format!(
@@ -218,9 +218,11 @@ mod tests {
             }
             NatsAccess::Snapshot { .. } => panic!("expected tarball mode"),
         }
-        let s = parse("container = \"app-nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"30s\"\n").unwrap();
+        let s =
+            parse("container = \"app-nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"30s\"\n").unwrap();
         assert!(matches!(&s.access, NatsAccess::Tarball { pause: Some(t), .. } if t.std().as_secs() == 30));
-        let e = parse("service = \"nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"soon\"\n").unwrap_err();
+        let e =
+            parse("service = \"nats\"\ndata_dir = \"/data\"\npause = true\npause_timeout = \"soon\"\n").unwrap_err();
         assert!(e.contains("pause_timeout"), "{e}");
         let e = parse("data_dir = \"/data\"\npause = true\n").unwrap_err();
         assert!(e.contains("needs the server's container"), "{e}");

@@ -57,7 +57,9 @@ pub async fn tarball_dump(
     let dir = if dir.is_empty() { "/".to_string() } else { dir };
     let streams = match &src.monitor_url {
         Some(m) => {
-            let m = at_container(&c, m, 8222).await.map_err(|e| anyhow!("source '{name}': {e:#}"))?;
+            let m = at_container(&c, m, 8222)
+                .await
+                .map_err(|e| anyhow!("source '{name}': {e:#}"))?;
             Some(stream_states(&m).await.map_err(|e| anyhow!("source '{name}': {e:#}"))?)
         }
         None => None,
@@ -178,14 +180,18 @@ async fn at_container(c: &Container, url: &str, default_port: u16) -> Result<Str
         let sock = std::net::SocketAddr::new(a.ip, port);
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(sock)).await {
             Ok(Ok(_)) => {
-                u.set_ip_host(a.ip).map_err(|_| anyhow!("cannot put {} in a URL", a.ip))?;
+                u.set_ip_host(a.ip)
+                    .map_err(|_| anyhow!("cannot put {} in a URL", a.ip))?;
                 if u.port().is_none() {
                     let _ = u.set_port(Some(port));
                 }
                 return Ok(u.to_string());
             }
             Ok(Err(e)) => tried.push(format!("{sock} on network {}: {e}", a.network)),
-            Err(_) => tried.push(format!("{sock} on network {}: no answer within {CONNECT_TIMEOUT:?}", a.network)),
+            Err(_) => tried.push(format!(
+                "{sock} on network {}: no answer within {CONNECT_TIMEOUT:?}",
+                a.network
+            )),
         }
     }
     bail!(
@@ -257,7 +263,9 @@ where
         }
         let header = tar::Header::from_byte_slice(&block);
         let kind = header.entry_type();
-        let stored = header.entry_size().map_err(|e| anyhow!("a tar header with a bad size: {e}"))?;
+        let stored = header
+            .entry_size()
+            .map_err(|e| anyhow!("a tar header with a bad size: {e}"))?;
         match kind {
             tar::EntryType::XHeader => {
                 pax = Some(pax_records(&read_padded(&mut r, stored).await?)?);
@@ -436,10 +444,7 @@ where
     let padded = size.div_ceil(512) * 512;
     let n = tokio::io::copy(&mut (&mut *r).take(padded), w).await?;
     if n != padded {
-        bail!(
-            "the archive stream ended {} bytes early, inside an entry",
-            padded - n
-        );
+        bail!("the archive stream ended {} bytes early, inside an entry", padded - n);
     }
     Ok(())
 }
@@ -461,10 +466,7 @@ fn pax_records(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
         let rec = &rest[sp + 1..len];
         let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
         let eq = rec.iter().position(|b| *b == b'=').ok_or_else(bad)?;
-        out.push((
-            String::from_utf8_lossy(&rec[..eq]).into_owned(),
-            rec[eq + 1..].to_vec(),
-        ));
+        out.push((String::from_utf8_lossy(&rec[..eq]).into_owned(), rec[eq + 1..].to_vec()));
         rest = &rest[len..];
     }
     Ok(out)
@@ -497,7 +499,10 @@ pub async fn restore_into_container(
     let m = &entry.manifest;
     let engine = Engine::connect()?;
     if facts.mode() == NatsMode::Snapshot {
-        let c = engine.resolve(place).await.with_context(|| format!("restore of '{}'", m.source))?;
+        let c = engine
+            .resolve(place)
+            .await
+            .with_context(|| format!("restore of '{}'", m.source))?;
         let url = at_container(&c, &format!("nats://{}:{NATS_PORT}", c.name), NATS_PORT).await?;
         let tar = fetch_to_scratch(storages, entry, identities, "snapshot.tar", opts.scratch_dir).await?;
         let streams = snapshot::restore(&tar.file, &url, opts.clean).await?;
@@ -619,7 +624,10 @@ fn check_store_tar(file: &Path) -> Result<(u64, bool)> {
         let mut e = e.context("the backup's archive is damaged")?;
         let path = e.path()?.into_owned();
         if path.is_absolute() || path.components().any(|c| c == std::path::Component::ParentDir) {
-            bail!("the backup's archive has an entry outside its directory: {}", path.display());
+            bail!(
+                "the backup's archive has an entry outside its directory: {}",
+                path.display()
+            );
         }
         if path.components().next().is_some_and(|c| c.as_os_str() == "jetstream") {
             js = true;
@@ -743,7 +751,10 @@ mod tests {
 
     #[test]
     fn pax_records_round_trip_with_new_lengths() {
-        let recs = vec![("path".to_string(), b"a".repeat(95)), ("size".to_string(), b"12".to_vec())];
+        let recs = vec![
+            ("path".to_string(), b"a".repeat(95)),
+            ("size".to_string(), b"12".to_vec()),
+        ];
         let data = pax_data(&recs);
         assert_eq!(pax_records(&data).unwrap(), recs);
         assert!(data.starts_with(b"105 path="), "{}", String::from_utf8_lossy(&data));
@@ -752,8 +763,14 @@ mod tests {
     #[test]
     fn the_store_dir_is_read_from_the_command() {
         let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(store_dir_arg(&a(&["/nats-server", "-js", "-sd", "/data"])), Some("/data".into()));
-        assert_eq!(store_dir_arg(&a(&["nats-server", "--store_dir=/srv/js"])), Some("/srv/js".into()));
+        assert_eq!(
+            store_dir_arg(&a(&["/nats-server", "-js", "-sd", "/data"])),
+            Some("/data".into())
+        );
+        assert_eq!(
+            store_dir_arg(&a(&["nats-server", "--store_dir=/srv/js"])),
+            Some("/srv/js".into())
+        );
         assert_eq!(store_dir_arg(&a(&["nats-server", "-js"])), None);
     }
 }

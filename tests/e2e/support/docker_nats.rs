@@ -90,10 +90,7 @@ impl DockerEngine {
                 let addr = SocketAddr::new(ip, 4222);
                 if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
                     let mut c = NatsClient::connect_to(addr, NatsAuth::None);
-                    let info = c.request(
-                        "$JS.API.INFO",
-                        b"",
-                    );
+                    let info = c.request("$JS.API.INFO", b"");
                     if serde_json::from_slice::<serde_json::Value>(&info).is_ok_and(|v| v.get("error").is_none()) {
                         break;
                     }
@@ -137,7 +134,8 @@ impl DockerEngine {
 
     /// `running`, `paused`, `exited`, …
     pub fn state(&self, name: &str) -> String {
-        self.podman(&["inspect", "--format", "{{.State.Status}}", name]).join("")
+        self.podman(&["inspect", "--format", "{{.State.Status}}", name])
+            .join("")
     }
 }
 
