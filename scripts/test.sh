@@ -2,7 +2,7 @@
 # Runs every test against real servers. Installs what the tests need when it is missing:
 # PostgreSQL server binaries and client, Redis, NATS, age, zstd, sshd (SFTP), rclone (WebDAV),
 # podman + runc (a Docker-API engine for the `docker` verification sandbox) and mmdebstrap
-# (Debian packages), two S3-compatible servers (moto from PyPI, s3s-fs from crates.io), and PostgreSQL and Redis container images
+# (Debian packages), two S3-compatible servers (moto from PyPI, s3s-fs from crates.io), and PostgreSQL, Redis and NATS container images
 # built from Debian packages. Safe to run again: installs and the image build are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,8 @@ pg_major=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1 | cut -d/ -f5)
 bash scripts/lib/pg-test-image/build.sh "$pg_major"
 # Container-source tests: Redis from Debian's redis-server, with the official image's contract.
 bash scripts/lib/redis-test-image/build.sh
+# NATS like the official scratch image (no shell, no tar): Debian's nats-server alone.
+bash scripts/lib/nats-test-image/build.sh
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'

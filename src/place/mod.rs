@@ -11,10 +11,14 @@
 mod archive;
 mod engine;
 mod exec;
+mod inspect;
+mod pause;
 
 pub use archive::{ArchiveFile, TreeReader};
 pub use engine::{Container, Engine};
 pub use exec::{ExecCompletion, ExecSpec};
+pub use inspect::Address;
+pub use pause::Paused;
 
 use std::fmt;
 

@@ -231,7 +231,9 @@ impl SourceConfig {
                 redis::RedisAccess::Replication => Vec::new(),
             },
             SourceConfig::Nats(n) => match &mut n.access {
-                NatsAccess::Tarball { data_dir } => vec![data_dir],
+                // In a container, data_dir is a path inside it, not relative to the config.
+                NatsAccess::Tarball { .. } if n.place.is_some() => Vec::new(),
+                NatsAccess::Tarball { data_dir, .. } => vec![data_dir],
                 NatsAccess::Snapshot { .. } => Vec::new(),
             },
             SourceConfig::Files(f) => f.paths.iter_mut().collect(),

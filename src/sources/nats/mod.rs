@@ -2,6 +2,7 @@
 //! through the JetStream API (snapshot mode); restored as a store directory or through the API.
 
 mod config;
+mod container;
 pub mod snapshot;
 mod tarball;
 pub mod verify;
@@ -32,6 +33,10 @@ pub struct NatsFacts {
     pub file_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<u64>,
+    /// Tarball mode in a container: the store directory inside it (`-sd`), where a restore
+    /// into a container writes when the target's command does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_data_dir: Option<String>,
     #[serde(flatten)]
     pub unknown: super::UnknownFacts,
 }
@@ -103,9 +108,15 @@ pub async fn stream_states(monitor_url: &str) -> Result<BTreeMap<String, StreamS
 }
 
 pub async fn start_dump(src: &NatsSource) -> Result<Dump> {
-    match &src.access {
-        NatsAccess::Tarball { data_dir } => tarball::tarball_dump(src, data_dir).await,
-        NatsAccess::Snapshot { url, streams } => snapshot::start_dump(src, url, streams).await,
+    match (&src.place, &src.access) {
+        (None, NatsAccess::Tarball { data_dir, .. }) => tarball::tarball_dump(src, data_dir).await,
+        (None, NatsAccess::Snapshot { url, streams }) => snapshot::start_dump(src, url, streams).await,
+        (Some(place), NatsAccess::Tarball { data_dir, pause }) => {
+            container::tarball_dump(src, place, data_dir, pause.as_ref().map(|d| d.std())).await
+        }
+        (Some(place), NatsAccess::Snapshot { url, streams }) => {
+            container::snapshot_dump(src, place, url, streams).await
+        }
     }
 }
 
@@ -151,7 +162,8 @@ pub async fn restore_to_dir(
     })
 }
 
-/// `--target container:NAME | service:NAME`: into the NATS server running in a container.
+/// `--target container:NAME | service:NAME`: a snapshot-mode backup through the JetStream API
+/// at the container's address; a tarball-mode one written into the stopped container's store.
 pub async fn restore_into_container(
     facts: &NatsFacts,
     place: &crate::place::ContainerRef,
@@ -160,9 +172,5 @@ pub async fn restore_into_container(
     identities: &Identities,
     opts: Options<'_>,
 ) -> Result<Restored> {
-    let _ = (facts, place, storages, identities, opts);
-    anyhow::bail!(
-        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
-        entry.manifest.source
-    )
+    container::restore_into_container(facts, place, entry, storages, identities, opts).await
 }

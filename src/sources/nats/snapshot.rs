@@ -172,6 +172,7 @@ pub async fn start_dump(src: &NatsSource, url: &str, streams: &[String]) -> Resu
             streams: Some(states),
             file_count: None,
             file_bytes: None,
+            container_data_dir: None,
             unknown: Default::default(),
         }))
     });

@@ -61,6 +61,7 @@ pub async fn tarball_dump(src: &NatsSource, data_dir: &Path) -> Result<Dump> {
                 streams,
                 file_count: Some(tar.file_count),
                 file_bytes: Some(tar.file_bytes),
+                container_data_dir: None,
                 unknown: Default::default(),
             }))
         })),

@@ -24,7 +24,7 @@ pub fn redis_test_image() -> String {
 }
 
 /// `image` if podman has it; else a panic naming the script that builds it.
-fn built_image(image: String, build: &str) -> String {
+pub fn built_image(image: String, build: &str) -> String {
     let exists = Command::new("podman")
         .args(["image", "exists", &image])
         .status()
@@ -42,7 +42,7 @@ pub struct DockerEngine {
     pub host: String,
     /// Containers and networks the tests created, removed on drop (podman keeps them in its
     /// storage after the service stops).
-    created: std::sync::Mutex<Vec<(&'static str, String)>>,
+    pub created: std::sync::Mutex<Vec<(&'static str, String)>>,
 }
 
 impl DockerEngine {

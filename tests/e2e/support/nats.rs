@@ -116,8 +116,13 @@ pub struct NatsClient {
 
 impl NatsClient {
     pub fn connect(port: u16, auth: NatsAuth) -> NatsClient {
+        NatsClient::connect_to(std::net::SocketAddr::from(([127, 0, 0, 1], port)), auth)
+    }
+
+    /// A client of the server at `addr` (a container's address on its network).
+    pub fn connect_to(addr: std::net::SocketAddr, auth: NatsAuth) -> NatsClient {
         use std::io::{BufRead, Write};
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut r = std::io::BufReader::new(s.try_clone().unwrap());
         let mut line = String::new();
