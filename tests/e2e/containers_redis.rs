@@ -117,7 +117,10 @@ fn contents(engine: &DockerEngine, c: &str, pw: Option<&str>) -> Contents {
             let f: Vec<&str> = l.splitn(4, '\t').collect();
             assert_eq!(f.len(), 4, "{l:?}");
             assert_ne!(f[1], "?", "unexpected type: {l}");
-            m.insert(f[0].to_string(), (f[1].to_string(), f[3].to_string(), f[2].parse().unwrap()));
+            m.insert(
+                f[0].to_string(),
+                (f[1].to_string(), f[3].to_string(), f[2].parse().unwrap()),
+            );
         }
         out.insert(format!("db{db}"), m);
     }
@@ -151,7 +154,15 @@ fn assert_same(want: &Contents, got: &Contents) {
 
 fn restore_args<'a>(ident: &'a str, target: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
-        "restore", "--at", "now", "--source", "cache", "--identity", ident, "--target", target,
+        "restore",
+        "--at",
+        "now",
+        "--source",
+        "cache",
+        "--identity",
+        ident,
+        "--target",
+        target,
     ];
     a.extend_from_slice(extra);
     a
@@ -198,7 +209,10 @@ fn aof_redis_by_service_is_backed_up_found_again_when_recreated_and_restored_int
     engine.compose_redis_with("app", "redis", "app-redis-2", &["--appendonly", "yes"], &vol);
     engine.redis_cli_in("app-redis-2", None, &["set", "after:recreate", "yes"]);
     let (code, out, err) = run_in(&ws, &engine, &["backup", "--no-prune"], &[]);
-    assert_eq!(code, 0, "backup after the container was recreated failed:\n{out}\n{err}");
+    assert_eq!(
+        code, 0,
+        "backup after the container was recreated failed:\n{out}\n{err}"
+    );
     let list = ws.list_json();
     assert_eq!(list.len(), 2);
     let mut db0: Vec<u64> = list
@@ -238,7 +252,10 @@ fn a_password_protected_container_is_backed_up_without_the_password_on_any_comma
     let (code, out, err) = run_in(&ws, &engine, &["backup"], &[("CACHE_REDIS_PASSWORD", PW)]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
     assert!(!out.contains(PW) && !err.contains(PW), "the password in drctl's output");
-    let list = ws.list_json();
+    let (code, listed, err) = ws.run_env(&["list", "--json"], &[("CACHE_REDIS_PASSWORD", PW)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!listed.contains(PW), "the password in the manifest: {listed}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(list[0]["facts"]["key_counts"]["db3"]["keys"], 509);
     let lines = exec_command_lines(&engine, "sec-redis-1");
     assert!(
@@ -246,7 +263,10 @@ fn a_password_protected_container_is_backed_up_without_the_password_on_any_comma
         "drctl's redis-cli execs were recorded: {lines:?}"
     );
     for l in &lines {
-        assert!(!l.iter().any(|a| a.contains(PW)), "a secret on an exec's command line: {l:?}");
+        assert!(
+            !l.iter().any(|a| a.contains(PW)),
+            "a secret on an exec's command line: {l:?}"
+        );
     }
 
     // A wrong password: the exec fails, the backup aborts with a hint, nothing is committed,
@@ -286,7 +306,11 @@ fn a_bgsave_that_fails_in_the_container_aborts_the_backup_and_commits_nothing() 
         "{err}"
     );
     assert!(stored(&ws, "manifests").is_empty(), "nothing committed");
-    assert!(stored(&ws, "data").is_empty(), "no data object left: {:?}", stored(&ws, "data"));
+    assert!(
+        stored(&ws, "data").is_empty(),
+        "no data object left: {:?}",
+        stored(&ws, "data")
+    );
 
     // With the directory writable again, the same source works.
     engine.podman(&["exec", "ro-redis-1", "chmod", "755", "/data"]);
@@ -330,8 +354,15 @@ fn a_non_empty_target_container_needs_clean_and_a_damaged_backup_leaves_it_untou
     flip(&data[0]);
     let (code, out, err) = ws.run_env(&restore_args(&ident, "container:dst-redis-1", &["--clean"]), &env);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("damaged or was altered") || err.contains("SHA-256"), "{err}");
-    assert_eq!(engine.redis_cli_in("dst-redis-1", Some(PW), &["get", "old"]), "data", "target touched");
+    assert!(
+        err.contains("damaged or was altered") || err.contains("SHA-256"),
+        "{err}"
+    );
+    assert_eq!(
+        engine.redis_cli_in("dst-redis-1", Some(PW), &["get", "old"]),
+        "data",
+        "target touched"
+    );
     assert_eq!(engine.redis_cli_in("dst-redis-1", Some(PW), &["dbsize"]), "1");
     assert!(!err.contains(PW) && !out.contains(PW));
 
@@ -345,7 +376,10 @@ fn a_non_empty_target_container_needs_clean_and_a_damaged_backup_leaves_it_untou
     assert!(!got["db0"].contains_key("old"), "--clean flushed the old keys");
     assert_same(&want, &got);
     for l in exec_command_lines(&engine, "dst-redis-1") {
-        assert!(!l.iter().any(|a| a.contains(PW)), "a secret on an exec's command line: {l:?}");
+        assert!(
+            !l.iter().any(|a| a.contains(PW)),
+            "a secret on an exec's command line: {l:?}"
+        );
     }
 
     // Without REDISCLI_AUTH the refusal says where the password goes.
@@ -373,6 +407,9 @@ fn validate_checks_the_redis_container_keys_without_an_engine() {
         &["validate"],
         &[no_engine[0], ("CACHE_PW_FOR_VALIDATE", "s3cret-validate")],
     );
-    assert_eq!(code, 0, "a complete container source validates with no engine:\n{out}\n{err}");
+    assert_eq!(
+        code, 0,
+        "a complete container source validates with no engine:\n{out}\n{err}"
+    );
     assert!(!out.contains("s3cret-validate") && !err.contains("s3cret-validate"));
 }

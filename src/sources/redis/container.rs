@@ -72,7 +72,10 @@ pub async fn restore_into_container(
 ) -> Result<Restored> {
     let m = &entry.manifest;
     let engine = Engine::connect().context("--target")?;
-    let c = engine.resolve(place).await.with_context(|| format!("--target {place}"))?;
+    let c = engine
+        .resolve(place)
+        .await
+        .with_context(|| format!("--target {place}"))?;
     let shown = format!("{place} (container '{}')", c.name);
     // The target's requirepass, as redis-cli itself reads it: never on a command line.
     let password = std::env::var("REDISCLI_AUTH").ok().filter(|p| !p.is_empty());
@@ -91,11 +94,16 @@ pub async fn restore_into_container(
     let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb", opts.scratch_dir).await?;
     let temp = TempRedis::start(&rdb.file, rdb.dir.path()).await?;
     if present > 0 {
-        cli.run(&["FLUSHALL"]).await.with_context(|| format!("--clean: cannot flush {shown}"))?;
+        cli.run(&["FLUSHALL"])
+            .await
+            .with_context(|| format!("--clean: cannot flush {shown}"))?;
     }
-    let (keys, with_ttl) = pipe_keys(&cli, &temp)
-        .await
-        .with_context(|| format!("loading '{}' into {shown} failed; it may hold part of the backup (run again with --clean)", m.source))?;
+    let (keys, with_ttl) = pipe_keys(&cli, &temp).await.with_context(|| {
+        format!(
+            "loading '{}' into {shown} failed; it may hold part of the backup (run again with --clean)",
+            m.source
+        )
+    })?;
     // Keys whose TTL ran out during the load are gone; nothing else may be missing or extra.
     let now = key_count(&cli).await?;
     if now > keys || keys - now > with_ttl {

@@ -21,8 +21,8 @@
 //! the per-db key counts are recorded. The password travels only inside the connection.
 
 use super::client::{connect, field, info, keyspace, parse_keyspace};
-use super::server::Server;
 use super::rdb::{first_db, FirstDb};
+use super::server::Server;
 use super::{Keyspace, RedisFacts};
 use super::{RedisAccess, RedisSource};
 use crate::sources::{Dump, Facts, Finish};
@@ -111,9 +111,7 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
         ..Default::default()
     };
     match &src.access {
-        RedisAccess::File { rdb_path, .. } => {
-            file_mode(src, &mut Server::Net(con), rdb_path.as_deref(), facts).await
-        }
+        RedisAccess::File { rdb_path, .. } => file_mode(src, &mut Server::Net(con), rdb_path.as_deref(), facts).await,
         RedisAccess::Replication { url } => {
             let keys_before = keyspace(&mut con).await?;
             replication_mode(src, url, con, keys_before, facts).await
