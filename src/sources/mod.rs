@@ -227,8 +227,8 @@ impl SourceConfig {
                 postgres::PostgresAccess::Container { .. } => Vec::new(),
             },
             SourceConfig::Redis(r) => match &mut r.access {
-                redis::RedisAccess::File { rdb_path } => rdb_path.iter_mut().collect(),
-                redis::RedisAccess::Replication => Vec::new(),
+                redis::RedisAccess::File { rdb_path, .. } => rdb_path.iter_mut().collect(),
+                redis::RedisAccess::Replication { .. } | redis::RedisAccess::Container { .. } => Vec::new(),
             },
             SourceConfig::Nats(n) => match &mut n.access {
                 // In a container, data_dir is a path inside it, not relative to the config.
@@ -262,9 +262,11 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
                 }
             }
             SourceConfig::Redis(r) => {
-                match url::Url::parse(&r.url) {
-                    Ok(u) if u.scheme() == "redis" => {}
-                    _ => errors.push(format!("{at}.url: expected redis://[:password@]host:6379")),
+                if let Some(url) = r.url() {
+                    match url::Url::parse(url) {
+                        Ok(u) if u.scheme() == "redis" => {}
+                        _ => errors.push(format!("{at}.url: expected redis://[:password@]host:6379")),
+                    }
                 }
                 if let Some(e) = r.bgsave_timeout.error() {
                     errors.push(format!("{at}.bgsave_timeout: {e}"));

@@ -9,6 +9,7 @@ mod compat;
 mod config_reference;
 mod containers;
 mod containers_nats;
+mod containers_redis;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;

@@ -3,7 +3,9 @@
 //! * `mode = "file"` (default): record the save counter, `BGSAVE` (or wait for one already
 //!   running), wait until a new save finished with `rdb_last_bgsave_status:ok`, then stream the
 //!   file at `CONFIG GET dir` + `dbfilename` (or `rdb_path`, for Redis in a container whose volume
-//!   is mounted elsewhere on the host). No `sleep 2`, no guessing.
+//!   is mounted elsewhere on the host). No `sleep 2`, no guessing. For a server in a container
+//!   the same steps run through `redis-cli` exec'd in it and the file comes out through the
+//!   engine (`container.rs`, `server.rs`).
 //! * `mode = "replication"`: fetch the RDB over the network the way `redis-cli --rdb` does
 //!   (`SYNC` after `REPLCONF rdb-only 1`), for hosts where drctl cannot read Redis's disk. A
 //!   diskless transfer's `$EOF:<mark>` framing is stripped, so the stored bytes are a plain RDB.
@@ -20,6 +22,7 @@
 
 use super::client::{connect, field, info, keyspace, parse_keyspace};
 use super::rdb::{first_db, FirstDb};
+use super::server::Server;
 use super::{Keyspace, RedisFacts};
 use super::{RedisAccess, RedisSource};
 use crate::sources::{Dump, Facts, Finish};
@@ -33,19 +36,19 @@ fn saves(info: &str) -> Option<u64> {
 
 /// BGSAVE and wait for it. Returns when a save that started after this call has finished well,
 /// with the time just before the BGSAVE was sent: the file it wrote was last modified after that.
-async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout: Duration) -> Result<SystemTime> {
+async fn bgsave(server: &mut Server, name: &str, timeout: Duration) -> Result<SystemTime> {
     let t0 = Instant::now();
-    let last_before: i64 = redis::cmd("LASTSAVE").query_async(con).await?;
+    let last_before: i64 = server.lastsave().await?;
     // A BGSAVE already running started before our call: wait for it, then start our own (and
     // again if another one slipped in between).
     let (baseline, started) = loop {
-        let p = info(con, "persistence").await?;
+        let p = server.info(Some("persistence")).await?;
         if field(&p, "rdb_bgsave_in_progress") != Some("1") {
             let started = SystemTime::now();
-            match redis::cmd("BGSAVE").query_async::<String>(con).await {
-                Ok(_) => break (saves(&p), started),
+            match server.bgsave().await {
+                Ok(()) => break (saves(&p), started),
                 Err(e) if e.to_string().contains("already in progress") => {}
-                Err(e) => bail!("source '{name}': BGSAVE refused: {e}"),
+                Err(e) => bail!("source '{name}': BGSAVE refused: {e:#}"),
             }
         }
         if t0.elapsed() > timeout {
@@ -55,22 +58,17 @@ async fn bgsave(con: &mut redis::aio::MultiplexedConnection, name: &str, timeout
     };
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let p = info(con, "persistence").await?;
+        let p = server.info(Some("persistence")).await?;
         let done = field(&p, "rdb_bgsave_in_progress") == Some("0")
             && match (saves(&p), baseline) {
                 (Some(now), Some(b)) => now > b,
-                _ => redis::cmd("LASTSAVE").query_async::<i64>(con).await? > last_before,
+                _ => server.lastsave().await? > last_before,
             };
         if field(&p, "rdb_bgsave_in_progress") == Some("0") && field(&p, "rdb_last_bgsave_status") == Some("err") {
-            let dir: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("dir")
-                .query_async(con)
-                .await
-                .unwrap_or_default();
+            let dir = server.config_get("dir").await.ok();
             bail!(
                 "source '{name}': BGSAVE failed (rdb_last_bgsave_status:err); Redis could not write its snapshot to {} — check that directory's permissions and free space, and Redis's log",
-                dir.get(1).map(String::as_str).unwrap_or("its dir")
+                dir.as_deref().unwrap_or("its dir")
             );
         }
         if done {
@@ -92,11 +90,17 @@ fn check_header(h: &[u8]) -> Result<()> {
 }
 
 pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
-    let mut con = connect(&src.url).await.with_context(|| {
+    let url = match &src.access {
+        RedisAccess::Container { place, password } => {
+            return super::container::start_dump(src, place, password.as_deref()).await
+        }
+        RedisAccess::File { url, .. } | RedisAccess::Replication { url } => url,
+    };
+    let mut con = connect(url).await.with_context(|| {
         format!(
             "source '{}': cannot connect to Redis at {}",
             src.name,
-            crate::secret::redact_url(&src.url)
+            crate::secret::redact_url(url)
         )
     })?;
     let version = field(&info(&mut con, "server").await?, "redis_version")
@@ -107,11 +111,12 @@ pub async fn start_dump(src: &RedisSource) -> Result<Dump> {
         ..Default::default()
     };
     match &src.access {
-        RedisAccess::File { rdb_path } => file_mode(src, rdb_path.as_deref(), con, facts).await,
-        RedisAccess::Replication => {
+        RedisAccess::File { rdb_path, .. } => file_mode(src, &mut Server::Net(con), rdb_path.as_deref(), facts).await,
+        RedisAccess::Replication { url } => {
             let keys_before = keyspace(&mut con).await?;
-            replication_mode(src, con, keys_before, facts).await
+            replication_mode(src, url, con, keys_before, facts).await
         }
+        RedisAccess::Container { .. } => unreachable!("handled above"),
     }
 }
 
@@ -134,8 +139,8 @@ struct ServerState {
     removed: u64,
 }
 
-async fn server_state(con: &mut redis::aio::MultiplexedConnection) -> Result<ServerState> {
-    let all = redis::cmd("INFO").query_async::<String>(con).await?;
+async fn server_state(server: &mut Server) -> Result<ServerState> {
+    let all = server.info(None).await?;
     let num = |k: &str| field(&all, k).and_then(|v| v.parse::<u64>().ok());
     let keyspace_section = all.split_once("# Keyspace").map(|(_, k)| k).unwrap_or("");
     Ok(ServerState {
@@ -199,81 +204,121 @@ fn matches_server(first: FirstDb, ks: &Keyspace, removed: u64) -> bool {
     }
 }
 
-async fn file_mode(
+/// The RDB being read, from wherever the server is.
+struct Opened {
+    /// For messages: the path, and the container it is in.
+    shown: String,
+    size: u64,
+    /// Unknown through the engine's archive endpoint (the tar header's mtime is not handed on);
+    /// there the file is the one the server itself names in its own container, so the check
+    /// against another server's file does not apply.
+    mtime: Option<SystemTime>,
+    reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+}
+
+/// BGSAVE, then the file: for `Server::Net` on this host (`rdb_path` or where Redis says), for
+/// `Server::Cli` out of the container through the engine (where Redis says).
+pub(super) async fn file_mode(
     src: &RedisSource,
+    server: &mut Server,
     rdb_path: Option<&std::path::Path>,
-    mut con: redis::aio::MultiplexedConnection,
     mut facts: RedisFacts,
 ) -> Result<Dump> {
     let timeout = src.bgsave_timeout.std();
-    let before = server_state(&mut con).await?;
-    let started = bgsave(&mut con, &src.name, timeout).await?;
-    let after = server_state(&mut con).await?;
+    let before = server_state(server).await?;
+    let started = bgsave(server, &src.name, timeout).await?;
+    let after = server_state(server).await?;
     let path = match rdb_path {
         Some(p) => p.to_path_buf(),
         None => {
-            let get = |k: &'static str| {
-                let mut c = con.clone();
-                async move {
-                    let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(k).query_async(&mut c).await?;
-                    v.get(1)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("CONFIG GET {k} returned nothing"))
-                }
-            };
-            let dir = get("dir")
+            let dir = server
+                .config_get("dir")
                 .await
                 .with_context(|| format!("source '{}': cannot ask Redis where its RDB is; set rdb_path", src.name))?;
-            let file = get("dbfilename").await?;
+            let file = server.config_get("dbfilename").await?;
             std::path::Path::new(&dir).join(file)
         }
     };
     let name = &src.name;
-    let mut f = tokio::fs::File::open(&path).await.with_context(|| {
-        format!(
-            "source '{name}': cannot read the RDB at {} (if Redis runs in a container, set rdb_path to where its volume is on this host, or use mode = \"replication\")",
-            path.display()
-        )
-    })?;
-    // Redis replaces the file by rename, so this open file is one complete snapshot.
-    let meta = f.metadata().await?;
-    let size = meta.len();
+    let opened = match server {
+        Server::Net(_) => {
+            let f = tokio::fs::File::open(&path).await.with_context(|| {
+                format!(
+                    "source '{name}': cannot read the RDB at {} (if Redis runs in a container, set rdb_path to where its volume is on this host, or use mode = \"replication\")",
+                    path.display()
+                )
+            })?;
+            // Redis replaces the file by rename, so this open file is one complete snapshot.
+            let meta = f.metadata().await?;
+            Opened {
+                shown: path.display().to_string(),
+                size: meta.len(),
+                mtime: Some(meta.modified()?),
+                reader: Box::pin(f),
+            }
+        }
+        Server::Cli(cli) => {
+            let c = &cli.container;
+            let shown = format!("{} in container '{}'", path.display(), c.name);
+            // The engine archives the file as it is when the request starts; Redis replaces
+            // it by rename, so that is one complete snapshot.
+            let f = c
+                .read_file(&path.to_string_lossy())
+                .await
+                .with_context(|| format!("source '{name}': cannot read the RDB Redis wrote ({shown})"))?;
+            Opened {
+                shown,
+                size: f.size,
+                mtime: None,
+                reader: f.reader,
+            }
+        }
+    };
+    let Opened {
+        shown,
+        size,
+        mtime,
+        reader: mut f,
+    } = opened;
     let mut head = vec![0u8; size.min(PROLOGUE) as usize];
     f.read_exact(&mut head)
         .await
-        .map_err(|e| anyhow!("source '{name}': {}: {e}", path.display()))?;
-    check_header(&head).map_err(|e| anyhow!("source '{name}': {}: {e}", path.display()))?;
+        .map_err(|e| anyhow!("source '{name}': {shown}: {e}"))?;
+    check_header(&head).map_err(|e| anyhow!("source '{name}': {shown}: {e}"))?;
     let first = first_db(&head);
     // The counts describe the file exactly when nothing was written since the fork of the save
     // whose file this is (no save completed since `after`, none running). On a busy server they
     // cannot be compared; the file's age still can.
-    let saves_now = server_state(&mut con).await?.saves;
+    let saves_now = server_state(server).await?.saves;
     let quiet = after.changes_since_save == Some(0) && !after.in_progress && saves_now == after.saves;
     let removed = after.removed.saturating_sub(before.removed);
     let (file_n, server_n) = (file_says(first), server_says(&after.keyspace, first));
-    let (what, not_ours) = match rdb_path {
-        Some(_) => (
+    let (what, not_ours) = match (rdb_path, server) {
+        (Some(_), _) => (
             "rdb_path",
             "it is not this server's dump file (check rdb_path against `CONFIG GET dir`/`dbfilename`)",
         ),
-        None => (
+        (None, Server::Net(_)) => (
             "the RDB at",
             "Redis does not write the file drctl reads there (if Redis runs in a container, set rdb_path to where its volume is on this host)",
         ),
+        (None, Server::Cli(_)) => (
+            "the RDB at",
+            "the file Redis names is not the one it saved (is something else writing its dir?)",
+        ),
     };
-    let mtime = meta.modified()?;
-    if mtime + MTIME_SLACK < started {
-        bail!(
-            "source '{name}': {what} {} was last written {}, before the BGSAVE started at {} (the file holds {file_n}, the server {server_n}): {not_ours}",
-            path.display(),
-            when(mtime),
-            when(started)
-        );
+    if let Some(mtime) = mtime {
+        if mtime + MTIME_SLACK < started {
+            bail!(
+                "source '{name}': {what} {shown} was last written {}, before the BGSAVE started at {} (the file holds {file_n}, the server {server_n}): {not_ours}",
+                when(mtime),
+                when(started)
+            );
+        }
     }
     if quiet && !matches_server(first, &after.keyspace, removed) {
         bail!(
-            "source '{name}': {what} {} holds {file_n}, but the server reported {server_n} with no writes since its save: {not_ours}",
-            path.display()
+            "source '{name}': {what} {shown} holds {file_n}, but the server reported {server_n} with no writes since its save: {not_ours}"
         );
     }
     tracing::debug!(source = %name, file = %file_n, server = %server_n, quiet, removed, "RDB matches the server");
@@ -303,11 +348,12 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
 
 async fn replication_mode(
     src: &RedisSource,
+    url: &str,
     mut con: redis::aio::MultiplexedConnection,
     keys_before: Keyspace,
     mut facts: RedisFacts,
 ) -> Result<Dump> {
-    let u = url::Url::parse(&src.url)?;
+    let u = url::Url::parse(url)?;
     let host = u.host_str().unwrap_or("127.0.0.1").to_string();
     let port = u.port().unwrap_or(6379);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))

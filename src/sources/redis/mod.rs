@@ -1,11 +1,14 @@
-//! Redis: the RDB after BGSAVE (file mode) or over the replication protocol, restored key by
-//! key through a throwaway redis-server, verified by loading it.
+//! Redis: the RDB after BGSAVE (file mode, on the host or in a container) or over the
+//! replication protocol, restored key by key through a throwaway redis-server, verified by
+//! loading it.
 
 mod client;
 mod config;
+mod container;
 mod dump;
 mod rdb;
 pub mod restore;
+mod server;
 pub mod verify;
 
 pub use client::{connect, info, keyspace, parse_keyspace};

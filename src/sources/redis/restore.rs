@@ -201,9 +201,5 @@ pub async fn restore_into_container(
     identities: &Identities,
     opts: Options<'_>,
 ) -> Result<Restored> {
-    let _ = (place, storages, identities, opts);
-    anyhow::bail!(
-        "restoring '{}' into a container ({place}) is not built yet; use --output-dir",
-        entry.manifest.source
-    )
+    super::container::restore_into_container(place, entry, storages, identities, opts).await
 }

@@ -135,6 +135,15 @@ impl DockerEngine {
     }
 }
 
+/// How `compose_redis_with` runs the server.
+#[derive(Default)]
+pub struct RedisOpts {
+    /// A named volume mounted on /data.
+    pub volume: Option<String>,
+    /// The server's requirepass (given in `args` too): used for the readiness PING.
+    pub password: Option<String>,
+}
+
 /// A PostgreSQL container as Compose would create it for `service` of `project`: the Compose
 /// labels, the official image's environment, on a user-defined network, and NO published port:
 /// drctl can only reach it through the engine.
@@ -226,6 +235,12 @@ impl DockerEngine {
     /// with `command: redis-server ARGS…`: labels, a user-defined network, no published port.
     /// Waits until it answers PING.
     pub fn compose_redis(&self, project: &str, service: &str, name: &str, args: &[&str]) {
+        self.compose_redis_with(project, service, name, args, &RedisOpts::default())
+    }
+
+    /// `compose_redis` with a named volume on /data (kept when the container is recreated, as
+    /// Compose keeps it) and the password the server requires, if any (PING is sent with it).
+    pub fn compose_redis_with(&self, project: &str, service: &str, name: &str, args: &[&str], opts: &RedisOpts) {
         let image = redis_test_image();
         let net = format!("{project}_default");
         self.network(&net);
@@ -244,20 +259,36 @@ impl DockerEngine {
             &project_label,
             "--label",
             &service_label,
-            &image,
-            "redis-server",
         ];
+        let mount = opts.volume.as_ref().map(|v| format!("{v}:/data"));
+        if let (Some(v), Some(m)) = (&opts.volume, &mount) {
+            if !self.podman(&["volume", "ls", "--format", "{{.Name}}"]).contains(v) {
+                self.podman(&["volume", "create", v]);
+                self.created.lock().unwrap().push(("volume", v.clone()));
+            }
+            run.extend(["-v", m.as_str()]);
+        }
+        run.extend([image.as_str(), "redis-server"]);
         run.extend_from_slice(args);
         self.podman(&run);
         self.created.lock().unwrap().push(("container", name.to_string()));
         let t0 = Instant::now();
-        while !Command::new("podman")
-            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
-            .args(["exec", name, "redis-cli", "ping"])
-            .output()
-            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
-            .unwrap_or(false)
-        {
+        loop {
+            let mut ping = Command::new("podman");
+            ping.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"));
+            ping.arg("exec");
+            let auth = opts.password.as_ref().map(|p| format!("REDISCLI_AUTH={p}"));
+            if let Some(a) = &auth {
+                ping.args(["-e", a]);
+            }
+            ping.args([name, "redis-cli", "ping"]);
+            let ok = ping
+                .output()
+                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "redis in container {name} did not start: {:?}",
@@ -265,6 +296,19 @@ impl DockerEngine {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `redis-cli ARGS…` in `container` (with the password in its environment, if given);
+    /// panics on failure, returns stdout's lines joined by newlines.
+    pub fn redis_cli_in(&self, container: &str, password: Option<&str>, args: &[&str]) -> String {
+        let auth = password.map(|p| format!("REDISCLI_AUTH={p}"));
+        let mut a = vec!["exec"];
+        if let Some(x) = &auth {
+            a.extend(["-e", x.as_str()]);
+        }
+        a.extend([container, "redis-cli", "--no-auth-warning"]);
+        a.extend_from_slice(args);
+        self.podman(&a).join("\n")
     }
 
     /// psql in the container (as the image's user, over its local socket); panics on error.
@@ -292,14 +336,14 @@ impl DockerEngine {
 
 impl Drop for DockerEngine {
     fn drop(&mut self) {
-        // Containers first, then their networks.
+        // Containers first, then their volumes and networks.
         let mut created = std::mem::take(&mut *self.created.lock().unwrap());
-        created.sort_by_key(|(kind, _)| *kind == "network");
+        created.sort_by_key(|(kind, _)| *kind != "container");
         for (kind, name) in created {
-            let args: &[&str] = if kind == "network" {
-                &["network", "rm", "-f", &name]
-            } else {
-                &["rm", "-f", "-t", "0", &name]
+            let args: &[&str] = match kind {
+                "network" => &["network", "rm", "-f", &name],
+                "volume" => &["volume", "rm", "-f", &name],
+                _ => &["rm", "-f", "-t", "0", &name],
             };
             let _ = Command::new("podman")
                 .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
