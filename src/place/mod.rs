@@ -11,10 +11,12 @@
 mod archive;
 mod engine;
 mod exec;
+mod volume;
 
 pub use archive::{ArchiveFile, TreeReader};
 pub use engine::{Container, Engine};
 pub use exec::{ExecCompletion, ExecSpec};
+pub use volume::{Cleanup, VolumeReader};
 
 use std::fmt;
 

@@ -8,6 +8,7 @@ mod cli;
 mod compat;
 mod config_reference;
 mod containers;
+mod containers_files;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;

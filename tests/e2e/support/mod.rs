@@ -4,6 +4,7 @@
 
 mod daemon;
 mod docker;
+mod docker_files;
 mod forge;
 mod http;
 mod machine;
@@ -20,6 +21,7 @@ mod workspace;
 
 pub use self::daemon::*;
 pub use self::docker::*;
+pub use self::docker_files::*;
 pub use self::forge::*;
 pub use self::http::*;
 pub use self::machine::*;
