@@ -12,9 +12,10 @@
 //!   mount point puts everything back where it was;
 //! - applies `exclude` (globs against the path inside the container, or from the volume's
 //!   root; an excluded directory drops everything below it);
-//! - refuses an entry named with `..` or `/` (the engine never sends one; a hostile engine
-//!   might), skips devices, fifos and sockets with a warning, as the host source does, and
-//!   keeps hard links (renamed with their targets).
+//! - accepts the two ways engines name entries (Docker: from the path's last component;
+//!   podman, reading a volume's mount point: from `/`), refuses an entry named with `..` (the
+//!   engine never sends one; a hostile engine might), skips devices, fifos and sockets with a
+//!   warning, as the host source does, and keeps hard links (renamed with their targets).
 //!
 //! A path that does not exist fails the backup: the first one before any byte is handed on,
 //! a later one when it is reached — nothing is committed either way.
@@ -169,21 +170,42 @@ fn join(a: &Path, b: &Path) -> PathBuf {
     }
 }
 
-/// The entry's name from the engine (`data/x` for `/data/x`) without its first component,
-/// refusing anything but plain names.
-fn below_root(raw: &Path) -> Result<PathBuf> {
+/// How an engine names the entries of one archive: Docker (and podman for most paths) from the
+/// path's last component (`data/x` for `/data/x`); podman, for a path that is a volume's mount
+/// point, from `/` (`/`, `/x`). One archive uses one of the two.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Naming {
+    Basename,
+    Rooted,
+}
+
+/// The entry's name from the engine, relative to the path that was read (empty: that path
+/// itself); refuses `..` and a name of the other style than the archive's first entry.
+fn below_root(raw: &Path, naming: &mut Option<Naming>) -> Result<PathBuf> {
+    let refuse = || {
+        anyhow!(
+            "the engine sent a tar entry named '{}' (with '..', or unlike the archive's other names); refusing it",
+            raw.display()
+        )
+    };
+    let this = if raw.has_root() { Naming::Rooted } else { Naming::Basename };
+    if *naming.get_or_insert(this) != this {
+        return Err(refuse());
+    }
     let mut parts = Vec::new();
     for c in raw.components() {
         match c {
             Component::Normal(x) => parts.push(x),
-            Component::CurDir => {}
-            _ => bail!(
-                "the engine sent a tar entry named '{}' (absolute or with '..'); refusing it",
-                raw.display()
-            ),
+            Component::CurDir | Component::RootDir => {}
+            _ => return Err(refuse()),
         }
     }
-    Ok(parts.into_iter().skip(1).collect())
+    let skip = match this {
+        Naming::Basename if parts.is_empty() => return Err(refuse()),
+        Naming::Basename => 1,
+        Naming::Rooted => 0,
+    };
+    Ok(parts.into_iter().skip(skip).collect())
 }
 
 fn record(files: &mut BTreeMap<String, FileFact>, hex_names: &mut BTreeMap<String, FileFact>, name: &Path, f: FileFact) {
@@ -227,6 +249,7 @@ fn rewrite<W: Write>(
         let mut archive = tar::Archive::new(SyncIoBridge::new_with_handle(stream, handle.clone()));
         // Directories an exclude matched: everything below them goes too.
         let mut excluded: Vec<PathBuf> = Vec::new();
+        let mut naming = None;
         let what = |rel: &Path| {
             if rel.as_os_str().is_empty() {
                 root.path.clone()
@@ -240,7 +263,7 @@ fn rewrite<W: Write>(
         {
             let mut e = entry.with_context(|| format!("cannot read the engine's archive of {}", root.path))?;
             let raw = e.path()?.into_owned();
-            let rel = below_root(&raw)?;
+            let rel = below_root(&raw, &mut naming)?;
             if excluded.iter().any(|d| rel.starts_with(d)) {
                 continue;
             }
@@ -324,7 +347,7 @@ fn rewrite<W: Write>(
                         .link_name()?
                         .ok_or_else(|| anyhow!("hard link {} without a target in the engine's archive", what(&rel)))?
                         .into_owned();
-                    let target_rel = below_root(&target)?;
+                    let target_rel = below_root(&target, &mut naming)?;
                     let target_name = join(&root.name, &target_rel);
                     let Some(fact) = recorded(&files, &hex_names, &target_name).cloned() else {
                         bail!(
@@ -404,10 +427,17 @@ mod tests {
 
     #[test]
     fn hostile_engine_names_are_refused() {
-        assert_eq!(below_root(Path::new("data/a/b")).unwrap(), Path::new("a/b"));
-        assert_eq!(below_root(Path::new("data")).unwrap(), Path::new(""));
-        assert!(below_root(Path::new("data/../../etc/passwd")).is_err());
-        assert!(below_root(Path::new("/etc/passwd")).is_err());
+        let mut docker = None;
+        assert_eq!(below_root(Path::new("data"), &mut docker).unwrap(), Path::new(""));
+        assert_eq!(below_root(Path::new("data/a/b"), &mut docker).unwrap(), Path::new("a/b"));
+        assert!(below_root(Path::new("data/../../etc/passwd"), &mut docker).is_err());
+        assert!(below_root(Path::new("/etc/passwd"), &mut docker).is_err());
+        // podman, reading a volume's mount point.
+        let mut podman = None;
+        assert_eq!(below_root(Path::new("/"), &mut podman).unwrap(), Path::new(""));
+        assert_eq!(below_root(Path::new("/a/f"), &mut podman).unwrap(), Path::new("a/f"));
+        assert!(below_root(Path::new("/../x"), &mut podman).is_err());
+        assert!(below_root(Path::new("a/f"), &mut podman).is_err());
     }
 
     /// A tar shaped like the engine's archive of `/data`.
@@ -486,6 +516,10 @@ mod tests {
     #[test]
     fn hostile_names_and_links_to_excluded_files_fail_the_backup() {
         let e = run(engine_tar(&[("data/../../etc/x", tar::EntryType::Regular, b"x", None)]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refusing it"), "{e}");
+        let e = run(engine_tar(&[("/etc/x", tar::EntryType::Regular, b"x", None)]), &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("refusing it"), "{e}");
