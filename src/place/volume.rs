@@ -18,9 +18,7 @@ use super::{Container, ContainerRef, Engine};
 use anyhow::{anyhow, bail, Result};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptions, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptions, RemoveContainerOptionsBuilder};
 
 /// Where the temporary reader container mounts the volume.
 const READER_MOUNT: &str = "/drctl-volume";

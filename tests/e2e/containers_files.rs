@@ -78,23 +78,27 @@ fn sorted(text: &str) -> Vec<String> {
 
 /// Lines of `podman events` for drctl's temporary volume readers since `since`.
 fn reader_events(engine: &DockerEngine, since: &str) -> Vec<String> {
-    engine.podman(&[
-        "events",
-        "--stream=false",
-        "--since",
-        since,
-        "--filter",
-        "type=container",
-        "--format",
-        "{{.Status}} {{.Name}}",
-    ])
-    .into_iter()
-    .filter(|l| l.contains("drctl-volume-reader-"))
-    .collect()
+    engine
+        .podman(&[
+            "events",
+            "--stream=false",
+            "--since",
+            since,
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Status}} {{.Name}}",
+        ])
+        .into_iter()
+        .filter(|l| l.contains("drctl-volume-reader-"))
+        .collect()
 }
 
 fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -134,7 +138,10 @@ fn files_of_a_compose_service_are_backed_up_with_excludes_and_restored_byte_for_
     assert_eq!(facts["file_count"], 4, "{facts}");
 
     // What the container holds, all of it: the excluded files are really there.
-    let all = sorted(&fx.sh_in(&name, &format!("cd / && {}", FILES_LISTING.replace("find .", "find data config"))));
+    let all = sorted(&fx.sh_in(
+        &name,
+        &format!("cd / && {}", FILES_LISTING.replace("find .", "find data config")),
+    ));
     assert_eq!(all.len(), 7, "{all:?}");
     let kept: Vec<String> = all
         .iter()
@@ -147,7 +154,10 @@ fn files_of_a_compose_service_are_backed_up_with_excludes_and_restored_byte_for_
     let restored = dir.join("caddy");
     // Entries are named from the container's / (as host paths are): data/…, config/….
     assert_eq!(host_files_listing(&restored), kept);
-    assert!(kept.iter().any(|l| l.contains(" 600 data/caddy/certs/site.key")), "{kept:?}");
+    assert!(
+        kept.iter().any(|l| l.contains(" 600 data/caddy/certs/site.key")),
+        "{kept:?}"
+    );
     assert!(kept.iter().any(|l| l.contains(" 755 data/caddy/hook.sh")), "{kept:?}");
     assert!(kept.iter().any(|l| l.contains(" 640 config/Caddyfile")), "{kept:?}");
     assert_eq!(
@@ -228,6 +238,27 @@ fn a_named_volume_no_container_mounts_is_read_through_a_temporary_container_that
     assert_eq!(site.len(), 2, "{site:?}");
     assert_eq!(host_files_listing(&dir.join("site")), site);
 
+    // A path missing from the volume, after one that exists: the backup fails with nothing
+    // committed, and the reader is removed on that path too.
+    let ws3 = workspace(&format!(
+        "[[source]]\nname = \"half\"\ntype = \"files\"\nvolume = \"{volume}\"\npaths = [\"site\", \"zz-missing\"]\n"
+    ));
+    let since = now_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, out, err) = run_in(&ws3, &engine, &["backup"]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("zz-missing")
+            && err.contains("no such file or directory")
+            && err.contains("nothing was committed"),
+        "{err}"
+    );
+    assert!(manifests(&ws3.fs_root("local")).is_empty());
+    let events = reader_events(&engine, &since);
+    let count = |what: &str| events.iter().filter(|l| l.starts_with(what)).count();
+    assert_eq!((count("create"), count("remove")), (1, 1), "{events:?}");
+    assert_eq!(fx.volume_readers(), Vec::<String>::new());
+
     // A volume that does not exist: named in the error, nothing created, nothing committed.
     let ws2 = workspace("[[source]]\nname = \"gone\"\ntype = \"files\"\nvolume = \"no_such_volume_here\"\n");
     let (code, out, err) = run_in(&ws2, &engine, &["backup"]);
@@ -256,7 +287,11 @@ fn a_volume_mounted_by_a_stopped_container_is_read_through_it_without_starting_i
         "mkdir -p /srv/uploads/2026 && head -c 65536 /dev/urandom > /srv/uploads/2026/a.bin \
          && chmod 604 /srv/uploads/2026/a.bin && echo note > /srv/uploads/README",
     );
-    let status = || engine.podman(&["inspect", "--format", "{{.State.Status}}", &holder]).join("");
+    let status = || {
+        engine
+            .podman(&["inspect", "--format", "{{.State.Status}}", &holder])
+            .join("")
+    };
     assert_eq!(status(), "exited");
     let ws = workspace(&format!(
         "[[source]]\nname = \"uploads\"\ntype = \"files\"\nvolume = \"{volume}\"\n"
@@ -265,7 +300,11 @@ fn a_volume_mounted_by_a_stopped_container_is_read_through_it_without_starting_i
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
-    assert_eq!(reader_events(&engine, &since), Vec::<String>::new(), "no temporary reader");
+    assert_eq!(
+        reader_events(&engine, &since),
+        Vec::<String>::new(),
+        "no temporary reader"
+    );
     assert_eq!(status(), "exited", "drctl did not start the container");
 
     let want = sorted(
@@ -319,7 +358,9 @@ fn a_missing_path_in_a_container_fails_the_backup_with_nothing_committed() {
         let (code, out, err) = run_in(&ws, &engine, &["backup"]);
         assert_ne!(code, 0, "{out}\n{err}");
         assert!(
-            err.contains("/nope/missing") && err.contains("no such file or directory") && err.contains("nothing was committed"),
+            err.contains("/nope/missing")
+                && err.contains("no such file or directory")
+                && err.contains("nothing was committed"),
             "{paths}: {err}"
         );
         assert!(manifests(&ws.fs_root("local")).is_empty(), "{paths}");

@@ -81,11 +81,9 @@ impl TryFrom<RawFilesSource> for FilesSource {
         // The loader prefixes these with "source[i] ('name'): ".
         let place = ContainerRef::from_keys(r.container, r.service, r.compose_project)?;
         let place = match (place, r.volume) {
-            (Some(place), Some(v)) => {
-                return Err(format!(
-                    "both {place} and volume = '{v}' given; keep one (a volume is read through a container that mounts it)"
-                ))
-            }
+            (Some(place), Some(v)) => return Err(format!(
+                "both {place} and volume = '{v}' given; keep one (a volume is read through a container that mounts it)"
+            )),
             (None, None) => {
                 if r.reader_image.is_some() {
                     return Err("reader_image belongs to volume = \"…\"; remove it".into());

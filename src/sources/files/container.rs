@@ -106,7 +106,12 @@ pub async fn start_dump(src: &FilesSource) -> Result<Dump> {
                 cleanup,
             } = r;
             let roots = roots(paths, Some(&mount_point));
-            (container, roots, Some(cleanup), Origin::Volume { volume: volume.clone() })
+            (
+                container,
+                roots,
+                Some(cleanup),
+                Origin::Volume { volume: volume.clone() },
+            )
         }
         FilesPlace::Host { .. } => unreachable!("host files are archived by dump.rs"),
     };
@@ -188,7 +193,11 @@ fn below_root(raw: &Path, naming: &mut Option<Naming>) -> Result<PathBuf> {
             raw.display()
         )
     };
-    let this = if raw.has_root() { Naming::Rooted } else { Naming::Basename };
+    let this = if raw.has_root() {
+        Naming::Rooted
+    } else {
+        Naming::Basename
+    };
     if *naming.get_or_insert(this) != this {
         return Err(refuse());
     }
@@ -208,7 +217,12 @@ fn below_root(raw: &Path, naming: &mut Option<Naming>) -> Result<PathBuf> {
     Ok(parts.into_iter().skip(skip).collect())
 }
 
-fn record(files: &mut BTreeMap<String, FileFact>, hex_names: &mut BTreeMap<String, FileFact>, name: &Path, f: FileFact) {
+fn record(
+    files: &mut BTreeMap<String, FileFact>,
+    hex_names: &mut BTreeMap<String, FileFact>,
+    name: &Path,
+    f: FileFact,
+) {
     match name.to_str() {
         Some(utf8) => files.insert(utf8.to_string(), f),
         None => hex_names.insert(hex::encode(name.as_os_str().as_bytes()), f),
@@ -429,7 +443,10 @@ mod tests {
     fn hostile_engine_names_are_refused() {
         let mut docker = None;
         assert_eq!(below_root(Path::new("data"), &mut docker).unwrap(), Path::new(""));
-        assert_eq!(below_root(Path::new("data/a/b"), &mut docker).unwrap(), Path::new("a/b"));
+        assert_eq!(
+            below_root(Path::new("data/a/b"), &mut docker).unwrap(),
+            Path::new("a/b")
+        );
         assert!(below_root(Path::new("data/../../etc/passwd"), &mut docker).is_err());
         assert!(below_root(Path::new("/etc/passwd"), &mut docker).is_err());
         // podman, reading a volume's mount point.
@@ -472,7 +489,10 @@ mod tests {
     }
 
     fn run(tar: Vec<u8>, exclude: &[&str]) -> Result<(TarStats, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let exclude = crate::tarball::globs(&exclude.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let roots = roots(&[PathBuf::from("/srv/data")], None);
         let handle = rt.handle().clone();
@@ -515,9 +535,12 @@ mod tests {
 
     #[test]
     fn hostile_names_and_links_to_excluded_files_fail_the_backup() {
-        let e = run(engine_tar(&[("data/../../etc/x", tar::EntryType::Regular, b"x", None)]), &[])
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            engine_tar(&[("data/../../etc/x", tar::EntryType::Regular, b"x", None)]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("refusing it"), "{e}");
         let e = run(engine_tar(&[("/etc/x", tar::EntryType::Regular, b"x", None)]), &[])
             .unwrap_err()

@@ -150,7 +150,11 @@ pub fn host_files_listing(dir: &std::path::Path) -> Vec<String> {
         }
         let bytes = std::fs::read(&p).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
-        out.push(format!("{} {:o} {rel}", hex::encode(sha2::Sha256::digest(&bytes)), mode));
+        out.push(format!(
+            "{} {:o} {rel}",
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            mode
+        ));
     }
     out.sort();
     out
