@@ -81,9 +81,11 @@ impl TryFrom<RawFilesSource> for FilesSource {
         // The loader prefixes these with "source[i] ('name'): ".
         let place = ContainerRef::from_keys(r.container, r.service, r.compose_project)?;
         let place = match (place, r.volume) {
-            (Some(place), Some(v)) => return Err(format!(
+            (Some(place), Some(v)) => {
+                return Err(format!(
                 "both {place} and volume = '{v}' given; keep one (a volume is read through a container that mounts it)"
-            )),
+            ))
+            }
             (None, None) => {
                 if r.reader_image.is_some() {
                     return Err("reader_image belongs to volume = \"…\"; remove it".into());
@@ -107,9 +109,9 @@ impl TryFrom<RawFilesSource> for FilesSource {
                         )
                     })?;
                     if cleaned == Path::new("/") {
-                        return Err(format!(
+                        return Err(
                             "paths: '/' is the container's whole filesystem; list the directories to back up (e.g. \"/data\"), or use volume = \"…\""
-                        ));
+                        .into());
                     }
                     paths.push(cleaned);
                 }
