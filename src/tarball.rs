@@ -26,11 +26,11 @@ pub struct Spec {
     pub hash_files: bool,
 }
 
-/// Reads through to a hasher.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    n: u64,
+/// Reads through to a hasher (also used by the files source's re-archiving of an engine's tar).
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Sha256,
+    pub(crate) n: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {

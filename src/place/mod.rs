@@ -13,12 +13,14 @@ mod engine;
 mod exec;
 mod inspect;
 mod pause;
+mod volume;
 
 pub use archive::{ArchiveFile, TreeReader};
 pub use engine::{Container, Engine};
 pub use exec::{ExecCompletion, ExecSpec};
 pub use inspect::Address;
 pub use pause::Paused;
+pub use volume::{Cleanup, VolumeReader};
 
 use std::fmt;
 

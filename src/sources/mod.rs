@@ -155,6 +155,12 @@ pub enum Finish {
     Process(Box<process::Completion>, Facts),
     /// An in-process producer that returns the facts when it is done.
     Task(tokio::task::JoinHandle<Result<Facts>>),
+    /// The same, with something to undo however it ends (a temporary container to remove):
+    /// `wait` and `kill` both run it before they return.
+    TaskThen(
+        tokio::task::JoinHandle<Result<Facts>>,
+        futures::future::BoxFuture<'static, ()>,
+    ),
 }
 
 impl Finish {
@@ -162,6 +168,11 @@ impl Finish {
         match self {
             Finish::Process(c, facts) => (*c).wait().await.map(|_| facts),
             Finish::Task(h) => h.await.map_err(|e| anyhow!("producer task failed: {e}"))?,
+            Finish::TaskThen(h, cleanup) => {
+                let r = h.await.map_err(|e| anyhow!("producer task failed: {e}"));
+                cleanup.await;
+                r?
+            }
         }
     }
 
@@ -169,6 +180,10 @@ impl Finish {
         match self {
             Finish::Process(c, _) => (*c).kill().await,
             Finish::Task(h) => h.abort(),
+            Finish::TaskThen(h, cleanup) => {
+                h.abort();
+                cleanup.await;
+            }
         }
     }
 }
@@ -236,7 +251,7 @@ impl SourceConfig {
                 NatsAccess::Tarball { data_dir, .. } => vec![data_dir],
                 NatsAccess::Snapshot { .. } => Vec::new(),
             },
-            SourceConfig::Files(f) => f.paths.iter_mut().collect(),
+            SourceConfig::Files(f) => f.host_paths_mut(),
         }
     }
     pub fn retention(&self) -> Option<&RetentionRef> {
@@ -289,14 +304,7 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
                     }
                 }
             }
-            SourceConfig::Files(f) => {
-                if f.paths.is_empty() {
-                    errors.push(format!("{at}.paths: empty; list the files or directories to back up"));
-                }
-                if let Err(e) = crate::tarball::globs(&f.exclude) {
-                    errors.push(format!("{at}.{e}"));
-                }
-            }
+            SourceConfig::Files(f) => f.validate(&at, errors),
         }
     }
 }

@@ -10,6 +10,7 @@ mod config_reference;
 mod containers;
 mod containers_nats;
 mod containers_redis;
+mod containers_files;
 mod daemon;
 mod hardening_ops;
 mod hardening_restore;

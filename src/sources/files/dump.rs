@@ -6,7 +6,7 @@
 //! path listed twice, or inside another listed directory that is archived whole, is dropped: the
 //! directory's walk already holds it. Names are kept as bytes, never converted to text.
 
-use crate::config::FilesSource;
+use super::{FilesPlace, FilesSource};
 use crate::sources::{Dump, Facts, Finish};
 use crate::tarball;
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,9 +27,9 @@ fn archive_path(p: &Path) -> Result<PathBuf> {
 }
 
 /// The listed paths, in archive form, without those another one already covers.
-fn roots(src: &FilesSource) -> Result<Vec<tarball::Root>> {
+fn roots(src: &FilesSource, paths: &[PathBuf]) -> Result<Vec<tarball::Root>> {
     let mut listed = Vec::new();
-    for p in &src.paths {
+    for p in paths {
         if std::fs::symlink_metadata(p).is_err() {
             bail!(
                 "source '{}': {} does not exist (fix paths, or check the volume is mounted)",
@@ -75,9 +75,17 @@ fn roots(src: &FilesSource) -> Result<Vec<tarball::Root>> {
         .collect())
 }
 
+/// Starts the archive of the source's paths, wherever they are.
 pub async fn start_dump(src: &FilesSource) -> Result<Dump> {
+    match &src.place {
+        FilesPlace::Host { paths } => start_host(src, paths),
+        FilesPlace::Container { .. } | FilesPlace::Volume { .. } => super::container::start_dump(src).await,
+    }
+}
+
+fn start_host(src: &FilesSource, paths: &[PathBuf]) -> Result<Dump> {
     let exclude = tarball::globs(&src.exclude).map_err(|e| anyhow!("source '{}': {e}", src.name))?;
-    let roots = roots(src)?;
+    let roots = roots(src, paths)?;
     let (reader, task) = tarball::start(tarball::Spec {
         roots,
         exclude,
@@ -90,6 +98,7 @@ pub async fn start_dump(src: &FilesSource) -> Result<Dump> {
             let tar = task.await.map_err(|e| anyhow!("archive task failed: {e}"))??;
             Ok(Facts::Files(super::FilesFacts {
                 tar,
+                origin: None,
                 unknown: Default::default(),
             }))
         })),
