@@ -86,6 +86,11 @@ impl DockerEngine {
     }
 
     /// The podman CLI against this engine's storage, to spawn.
+    /// The podman configuration that points the CLI at this engine's storage.
+    pub fn containers_conf(&self) -> std::path::PathBuf {
+        self.dir.path().join("containers.conf")
+    }
+
     pub fn podman_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("podman");
         c.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))

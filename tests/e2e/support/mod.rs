@@ -4,8 +4,8 @@
 
 mod daemon;
 mod docker;
-mod docker_nats;
 mod docker_files;
+mod docker_nats;
 mod forge;
 mod http;
 mod machine;
@@ -22,8 +22,8 @@ mod workspace;
 
 pub use self::daemon::*;
 pub use self::docker::*;
-pub use self::docker_nats::*;
 pub use self::docker_files::*;
+pub use self::docker_nats::*;
 pub use self::forge::*;
 pub use self::http::*;
 pub use self::machine::*;
