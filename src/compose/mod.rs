@@ -210,7 +210,7 @@ impl Project {
                     y => text_of(y, &format!("{at}.env_file"))?,
                 };
                 if let Some(p) = p {
-                    env_files.push(dir.join(p));
+                    env_files.push(normalize(&dir.join(p)));
                 }
             }
             let mut mounts = Vec::new();
@@ -235,7 +235,7 @@ impl Project {
                     mounts.push(match (source, kind.as_deref()) {
                         (Some(src), None | Some("volume")) if !looks_like_path(&src) => Mount::Volume { key: src, target },
                         (Some(src), None | Some("bind")) => Mount::Bind {
-                            source: dir.join(expand_home(&src)),
+                            source: normalize(&dir.join(expand_home(&src))),
                             target,
                         },
                         _ => Mount::Other { target },
@@ -297,6 +297,22 @@ pub fn normalize_project_name(s: &str) -> String {
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
         .collect();
     kept.trim_start_matches(['_', '-']).to_string()
+}
+
+/// `a/./b/../c` as `a/c`, without touching the filesystem (the path may not exist).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn looks_like_path(s: &str) -> bool {

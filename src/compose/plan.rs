@@ -142,16 +142,21 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
                 }
             }
         }
+        let keys: Vec<String> = src
+            .keys
+            .iter()
+            .filter(|(k, _)| k != "service" && k != "compose_project")
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
         p.found.push(format!(
-            "{}: service '{}' ({image}) → source '{name}' ({})",
+            "{}: service '{}' ({image}) → source '{name}'{}",
             kind.type_name(),
             s.name,
-            src.keys
-                .iter()
-                .filter(|(k, _)| k != "service" && k != "compose_project")
-                .map(|(k, v)| format!("{k} = {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            if keys.is_empty() {
+                " (user and database from the container)".to_string()
+            } else {
+                format!(" ({})", keys.join(", "))
+            }
         ));
         sources.push(src);
         for m in &s.mounts {
@@ -194,6 +199,8 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
                         keys: vec![("volume".into(), q(engine_name))],
                     });
                 }
+                // The stack's own files (Caddyfile, .env) are in the host files source.
+                Mount::Bind { source, .. } if is_stack_file(project, source) => {}
                 Mount::Bind { source, target } => {
                     p.undecided.push(format!(
                         "service '{}' bind-mounts {} on {target}: not included; add it to the files source's paths if it holds data you cannot recreate",
@@ -273,6 +280,13 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
     p.env_vars = env_vars.into_iter().collect();
     p.config = render(project, recipient, &p, sources.iter().chain(&volume_sources).chain([&files_source]));
     p
+}
+
+fn is_stack_file(project: &Project, f: &std::path::Path) -> bool {
+    f == project.file
+        || Some(f) == project.dotenv.as_deref()
+        || f == project.dir.join("Caddyfile")
+        || project.services.iter().any(|s| s.env_files.iter().any(|e| e == f))
 }
 
 fn postgres(s: &Service, src: &mut Source, p: &mut Plan) {
