@@ -61,10 +61,10 @@ fn print_identity_advice(identity: &Path, recipient: &str) {
         "wrote {} (mode 0600): the private key; public key {recipient}",
         identity.display()
     );
+    println!("  move it OFF this machine: a password manager and a printed copy. The server needs only the public key");
     println!(
-        "  move it OFF this machine: a password manager and a printed copy. The server needs only the public key"
+        "  (already in the config); the identity is for restore and verify. Without it no backup can be restored."
     );
-    println!("  (already in the config); the identity is for restore and verify. Without it no backup can be restored.");
 }
 
 fn starter(dir: &Path, recipient: Option<&str>) -> Result<i32> {
@@ -107,7 +107,10 @@ fn from_compose(compose: &Path, out: &Path, recipient: Option<&str>) -> Result<i
     } else {
         vec![out, &identity]
     };
-    refuse_existing(&check, "pass --config OTHER.toml, or --recipient age1… to keep your identity")?;
+    refuse_existing(
+        &check,
+        "pass --config OTHER.toml, or --recipient age1… to keep your identity",
+    )?;
     // Read everything before writing anything: a compose file drctl cannot read leaves no
     // half-made config or stray identity behind.
     let project = crate::compose::Project::load(compose, std::env::vars().collect())?;

@@ -24,7 +24,11 @@ pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<BTreeMap<Stri
             return Err(format!(".env line {}: no '=' (write KEY=value)", n + 1));
         };
         let key = line[..eq].trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+        {
             return Err(format!(".env line {}: '{key}' is not a variable name", n + 1));
         }
         let raw = line[eq + 1..].trim_start();
@@ -103,7 +107,8 @@ mod tests {
 
     #[test]
     fn dotenv_lines_as_compose_reads_them() {
-        let text = "# comment\n\nA=plain  # note\nexport B='lit ${A} #x'\nC=\"q ${A}\\n\"\nD=${A}-x\nM=\"two\nlines\"\nE=\n";
+        let text =
+            "# comment\n\nA=plain  # note\nexport B='lit ${A} #x'\nC=\"q ${A}\\n\"\nD=${A}-x\nM=\"two\nlines\"\nE=\n";
         let v = parse(text, &BTreeMap::new()).unwrap();
         assert_eq!(v["A"], "plain");
         assert_eq!(v["B"], "lit ${A} #x");

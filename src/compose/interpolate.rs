@@ -18,10 +18,7 @@ pub struct Vars {
 
 impl Vars {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.env
-            .get(name)
-            .or_else(|| self.dotenv.get(name))
-            .map(String::as_str)
+        self.env.get(name).or_else(|| self.dotenv.get(name)).map(String::as_str)
     }
 }
 
@@ -185,7 +182,12 @@ pub fn expand(text: &str, vars: &Vars, unset: &mut Vec<String>) -> Result<String
     Ok(out)
 }
 
-fn required(name: &str, operand: &str, vars: &Vars, unset: &mut Vec<String>) -> Result<InterpolateError, InterpolateError> {
+fn required(
+    name: &str,
+    operand: &str,
+    vars: &Vars,
+    unset: &mut Vec<String>,
+) -> Result<InterpolateError, InterpolateError> {
     Ok(InterpolateError::Required {
         name: name.into(),
         message: expand(operand, vars, unset)?,

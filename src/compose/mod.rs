@@ -87,7 +87,10 @@ impl Project {
             path: file.to_path_buf(),
             source,
         })?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let invalid = |message: String| ComposeError::Invalid {
             path: file.clone(),
             message,
@@ -144,7 +147,9 @@ impl Project {
             (n, "name: in the compose file")
         } else {
             (
-                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 "the directory's name",
             )
         };
@@ -233,7 +238,9 @@ impl Project {
                         }
                     };
                     mounts.push(match (source, kind.as_deref()) {
-                        (Some(src), None | Some("volume")) if !looks_like_path(&src) => Mount::Volume { key: src, target },
+                        (Some(src), None | Some("volume")) if !looks_like_path(&src) => {
+                            Mount::Volume { key: src, target }
+                        }
                         (Some(src), None | Some("bind")) => Mount::Bind {
                             source: normalize(&dir.join(expand_home(&src))),
                             target,
@@ -321,7 +328,10 @@ fn looks_like_path(s: &str) -> bool {
 
 fn expand_home(s: &str) -> PathBuf {
     match s.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
         None => PathBuf::from(s),
     }
 }
@@ -449,9 +459,18 @@ mod tests {
     fn commands_split_like_a_shell() {
         assert_eq!(
             shell_split("redis-server --appendonly yes --requirepass ${REDIS_PASSWORD}"),
-            ["redis-server", "--appendonly", "yes", "--requirepass", "${REDIS_PASSWORD}"]
+            [
+                "redis-server",
+                "--appendonly",
+                "yes",
+                "--requirepass",
+                "${REDIS_PASSWORD}"
+            ]
         );
-        assert_eq!(shell_split(r#"sh -c 'a b' "c \"d\"" e\ f"#), ["sh", "-c", "a b", "c \"d\"", "e f"]);
+        assert_eq!(
+            shell_split(r#"sh -c 'a b' "c \"d\"" e\ f"#),
+            ["sh", "-c", "a b", "c \"d\"", "e f"]
+        );
     }
 
     #[test]

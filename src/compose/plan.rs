@@ -92,7 +92,13 @@ fn q(s: &str) -> String {
 fn source_name(want: &str, taken: &mut BTreeSet<String>) -> String {
     let mut base: String = want
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(56)
         .collect();
     if base.is_empty() {
@@ -131,7 +137,10 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
             name: name.clone(),
             kind: kind.type_name(),
             comment: vec![],
-            keys: vec![("service".into(), q(&s.name)), ("compose_project".into(), q(&project.name))],
+            keys: vec![
+                ("service".into(), q(&s.name)),
+                ("compose_project".into(), q(&project.name)),
+            ],
         };
         match kind {
             DbKind::Postgres => postgres(s, &mut src, &mut p),
@@ -195,7 +204,10 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
                     volume_sources.push(Source {
                         name,
                         kind: "files",
-                        comment: vec![format!("the named volume {key} of service '{}' (mounted on {target})", s.name)],
+                        comment: vec![format!(
+                            "the named volume {key} of service '{}' (mounted on {target})",
+                            s.name
+                        )],
                         keys: vec![("volume".into(), q(engine_name))],
                     });
                 }
@@ -230,7 +242,12 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
             add(f.clone(), &mut host_files);
         }
     }
-    for o in ["docker-compose.override.yml", "compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml"] {
+    for o in [
+        "docker-compose.override.yml",
+        "compose.override.yaml",
+        "compose.override.yml",
+        "docker-compose.override.yaml",
+    ] {
         let f = project.dir.join(o);
         if f.is_file() {
             p.undecided.push(format!(
@@ -243,7 +260,11 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
     let files_name = source_name("stack-files", &mut taken);
     p.found.push(format!(
         "host files → files source '{files_name}': {}",
-        host_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        host_files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let files_source = Source {
         name: files_name,
@@ -266,7 +287,9 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
     };
 
     for k in &project.unsupported {
-        p.undecided.push(format!("{k}: not followed by this reader; add what it brings in by hand"));
+        p.undecided.push(format!(
+            "{k}: not followed by this reader; add what it brings in by hand"
+        ));
     }
     for v in &project.unset {
         p.undecided.push(format!(
@@ -274,11 +297,17 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
         ));
     }
     if sources.is_empty() {
-        p.undecided.push("no PostgreSQL, Redis or NATS service found by image".into());
+        p.undecided
+            .push("no PostgreSQL, Redis or NATS service found by image".into());
     }
 
     p.env_vars = env_vars.into_iter().collect();
-    p.config = render(project, recipient, &p, sources.iter().chain(&volume_sources).chain([&files_source]));
+    p.config = render(
+        project,
+        recipient,
+        &p,
+        sources.iter().chain(&volume_sources).chain([&files_source]),
+    );
     p
 }
 
@@ -320,8 +349,11 @@ fn postgres(s: &Service, src: &mut Source, p: &mut Plan) {
 fn file_defines(f: &std::path::Path, var: &str) -> bool {
     std::fs::read_to_string(f)
         .map(|t| {
-            t.lines()
-                .any(|l| l.trim_start().trim_start_matches("export ").starts_with(&format!("{var}=")))
+            t.lines().any(|l| {
+                l.trim_start()
+                    .trim_start_matches("export ")
+                    .starts_with(&format!("{var}="))
+            })
         })
         .unwrap_or(false)
 }
@@ -329,7 +361,13 @@ fn file_defines(f: &std::path::Path, var: &str) -> bool {
 /// The words of a command, with `sh -c "…"` scripts split too, so `--requirepass` inside a
 /// shell wrapper is still seen.
 fn words(s: &Service) -> Vec<String> {
-    let mut all: Vec<String> = s.entrypoint.iter().flatten().chain(s.command.iter().flatten()).cloned().collect();
+    let mut all: Vec<String> = s
+        .entrypoint
+        .iter()
+        .flatten()
+        .chain(s.command.iter().flatten())
+        .cloned()
+        .collect();
     if let Some(i) = all.iter().position(|w| w == "-c") {
         if i > 0 && matches!(all[i - 1].rsplit('/').next(), Some("sh" | "bash" | "ash")) && i + 1 < all.len() {
             let script = super::shell_split(&all[i + 1]);
@@ -442,7 +480,11 @@ fn nats(project: &Project, s: &Service, src: &mut Source, p: &mut Plan) -> bool 
 
 fn render<'a>(project: &Project, recipient: &str, p: &Plan, sources: impl Iterator<Item = &'a Source>) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "# drctl configuration written by `drctl init --from-compose {}`", project.file.display());
+    let _ = writeln!(
+        t,
+        "# drctl configuration written by `drctl init --from-compose {}`",
+        project.file.display()
+    );
     let _ = writeln!(
         t,
         "# for the Compose project '{}' (from {}). Check it with: drctl validate --config <this file>",
@@ -514,13 +556,55 @@ fn render<'a>(project: &Project, recipient: &str, p: &Plan, sources: impl Iterat
 mod tests {
     use super::*;
 
+    fn service(command: &str, env: &[(&str, Option<&str>)]) -> Service {
+        Service {
+            name: "redis".into(),
+            image: Some("redis:7".into()),
+            command: Some(super::super::shell_split(command)),
+            entrypoint: None,
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            env_files: vec![],
+            mounts: vec![],
+        }
+    }
+
+    fn password_of(s: &Service) -> Option<String> {
+        flag_value(&words(s), &["--requirepass"]).and_then(|raw| password_var(&raw, s))
+    }
+
+    #[test]
+    fn the_password_variable_is_found_as_written_or_through_a_shell_wrapper() {
+        let s = service("redis-server --requirepass ${REDIS_PASSWORD}", &[]);
+        assert_eq!(password_of(&s).as_deref(), Some("REDIS_PASSWORD"));
+        let s = service("redis-server --requirepass=$PW", &[]);
+        assert_eq!(password_of(&s).as_deref(), Some("PW"));
+        // `$$REDIS_PASS` is the container's variable, set from the compose variable SECRET.
+        let s = service(
+            "sh -c 'exec redis-server --requirepass \"$$REDIS_PASS\"'",
+            &[("REDIS_PASS", Some("${SECRET}"))],
+        );
+        assert_eq!(password_of(&s).as_deref(), Some("SECRET"));
+        let s = service("sh -c 'redis-server --requirepass $${P}'", &[("P", None)]);
+        assert_eq!(password_of(&s).as_deref(), Some("P"));
+        // Written literally (in the command or the environment): no variable to refer to.
+        assert_eq!(password_of(&service("redis-server --requirepass hunter2", &[])), None);
+        let s = service("sh -c 'redis-server --requirepass $$P'", &[("P", Some("hunter2"))]);
+        assert_eq!(password_of(&s), None);
+    }
+
     #[test]
     fn images_are_recognised_by_name_tag_and_digest() {
         for (image, kind) in [
             ("postgres:16-alpine", Some(DbKind::Postgres)),
             ("postgres", Some(DbKind::Postgres)),
             ("docker.io/library/postgres:16", Some(DbKind::Postgres)),
-            ("registry.example:5000/mirror/postgres:15@sha256:abcd", Some(DbKind::Postgres)),
+            (
+                "registry.example:5000/mirror/postgres:15@sha256:abcd",
+                Some(DbKind::Postgres),
+            ),
             ("postgres@sha256:abcd", Some(DbKind::Postgres)),
             ("redis:7-alpine", Some(DbKind::Redis)),
             ("docker.io/library/redis:7", Some(DbKind::Redis)),

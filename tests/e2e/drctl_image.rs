@@ -55,7 +55,13 @@ fn drctl_image_backs_up_a_postgres_container_through_the_mounted_engine_socket()
     ]);
     assert_eq!(
         tools,
-        ["/usr/bin/age", "/usr/bin/zstd", "/usr/local/bin/drctl", "no-pg_dump", "drctl"],
+        [
+            "/usr/bin/age",
+            "/usr/bin/zstd",
+            "/usr/local/bin/drctl",
+            "no-pg_dump",
+            "drctl"
+        ],
         "tools in the image"
     );
 
@@ -68,7 +74,8 @@ fn drctl_image_backs_up_a_postgres_container_through_the_mounted_engine_socket()
     // The config the container reads (read-only, recipients only) and the host's config for
     // the same storage, which restores.
     let ws = Workspace::new();
-    let source = "[[source]]\nname = \"db\"\ntype = \"postgres\"\nservice = \"postgres\"\ncompose_project = \"imgstack\"\n";
+    let source =
+        "[[source]]\nname = \"db\"\ntype = \"postgres\"\nservice = \"postgres\"\ncompose_project = \"imgstack\"\n";
     ws.write_config(&ws.fs_storage_toml("local"), source);
     let in_image = ws.path().join("in-image.toml");
     std::fs::write(

@@ -77,7 +77,11 @@ volumes:
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("Caddyfile"), "shop.example.com {\n  reverse_proxy app:8080\n}\n").unwrap();
+    std::fs::write(
+        dir.join("Caddyfile"),
+        "shop.example.com {\n  reverse_proxy app:8080\n}\n",
+    )
+    .unwrap();
     compose
 }
 
@@ -111,7 +115,10 @@ fn sources(cfg: &toml::Table) -> Vec<toml::Table> {
 }
 
 fn by_type(srcs: &[toml::Table], kind: &str) -> Vec<toml::Table> {
-    srcs.iter().filter(|s| s["type"].as_str() == Some(kind)).cloned().collect()
+    srcs.iter()
+        .filter(|s| s["type"].as_str() == Some(kind))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -130,12 +137,21 @@ fn init_from_compose_writes_service_sources_variable_references_and_lists_unknow
     // No value from .env anywhere: not in the config, not in what init printed.
     for secret in [PG_SECRET, REDIS_SECRET, "shopuser", "shopdb"] {
         assert!(!text.contains(secret), "{secret} copied into the config:\n{text}");
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed:\n{stdout}\n{stderr}"
+        );
     }
 
     let cfg: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("not TOML: {e}\n{text}"));
-    assert_eq!(cfg["encryption"]["recipients"].as_array().unwrap()[0].as_str(), Some(ws.recipient.as_str()));
-    assert!(cfg["storage"].as_array().is_some_and(|s| !s.is_empty()), "a storage placeholder");
+    assert_eq!(
+        cfg["encryption"]["recipients"].as_array().unwrap()[0].as_str(),
+        Some(ws.recipient.as_str())
+    );
+    assert!(
+        cfg["storage"].as_array().is_some_and(|s| !s.is_empty()),
+        "a storage placeholder"
+    );
     let job = &cfg["job"].as_array().unwrap()[0];
     assert_eq!(job["schedule"].as_str(), Some("0 3 * * *"), "{job}");
     let srcs = sources(&cfg);
@@ -145,7 +161,10 @@ fn init_from_compose_writes_service_sources_variable_references_and_lists_unknow
     assert_eq!(pg[0]["service"].as_str(), Some("postgres"));
     assert_eq!(pg[0]["compose_project"].as_str(), Some("shopstack"), "{text}");
     for k in ["url", "user", "database", "password", "container"] {
-        assert!(!pg[0].contains_key(k), "postgres source has {k}: the container supplies it\n{text}");
+        assert!(
+            !pg[0].contains_key(k),
+            "postgres source has {k}: the container supplies it\n{text}"
+        );
     }
 
     let redis = by_type(&srcs, "redis");
@@ -170,7 +189,12 @@ fn init_from_compose_writes_service_sources_variable_references_and_lists_unknow
     assert_eq!(volumes, ["shopstack_caddy_config", "shopstack_caddy_data"], "{text}");
     let host: Vec<&toml::Table> = files.iter().filter(|f| f.contains_key("paths")).collect();
     assert_eq!(host.len(), 1, "{text}");
-    let paths: Vec<&str> = host[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let paths: Vec<&str> = host[0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     let stack_abs = stack.canonicalize().unwrap();
     for f in ["docker-compose.yml", ".env", "Caddyfile"] {
         let want = stack_abs.join(f);
@@ -212,7 +236,12 @@ fn init_from_compose_config_for_the_issue_stack_validates() {
     let (code, stdout, stderr) = init(ws.path(), &compose, &out, &ws.recipient);
     assert_eq!(code, 0, "init:\n{stdout}\n{stderr}");
     let (code, vout, verr) = ws.run_env(&["validate"], &[("REDIS_PASSWORD", "set-by-the-daemon")]);
-    assert_eq!(code, 0, "validate:\n{vout}\n{verr}\n{}", std::fs::read_to_string(&out).unwrap());
+    assert_eq!(
+        code,
+        0,
+        "validate:\n{vout}\n{verr}\n{}",
+        std::fs::read_to_string(&out).unwrap()
+    );
     assert!(vout.contains("6 source(s)"), "{vout}");
 }
 
@@ -231,12 +260,19 @@ fn init_from_compose_never_copies_a_literal_password_and_says_what_to_set() {
     let out = ws.path().join("drctl.toml");
     let (_code, stdout, stderr) = init(ws.path(), &compose, &out, &ws.recipient);
     let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}\n{stdout}\n{stderr}"));
-    assert!(!text.contains("literal-hunter2") && !stdout.contains("literal-hunter2"), "{text}\n{stdout}");
+    assert!(
+        !text.contains("literal-hunter2") && !stdout.contains("literal-hunter2"),
+        "{text}\n{stdout}"
+    );
     let cfg: toml::Table = toml::from_str(&text).unwrap();
     let srcs = sources(&cfg);
     let redis = by_type(&srcs, "redis");
     assert_eq!(redis[0]["service"].as_str(), Some("cache"));
-    assert_eq!(redis[0]["compose_project"].as_str(), Some("lit-stack"), "name: wins, normalised");
+    assert_eq!(
+        redis[0]["compose_project"].as_str(),
+        Some("lit-stack"),
+        "name: wins, normalised"
+    );
     assert_eq!(redis[0]["password"].as_str(), Some("${REDIS_PASSWORD}"));
     assert!(stdout.contains("written in the compose file"), "{stdout}");
     // NATS with its store dir in a config file: not guessed, said.
