@@ -144,7 +144,7 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
         };
         match kind {
             DbKind::Postgres => postgres(s, &mut src, &mut p),
-            DbKind::Redis => redis(project, s, &mut src, &mut p, &mut env_vars),
+            DbKind::Redis => redis(s, &mut src, &mut p, &mut env_vars),
             DbKind::Nats => {
                 if !nats(project, s, &mut src, &mut p) {
                     continue;
@@ -408,7 +408,7 @@ fn password_var(raw: &str, s: &Service) -> Option<String> {
     sole_reference(raw)
 }
 
-fn redis(project: &Project, s: &Service, src: &mut Source, p: &mut Plan, env_vars: &mut BTreeSet<String>) {
+fn redis(s: &Service, src: &mut Source, p: &mut Plan, env_vars: &mut BTreeSet<String>) {
     src.keys.push(("mode".into(), q("file")));
     src.comment
         .push("BGSAVE, then the RDB file is streamed out of the container (no port needed)".into());
@@ -437,7 +437,6 @@ fn redis(project: &Project, s: &Service, src: &mut Source, p: &mut Plan, env_var
         src.comment
             .push("appendonly yes: the backup is the RDB BGSAVE writes (a consistent point in time)".into());
     }
-    let _ = project;
 }
 
 /// False when the service has no JetStream store to back up.
