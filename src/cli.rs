@@ -156,6 +156,14 @@ pub struct InitArgs {
     /// Where to write drctl.toml and identity.txt
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Write a config for this Docker Compose file (and the .env beside it): its PostgreSQL,
+    /// Redis and NATS services, named volumes and stack files. Written to --config (or
+    /// DRCTL_CONFIG) if given, else DIR/drctl.toml
+    #[arg(long, value_name = "COMPOSE_FILE")]
+    pub from_compose: Option<PathBuf>,
+    /// Encrypt to this age public key (age1…) instead of creating a new identity
+    #[arg(long)]
+    pub recipient: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod copy;
 pub mod daemon;

@@ -49,7 +49,7 @@ fn load_for(cli: &Cli, uses: config::Uses) -> Result<Config> {
 
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
-        Command::Init(a) => init(&a.dir),
+        Command::Init(a) => init(a, cli.config.as_deref()),
         Command::Validate => {
             let path = config::resolve_path(cli.config.as_deref());
             let cfg = config::load(&path)?;
