@@ -81,14 +81,17 @@ fn artifact_entries(ws: &Workspace) -> Vec<String> {
         .collect()
 }
 
-/// Events the engine logged for `container` of `event` type (pause, unpause).
+/// Events the engine logged for `container` of `event` type (pause, unpause). By the
+/// container's id: podman's event log is the machine's, and an earlier run may have had a
+/// container of the same name.
 fn events(engine: &DockerEngine, container: &str, event: &str) -> usize {
+    let id = engine.podman(&["inspect", "--format", "{{.Id}}", container]).join("");
     engine
         .podman(&[
             "events",
             "--stream=false",
             "--filter",
-            &format!("container={container}"),
+            &format!("container={id}"),
             "--filter",
             &format!("event={event}"),
             "--format",

@@ -487,6 +487,34 @@ fn pax_data(records: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The target server's URL for a snapshot restore into a container: its credentials, when it
+/// requires some, come from drctl's environment as the `nats` CLI takes them (`NATS_TOKEN`, or
+/// `NATS_USER` + `NATS_PASSWORD`), never from the command line.
+fn target_url(name: &str, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut u = url::Url::parse(&format!("nats://placeholder:{NATS_PORT}"))?;
+    u.set_host(Some(name))
+        .map_err(|_| anyhow!("container name '{name}' cannot be a host name"))?;
+    let set = |u: &mut url::Url, user: &str, pw: Option<&str>| -> Result<()> {
+        u.set_username(user)
+            .map_err(|_| anyhow!("cannot put the NATS user in a URL"))?;
+        u.set_password(pw)
+            .map_err(|_| anyhow!("cannot put the NATS password in a URL"))?;
+        Ok(())
+    };
+    match (
+        env("NATS_TOKEN").filter(|t| !t.is_empty()),
+        env("NATS_USER").filter(|u| !u.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            bail!("both NATS_TOKEN and NATS_USER are set for the restore target; keep the one its server uses")
+        }
+        (Some(token), None) => set(&mut u, &token, None)?,
+        (None, Some(user)) => set(&mut u, &user, env("NATS_PASSWORD").as_deref())?,
+        (None, None) => {}
+    }
+    Ok(u.to_string())
+}
+
 /// `--target container:NAME | service:NAME`.
 pub async fn restore_into_container(
     facts: &NatsFacts,
@@ -503,7 +531,8 @@ pub async fn restore_into_container(
             .resolve(place)
             .await
             .with_context(|| format!("restore of '{}'", m.source))?;
-        let url = at_container(&c, &format!("nats://{}:{NATS_PORT}", c.name), NATS_PORT).await?;
+        let base = target_url(&c.name, |k| std::env::var(k).ok())?;
+        let url = at_container(&c, &base, NATS_PORT).await?;
         let tar = fetch_to_scratch(storages, entry, identities, "snapshot.tar", opts.scratch_dir).await?;
         let streams = snapshot::restore(&tar.file, &url, opts.clean).await?;
         return Ok(Restored::NatsStreams {
@@ -638,6 +667,29 @@ fn check_store_tar(file: &Path) -> Result<(u64, bool)> {
         std::io::copy(&mut e, &mut std::io::sink()).context("the backup's archive is damaged")?;
     }
     Ok((files, js))
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn target_credentials_come_from_the_environment_encoded() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(target_url("app-nats-1", env(&[])).unwrap(), "nats://app-nats-1:4222");
+        assert_eq!(
+            target_url("nats", env(&[("NATS_TOKEN", "t@k/en")])).unwrap(),
+            "nats://t%40k%2Fen@nats:4222"
+        );
+        assert_eq!(
+            target_url("nats", env(&[("NATS_USER", "app"), ("NATS_PASSWORD", "p:w@")])).unwrap(),
+            "nats://app:p%3Aw%40@nats:4222"
+        );
+        let e = target_url("nats", env(&[("NATS_USER", "a"), ("NATS_TOKEN", "t")])).unwrap_err();
+        assert!(e.to_string().contains("both"), "{e}");
+    }
 }
 
 #[cfg(test)]
