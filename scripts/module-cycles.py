@@ -20,7 +20,7 @@ LAYERS = [
     # the model: config, manifests, kinds, the streaming pass, fetching and verifying one backup
     ["catalog", "config", "fetch", "pin", "pipeline", "sources", "verification"],
     # operations
-    ["events", "backup", "restore", "verify", "prune", "check", "copy", "jobs", "daemon"],
+    ["events", "backup", "restore", "verify", "prune", "check", "copy", "jobs", "daemon", "compose"],
     # the command line
     ["cli", "commands"],
 ]

@@ -48,20 +48,7 @@ fn workspace(source_keys: &str) -> Workspace {
 
 /// drctl with DOCKER_HOST set and a PATH with no pg_dump, psql or docker CLI on it.
 fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
-    let empty = ws.path().join("empty-bin");
-    std::fs::create_dir_all(&empty).unwrap();
-    let out = ws
-        .drctl()
-        .args(args)
-        .env("DOCKER_HOST", &engine.host)
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    engine.run_drctl(ws, args, &[])
 }
 
 fn manifests(root: &Path) -> Vec<std::path::PathBuf> {
@@ -395,13 +382,8 @@ fn sigterm_during_a_container_backup_stops_promptly_commits_nothing_and_leaves_n
     ] {
         let mut lock = lock_users(&engine, &pg);
         let ws = workspace(keys);
-        let empty = ws.path().join("empty-bin");
-        std::fs::create_dir_all(&empty).unwrap();
-        let child = ws
-            .drctl()
-            .arg("backup")
-            .env("DOCKER_HOST", &engine.host)
-            .env("PATH", &empty)
+        let child = engine
+            .drctl(&ws, &["backup"])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

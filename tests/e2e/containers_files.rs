@@ -8,20 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// drctl with DOCKER_HOST set and a PATH with no tool on it (no docker CLI, no tar).
 fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
-    let empty = ws.path().join("empty-bin");
-    std::fs::create_dir_all(&empty).unwrap();
-    let out = ws
-        .drctl()
-        .args(args)
-        .env("DOCKER_HOST", &engine.host)
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    engine.run_drctl(ws, args, &[])
 }
 
 fn workspace(sources: &str) -> Workspace {

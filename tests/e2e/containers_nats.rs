@@ -19,20 +19,11 @@ fn workspace(keys: &str) -> Workspace {
 
 /// drctl with DOCKER_HOST set and a PATH with no nats-server, tar or docker CLI on it.
 fn drctl_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> std::process::Command {
-    let empty = ws.path().join("empty-bin");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut c = ws.drctl();
-    c.args(args).env("DOCKER_HOST", &engine.host).env("PATH", &empty);
-    c
+    engine.drctl(ws, args)
 }
 
 fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
-    let out = drctl_in(ws, engine, args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    engine.run_drctl(ws, args, &[])
 }
 
 fn restore_args<'a>(ws: &'a Workspace, extra: &[&'a str]) -> Vec<&'a str> {

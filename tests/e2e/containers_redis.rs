@@ -20,19 +20,7 @@ fn workspace(keys: &str) -> Workspace {
 
 /// drctl with DOCKER_HOST set, `env`, and a PATH with no redis-cli, redis-server or docker CLI.
 fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let empty = ws.path().join("empty-bin");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut c = ws.drctl();
-    c.args(args).env("DOCKER_HOST", &engine.host).env("PATH", &empty);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    engine.run_drctl(ws, args, env)
 }
 
 /// Every stored file under `dir` of the fs storage `local` (`manifests`, `data`).

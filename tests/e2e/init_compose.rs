@@ -283,20 +283,7 @@ fn init_from_compose_never_copies_a_literal_password_and_says_what_to_set() {
 
 /// drctl with DOCKER_HOST set and a PATH with no database tools or docker CLI.
 fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
-    let empty = ws.path().join("empty-bin");
-    std::fs::create_dir_all(&empty).unwrap();
-    let out = ws
-        .drctl()
-        .args(args)
-        .env("DOCKER_HOST", &engine.host)
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    engine.run_drctl(ws, args, &[])
 }
 
 #[test]

@@ -86,6 +86,30 @@ impl DockerEngine {
     }
 
     /// The podman CLI against this engine's storage, to spawn.
+    /// drctl with DOCKER_HOST pointing at this engine and a PATH with no tool on it (no
+    /// database tools, no docker CLI, no tar): whatever it does, it does through the engine.
+    pub fn drctl(&self, ws: &super::Workspace, args: &[&str]) -> Command {
+        let empty = ws.path().join("empty-bin");
+        std::fs::create_dir_all(&empty).unwrap();
+        let mut c = ws.drctl();
+        c.args(args).env("DOCKER_HOST", &self.host).env("PATH", &empty);
+        c
+    }
+
+    /// [`DockerEngine::drctl`] run to the end, with `env` added: (exit code, stdout, stderr).
+    pub fn run_drctl(&self, ws: &super::Workspace, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut c = self.drctl(ws, args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// The podman configuration that points the CLI at this engine's storage.
     pub fn containers_conf(&self) -> std::path::PathBuf {
         self.dir.path().join("containers.conf")
