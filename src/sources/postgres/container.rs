@@ -366,7 +366,7 @@ pub async fn restore_into(
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let dir = format!("drctl-restore-{}", format!("{:016x}", rand::random::<u64>()));
+    let dir = format!("drctl-restore-{:016x}", rand::random::<u64>());
     let size = tokio::fs::metadata(&dump.file).await?.len();
     let file = tokio::fs::File::open(&dump.file).await?;
     let tar = single_file_tar(&dir, "dump.pgdump", size, ids, file)?;
