@@ -287,7 +287,7 @@ fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String,
 }
 
 #[test]
-fn init_from_compose_config_backs_up_the_running_postgres_service_and_the_stack_files() {
+fn init_from_compose_config_backs_up_the_running_stack_and_its_files() {
     let _g = exclusive();
     let ws = Workspace::new();
     let dir = ws.path().join("stack");
@@ -295,13 +295,16 @@ fn init_from_compose_config_backs_up_the_running_postgres_service_and_the_stack_
     // COMPOSE_PROJECT_NAME from .env names the project, as Compose does.
     std::fs::write(
         dir.join(".env"),
-        format!("COMPOSE_PROJECT_NAME=initshop\nPOSTGRES_USER=app\nPOSTGRES_PASSWORD={PG_SECRET}\nPOSTGRES_DB=appdb\n"),
+        format!("COMPOSE_PROJECT_NAME=initshop\nPOSTGRES_USER=app\nPOSTGRES_PASSWORD={PG_SECRET}\nPOSTGRES_DB=appdb\nREDIS_PASSWORD={REDIS_SECRET}\n"),
     )
     .unwrap();
     let compose = dir.join("docker-compose.yml");
     std::fs::write(
         &compose,
-        "services:\n  postgres:\n    image: postgres:16-alpine\n    container_name: initshop-db\n    env_file: .env\n    volumes: [pgdata:/var/lib/postgresql/data]\n  web:\n    image: ghcr.io/example/web:2\nvolumes:\n  pgdata: {}\n",
+        "services:\n  postgres:\n    image: postgres:16-alpine\n    container_name: initshop-db\n    env_file: .env\n    volumes: [pgdata:/var/lib/postgresql/data]\n  \
+         redis:\n    image: redis:7-alpine\n    command: redis-server --appendonly yes --requirepass ${REDIS_PASSWORD}\n    volumes: [redisdata:/data]\n  \
+         nats:\n    image: nats:2.10\n    command: -js -sd /data\n    volumes: [natsdata:/data]\n  \
+         web:\n    image: ghcr.io/example/web:2\nvolumes:\n  pgdata: {}\n  redisdata: {}\n  natsdata: {}\n",
     )
     .unwrap();
     let out = ws.path().join("drctl.toml");
@@ -324,18 +327,57 @@ fn init_from_compose_config_backs_up_the_running_postgres_service_and_the_stack_
         "create table orders (id int primary key, item text); insert into orders select g, 'item ' || g from generate_series(1, 250) g;",
     );
 
-    let (code, bout, berr) = run_in(&ws, &engine, &["backup"]);
+    engine.compose_redis_with(
+        "initshop",
+        "redis",
+        "initshop-redis-1",
+        &["--appendonly", "yes", "--requirepass", REDIS_SECRET],
+        &RedisOpts {
+            volume: None,
+            password: Some(REDIS_SECRET.into()),
+        },
+    );
+    engine.redis_cli_in("initshop-redis-1", Some(REDIS_SECRET), &["SET", "cart:1", "3 apples"]);
+    let nats = engine.compose_nats("initshop", "nats", "initshop-nats-1", true);
+    let mut nc = engine.nats_client(&nats);
+    seed_jetstream(&mut nc, 20);
+    drop(nc);
+
+    // The daemon's environment has the variables init named; nothing else was edited.
+    let secrets = [("REDIS_PASSWORD", REDIS_SECRET)];
+    let (code, bout, berr) = engine.run_drctl(&ws, &["backup"], &secrets);
     assert_eq!(code, 0, "backup with the generated config:\n{bout}\n{berr}");
-    let list = ws.list_json();
+    assert!(!bout.contains(REDIS_SECRET) && !berr.contains(REDIS_SECRET));
+    let (code, lout, lerr) = engine.run_drctl(&ws, &["list", "--json"], &secrets);
+    assert_eq!(code, 0, "{lerr}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&lout).unwrap();
     let mut got: Vec<&str> = list.iter().map(|b| b["source"].as_str().unwrap()).collect();
     got.sort();
-    assert_eq!(got, ["postgres", "stack-files"], "{list:?}");
+    assert_eq!(got, ["nats", "postgres", "redis", "stack-files"], "{list:?}");
+    let redis = list.iter().find(|b| b["source"] == "redis").unwrap();
+    assert_eq!(redis["facts"]["key_counts"]["db0"]["keys"], 1, "{redis}");
+    let nats_b = list.iter().find(|b| b["source"] == "nats").unwrap();
+    assert!(nats_b["facts"]["file_count"].as_u64().unwrap() >= 4, "{nats_b}");
     let pgb = list.iter().find(|b| b["source"] == "postgres").unwrap();
     assert_eq!(pgb["facts"]["database"], "appdb", "{pgb}");
 
     // The stack files come back byte for byte; the postgres dump lists the table.
     let restored = ws.path().join("restored");
-    let (code, rout, rerr) = ws.restore_to(&restored, &["--source", "stack-files"]);
+    let (code, rout, rerr) = engine.run_drctl(
+        &ws,
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--identity",
+            ws.identity.to_str().unwrap(),
+            "--output-dir",
+            restored.to_str().unwrap(),
+            "--source",
+            "stack-files",
+        ],
+        &secrets,
+    );
     assert_eq!(code, 0, "{rout}\n{rerr}");
     let env_back = files_under(&restored)
         .into_iter()
@@ -346,7 +388,21 @@ fn init_from_compose_config_backs_up_the_running_postgres_service_and_the_stack_
         std::fs::read(dir.join(".env")).unwrap()
     );
     let dumps = ws.path().join("dumps");
-    let (code, rout, rerr) = ws.restore_to(&dumps, &["--source", "postgres"]);
+    let (code, rout, rerr) = engine.run_drctl(
+        &ws,
+        &[
+            "restore",
+            "--at",
+            "now",
+            "--identity",
+            ws.identity.to_str().unwrap(),
+            "--output-dir",
+            dumps.to_str().unwrap(),
+            "--source",
+            "postgres",
+        ],
+        &secrets,
+    );
     assert_eq!(code, 0, "{rout}\n{rerr}");
     let dump = files_under(&dumps).into_iter().next().expect("a dump");
     let listing = std::process::Command::new(pg_bindir().join("pg_restore"))
