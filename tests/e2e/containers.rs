@@ -3,7 +3,6 @@
 //! through a real Docker-API engine (podman's service), restored with the host path.
 
 use crate::support::*;
-use std::path::Path;
 
 /// The container's rows in the same shape as `Postgres::contents`.
 fn contents_in(engine: &DockerEngine, pg: &ComposePostgres) -> String {
@@ -51,22 +50,6 @@ fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String,
     engine.run_drctl(ws, args, &[])
 }
 
-fn manifests(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("manifests/") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// The rows of `users` each backup counted (decrypted with the workspace's identity), sorted.
 fn users_counted(ws: &Workspace) -> Vec<i64> {
     let ident = ws.identity.to_str().unwrap();
@@ -96,7 +79,7 @@ fn postgres_in_a_container_with_no_published_port_is_backed_up_by_service_withou
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
     let list = ws.list_json();
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(manifests(&ws.fs_root("local")).len(), 1, "one manifest committed");
+    assert_eq!(manifest_files(&ws.fs_root("local")).len(), 1, "one manifest committed");
     let facts = &list[0]["facts"];
     assert_eq!(
         facts["database"], "appdb",
@@ -209,7 +192,7 @@ fn a_failing_exec_aborts_the_container_backup_with_its_stderr_and_commits_nothin
         err.contains("pg_dump for 'app-db'") && err.contains("permission denied for table secrets"),
         "the error carries pg_dump's stderr: {err}"
     );
-    assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+    assert!(manifest_files(&ws.fs_root("local")).is_empty(), "nothing committed");
 
     let ws = workspace("service = \"postgres\"\ndatabase = \"nosuchdb\"\n");
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
@@ -218,7 +201,7 @@ fn a_failing_exec_aborts_the_container_backup_with_its_stderr_and_commits_nothin
         err.contains("database \"nosuchdb\" does not exist") && err.contains("database = …"),
         "{err}"
     );
-    assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+    assert!(manifest_files(&ws.fs_root("local")).is_empty(), "nothing committed");
 
     let ws = workspace("container = \"crm-postgres-9\"\n");
     let (code, _, err) = run_in(&ws, &engine, &["backup"]);
@@ -229,7 +212,7 @@ fn a_failing_exec_aborts_the_container_backup_with_its_stderr_and_commits_nothin
     let ws = workspace("container = \"crm-postgres-1\"\n");
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup by container name:\n{out}\n{err}");
-    assert_eq!(manifests(&ws.fs_root("local")).len(), 1);
+    assert_eq!(manifest_files(&ws.fs_root("local")).len(), 1);
 
     let ws = workspace("service = \"redis-by-mistake\"\n");
     let (code, _, err) = run_in(&ws, &engine, &["backup"]);
@@ -410,7 +393,7 @@ fn sigterm_during_a_container_backup_stops_promptly_commits_nothing_and_leaves_n
         assert_eq!(out.status.code(), Some(1), "{keys}: {err}");
         assert!(t0.elapsed().as_secs() < 10, "SIGTERM took {:?}", t0.elapsed());
         assert!(err.contains("interrupted"), "{err}");
-        assert!(manifests(&ws.fs_root("local")).is_empty(), "nothing committed");
+        assert!(manifest_files(&ws.fs_root("local")).is_empty(), "nothing committed");
 
         // Once the lock is gone, drctl's sessions in the container end: none is left holding a
         // transaction (a snapshot that would stop vacuum) after drctl exited.
@@ -457,7 +440,7 @@ fn a_backup_restores_into_a_fresh_container_with_its_roles_and_the_app_logs_in_w
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
     // The roles (with password hashes) are kept encrypted, not in the plaintext manifest.
-    for m in manifests(&ws.fs_root("local")) {
+    for m in manifest_files(&ws.fs_root("local")) {
         let text = std::fs::read_to_string(&m).unwrap();
         assert!(
             !text.contains("SCRAM-SHA-256") && !text.contains("webapp"),

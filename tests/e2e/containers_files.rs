@@ -17,22 +17,6 @@ fn workspace(sources: &str) -> Workspace {
     ws
 }
 
-fn manifests(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("manifests/") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// `restore --at now --output-dir DIR` of `source`; DIR.
 fn restore(ws: &Workspace, engine: &DockerEngine, source: &str) -> (PathBuf, String) {
     let dir = ws.path().join(format!("restored-{source}"));
@@ -116,7 +100,7 @@ fn files_of_a_compose_service_are_backed_up_with_excludes_and_restored_byte_for_
 
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
-    assert_eq!(manifests(&ws.fs_root("local")).len(), 1);
+    assert_eq!(manifest_files(&ws.fs_root("local")).len(), 1);
     let list = ws.list_json();
     let facts = &list[0]["facts"];
     assert_eq!(facts["origin"]["in"], "container", "{facts}");
@@ -179,7 +163,7 @@ fn a_named_volume_no_container_mounts_is_read_through_a_temporary_container_that
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
-    assert_eq!(manifests(&ws.fs_root("local")).len(), 2);
+    assert_eq!(manifest_files(&ws.fs_root("local")).len(), 2);
 
     // A reader was created for each source, never started, and removed.
     let events = reader_events(&engine, &since);
@@ -240,7 +224,7 @@ fn a_named_volume_no_container_mounts_is_read_through_a_temporary_container_that
             && err.contains("nothing was committed"),
         "{err}"
     );
-    assert!(manifests(&ws3.fs_root("local")).is_empty());
+    assert!(manifest_files(&ws3.fs_root("local")).is_empty());
     let events = reader_events(&engine, &since);
     let count = |what: &str| events.iter().filter(|l| l.starts_with(what)).count();
     assert_eq!((count("create"), count("remove")), (1, 1), "{events:?}");
@@ -251,7 +235,7 @@ fn a_named_volume_no_container_mounts_is_read_through_a_temporary_container_that
     let (code, out, err) = run_in(&ws2, &engine, &["backup"]);
     assert_ne!(code, 0, "{out}\n{err}");
     assert!(err.contains("no volume named 'no_such_volume_here'"), "{err}");
-    assert!(manifests(&ws2.fs_root("local")).is_empty());
+    assert!(manifest_files(&ws2.fs_root("local")).is_empty());
     let vols = engine.podman(&["volume", "ls", "--format", "{{.Name}}"]);
     assert!(!vols.iter().any(|v| v == "no_such_volume_here"), "{vols:?}");
     assert_eq!(fx.volume_readers(), Vec::<String>::new());
@@ -350,7 +334,7 @@ fn a_missing_path_in_a_container_fails_the_backup_with_nothing_committed() {
                 && err.contains("nothing was committed"),
             "{paths}: {err}"
         );
-        assert!(manifests(&ws.fs_root("local")).is_empty(), "{paths}");
+        assert!(manifest_files(&ws.fs_root("local")).is_empty(), "{paths}");
     }
     // A relative path is a config error naming the key, before anything is touched.
     let ws = workspace(&format!(

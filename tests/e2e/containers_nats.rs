@@ -40,13 +40,6 @@ fn restore_args<'a>(ws: &'a Workspace, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-fn manifests(ws: &Workspace) -> Vec<String> {
-    files_under(&ws.fs_root("local"))
-        .into_iter()
-        .filter(|f| f.starts_with("manifests/"))
-        .collect()
-}
-
 /// The entry names of the stored artifact, decrypted and decompressed by hand.
 fn artifact_entries(ws: &Workspace) -> Vec<String> {
     let root = ws.fs_root("local");
@@ -112,7 +105,7 @@ fn nats_tarball_in_a_scratch_container_is_copied_paused_and_restored_into_a_fres
     let ws = workspace("service = \"nats\"\nmode = \"tarball\"\ndata_dir = \"/data\"\npause = true\n");
     let (code, out, err) = run_in(&ws, &engine, &["backup"]);
     assert_eq!(code, 0, "backup failed:\n{out}\n{err}");
-    assert_eq!(manifests(&ws).len(), 1);
+    assert_eq!(manifest_files(&ws.fs_root("local")).len(), 1);
     let facts = &ws.list_json()[0]["facts"];
     assert!(facts["file_count"].as_u64().unwrap() >= 4, "{facts}");
     assert!(facts["file_bytes"].as_u64().unwrap() > 400 * 10, "{facts}");
@@ -228,7 +221,7 @@ fn nats_pause_is_undone_after_a_timeout_and_after_sigterm_mid_copy() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("took longer than pause_timeout (1s)"), "{err}");
     assert_eq!(engine.state(&nats.name), "running");
-    assert!(manifests(&ws).is_empty(), "nothing committed");
+    assert!(manifest_files(&ws.fs_root("local")).is_empty(), "nothing committed");
 
     // SIGTERM while paused mid-copy: drctl stops, and unpauses first.
     let ws = workspace("service = \"nats\"\nmode = \"tarball\"\ndata_dir = \"/data\"\npause = true\n");
@@ -255,7 +248,10 @@ fn nats_pause_is_undone_after_a_timeout_and_after_sigterm_mid_copy() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert_eq!(engine.state(&nats.name), "running", "unpaused after SIGTERM: {err}");
-    assert!(manifests(&ws).is_empty(), "nothing committed: {err}");
+    assert!(
+        manifest_files(&ws.fs_root("local")).is_empty(),
+        "nothing committed: {err}"
+    );
     // And the server still serves.
     let after = jetstream_contents(&mut engine.nats_client(&nats));
     assert_eq!(after["ORDERS"]["messages"], 50);
@@ -273,7 +269,7 @@ fn nats_missing_data_dir_in_a_container_is_a_clear_error_with_nothing_committed(
         err.contains("/srv/nats") && err.contains("no such file or directory") && err.contains("-sd"),
         "{err}"
     );
-    assert!(manifests(&ws).is_empty(), "nothing committed");
+    assert!(manifest_files(&ws.fs_root("local")).is_empty(), "nothing committed");
     assert_eq!(engine.state(&nats.name), "running", "unpaused after the error");
 
     // pause without a container, or with snapshot mode, is a config error naming the key.

@@ -281,11 +281,6 @@ fn init_from_compose_never_copies_a_literal_password_and_says_what_to_set() {
     assert!(text.contains("TO CHECK"), "{text}");
 }
 
-/// drctl with DOCKER_HOST set and a PATH with no database tools or docker CLI.
-fn run_in(ws: &Workspace, engine: &DockerEngine, args: &[&str]) -> (i32, String, String) {
-    engine.run_drctl(ws, args, &[])
-}
-
 #[test]
 fn init_from_compose_config_backs_up_the_running_stack_and_its_files() {
     let _g = exclusive();

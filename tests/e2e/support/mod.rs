@@ -69,6 +69,15 @@ fn wait_port(port: u16, what: &str, timeout: Duration) {
 }
 
 /// All files below `dir`, relative, sorted.
+/// The manifest files of an fs storage whose root is `root` (absolute paths).
+pub fn manifest_files(root: &Path) -> Vec<std::path::PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| f.starts_with("manifests/"))
+        .map(|f| root.join(f))
+        .collect()
+}
+
 pub fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
