@@ -59,6 +59,53 @@ pub enum Command {
     Check(CheckArgs),
     /// Copy complete backups that one storage lacks from another
     Copy(CopyArgs),
+    /// Archive one WAL file: PostgreSQL's archive_command = 'drctl wal-push --source NAME %p'.
+    /// Exits 0 once the file is stored on every storage (or already was, with the same
+    /// content), else 1 — never anything else
+    WalPush(WalPushArgs),
+    /// Fetch one WAL file: restore_command = 'drctl wal-fetch --source NAME %f %p'. Exits 1
+    /// only when it is not archived (the end of recovery); any other failure exits 126, which
+    /// stops recovery instead of ending it early
+    WalFetch(WalFetchArgs),
+    /// Download the WAL segments after one into the read-ahead cache (started by wal-fetch)
+    #[command(hide = true)]
+    WalPrefetch(WalPrefetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The postgres_cluster source whose archive this is
+    #[arg(long, short = 's')]
+    pub source: String,
+    /// The file (%p)
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    #[arg(long, short = 's')]
+    pub source: String,
+    /// age identity file [default: encryption.identity_file]
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
+    /// The WAL file's name (%f)
+    pub file: String,
+    /// Where to write it (%p)
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalPrefetchArgs {
+    #[arg(long, short = 's')]
+    pub source: String,
+    #[arg(long, short = 'i')]
+    pub identity: Option<PathBuf>,
+    /// The segment just served
+    #[arg(long)]
+    pub after: String,
+    /// The cache directory
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -261,4 +308,15 @@ pub struct RestoreArgs {
     /// [default: <state_dir>/scratch]
     #[arg(long)]
     pub scratch_dir: Option<PathBuf>,
+    /// postgres_cluster: write the base backup into this new or empty data directory and set
+    /// up point-in-time recovery to --at (a time with an offset, or now: the end of the archive)
+    #[arg(long, conflicts_with_all = ["target_url", "target", "output_dir"])]
+    pub target_datadir: Option<PathBuf>,
+    /// With --target-datadir: start PostgreSQL on it (on --port), wait for recovery to finish,
+    /// and print the point reached
+    #[arg(long, requires = "target_datadir")]
+    pub start: bool,
+    /// The port for --start
+    #[arg(long, requires = "start")]
+    pub port: Option<u16>,
 }

@@ -8,6 +8,9 @@
 //! pins/<source>/<id>.json                       `backup --keep`: never pruned until `unpin`
 //! locks/<id>.json                               present only while a backup or prune runs
 //! index/<source>.json                           the source's manifests in one object: a cache
+//! wal/<source>/archive.json                     the PostgreSQL cluster a WAL archive belongs to
+//! wal/<source>/<TLI>/<file>[.zst|.gz].age       a WAL file (segment, timeline history, backup label)
+//! wal/<source>/<TLI>/<file>.json                its record, written last: presence means "archived"
 //! .tmp/                                         fs storages: uploads in progress
 //! ```
 
@@ -17,6 +20,7 @@ pub const VERIFY: &str = "verify/";
 pub const LOCKS: &str = "locks/";
 pub const PINS: &str = "pins/";
 pub const INDEX: &str = "index/";
+pub const WAL: &str = "wal/";
 /// OpenDAL's fs backend writes here first and renames on completion.
 pub const FS_TEMP: &str = ".tmp/";
 
@@ -45,6 +49,31 @@ pub fn manifest_key(source: &str, id: &str) -> String {
 /// `index/<source>.json`: a copy of the source's manifests (see `catalog::Index`).
 pub fn index_key(source: &str) -> String {
     format!("{INDEX}{source}.json")
+}
+
+/// `wal/<source>/`: a `postgres_cluster` source's WAL archive.
+pub fn wal_prefix(source: &str) -> String {
+    format!("{WAL}{source}/")
+}
+
+/// `wal/<source>/archive.json`: the cluster the archive belongs to.
+pub fn wal_archive_key(source: &str) -> String {
+    format!("{WAL}{source}/archive.json")
+}
+
+/// `wal/<source>/<TLI>/`: the files of one timeline, in LSN order when listed by name.
+pub fn wal_timeline_prefix(source: &str, timeline: u32) -> String {
+    format!("{WAL}{source}/{timeline:08X}/")
+}
+
+/// A WAL file's data object (`suffix`: the compression's, ".zst", ".gz" or "").
+pub fn wal_data_key(source: &str, timeline: u32, file: &str, suffix: &str) -> String {
+    format!("{WAL}{source}/{timeline:08X}/{file}{suffix}.age")
+}
+
+/// A WAL file's record, written after its data.
+pub fn wal_record_key(source: &str, timeline: u32, file: &str) -> String {
+    format!("{WAL}{source}/{timeline:08X}/{file}.json")
 }
 
 pub fn verify_key(source: &str, id: &str) -> String {

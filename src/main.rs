@@ -41,7 +41,37 @@ fn init_logging(cli: &Cli) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // PostgreSQL reads wal-push's and wal-fetch's exit codes (commands/wal.rs): a
+            // mistyped archive_command must not look like a crash, nor a mistyped
+            // restore_command like the end of the archive.
+            let _ = e.print();
+            let args: Vec<String> = std::env::args().collect();
+            std::process::exit(if args.iter().any(|a| a == "wal-push") {
+                1
+            } else if args.iter().any(|a| a == "wal-fetch") {
+                126
+            } else {
+                e.exit_code()
+            });
+        }
+        Err(e) => e.exit(),
+    };
+    // The same for a panic: 1 for wal-push, 126 for wal-fetch, whatever thread it is on.
+    let panic_code = match &cli.command {
+        drctl::cli::Command::WalPush(_) => Some(1),
+        drctl::cli::Command::WalFetch(_) => Some(126),
+        _ => None,
+    };
+    if let Some(code) = panic_code {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::exit(code);
+        }));
+    }
     init_logging(&cli);
     {
         use std::io::IsTerminal;

@@ -196,19 +196,47 @@ impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Tallied<R> {
     }
 }
 
+/// What a reader needs to know of a sealed object: what it is (for messages: "backup 2026… of
+/// 'app-db'", "WAL file 0000… of 'app-cluster'"), both digests, the compression, the recipients.
+pub struct Item<'a> {
+    pub what: &'static str,
+    pub id: &'a str,
+    pub source: &'a str,
+    pub plain: &'a Digest,
+    pub stored: &'a Digest,
+    pub algorithm: Algorithm,
+    pub recipients: &'a [String],
+}
+
+impl Manifest {
+    pub fn item(&self) -> Item<'_> {
+        Item {
+            what: "backup",
+            id: &self.id,
+            source: &self.source,
+            plain: &self.plain,
+            stored: &self.stored,
+            algorithm: self.compression.algorithm,
+            recipients: &self.recipients,
+        }
+    }
+}
+
 /// Why a stored backup could not be opened, where callers decide by the reason: a wrong
 /// identity fails on every storage alike (so restore stops trying others), a damaged object is
 /// a reason to try the next storage.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("wrong identity: none of the given identities can decrypt backup {id} of '{source_name}' (it was encrypted to {recipients}); pass --identity with the matching AGE-SECRET-KEY file")]
+    #[error("wrong identity: none of the given identities can decrypt {what} {id} of '{source_name}' (it was encrypted to {recipients}); pass --identity with the matching AGE-SECRET-KEY file")]
     WrongIdentity {
+        what: &'static str,
         id: String,
         source_name: String,
         recipients: String,
     },
-    #[error("backup {id} of '{source_name}': object {key} on storage '{storage}' is damaged or was altered (age: {detail}); try another storage with --storage")]
+    #[error("{what} {id} of '{source_name}': object {key} on storage '{storage}' is damaged or was altered (age: {detail}); try another storage with --storage")]
     Damaged {
+        what: &'static str,
         id: String,
         source_name: String,
         key: String,
@@ -218,17 +246,19 @@ pub enum OpenError {
 }
 
 /// What went wrong reading a stored object, so that the message can say what to do.
-fn describe_decrypt_error(e: age::DecryptError, m: &Manifest, key: &str, storage: &str) -> anyhow::Error {
+fn describe_decrypt_error(e: age::DecryptError, m: &Item<'_>, key: &str, storage: &str) -> anyhow::Error {
     match e {
         age::DecryptError::NoMatchingKeys => OpenError::WrongIdentity {
-            id: m.id.clone(),
-            source_name: m.source.clone(),
+            what: m.what,
+            id: m.id.to_string(),
+            source_name: m.source.to_string(),
             recipients: m.recipients.join(", "),
         }
         .into(),
         other => OpenError::Damaged {
-            id: m.id.clone(),
-            source_name: m.source.clone(),
+            what: m.what,
+            id: m.id.to_string(),
+            source_name: m.source.to_string(),
             key: key.to_string(),
             storage: storage.to_string(),
             detail: other.to_string(),
@@ -247,14 +277,24 @@ pub async fn stored_reader(
     m: &Manifest,
     objects: &[crate::catalog::Object],
 ) -> Result<Box<dyn futures::AsyncRead + Unpin + Send>> {
+    stored_item_reader(storage, &m.item(), objects).await
+}
+
+/// [`stored_reader`] for any sealed object (a backup's artifact, a WAL file).
+pub async fn stored_item_reader(
+    storage: &Storage,
+    m: &Item<'_>,
+    objects: &[crate::catalog::Object],
+) -> Result<Box<dyn futures::AsyncRead + Unpin + Send>> {
     use futures::AsyncReadExt as _;
     if objects.is_empty() {
-        bail!("manifest {} of '{}' lists no objects", m.id, m.source);
+        bail!("manifest of {} {} of '{}' lists no objects", m.what, m.id, m.source);
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     if total != m.stored.size {
         bail!(
-            "manifest {} of '{}' is inconsistent: its objects add up to {total} bytes, not {}",
+            "manifest of {} {} of '{}' is inconsistent: its objects add up to {total} bytes, not {}",
+            m.what,
             m.id,
             m.source,
             m.stored.size
@@ -265,7 +305,8 @@ pub async fn stored_reader(
         let actual = match storage.op.stat(&obj.key).await {
             Ok(meta) => meta.content_length(),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => bail!(
-                "backup {} of '{}': object {} on storage '{}' is missing; try another storage with --storage",
+                "{} {} of '{}': object {} on storage '{}' is missing; try another storage with --storage",
+                m.what,
                 m.id,
                 m.source,
                 obj.key,
@@ -279,7 +320,8 @@ pub async fn stored_reader(
         };
         if actual != obj.size {
             bail!(
-                "backup {} of '{}': object {} on storage '{}' is {} bytes but the manifest says {}: it was truncated or replaced; try another storage with --storage",
+                "{} {} of '{}': object {} on storage '{}' is {} bytes but the manifest says {}: it was truncated or replaced; try another storage with --storage",
+                m.what,
                 m.id,
                 m.source,
                 obj.key,
@@ -312,13 +354,24 @@ pub async fn open_into(
     identities: &Identities,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<Sealed> {
+    open_item_into(storage, &m.item(), objects, identities, out).await
+}
+
+/// [`open_into`] for any sealed object (a backup's artifact, a WAL file).
+pub async fn open_item_into(
+    storage: &Storage,
+    m: &Item<'_>,
+    objects: &[crate::catalog::Object],
+    identities: &Identities,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<Sealed> {
     let obj = &objects
         .first()
-        .ok_or_else(|| anyhow!("manifest {} of '{}' lists no objects", m.id, m.source))?
+        .ok_or_else(|| anyhow!("manifest of {} {} of '{}' lists no objects", m.what, m.id, m.source))?
         .clone();
-    let reader = stored_reader(storage, m, objects).await?;
+    let reader = stored_item_reader(storage, m, objects).await?;
     let stored_tally = Arc::new(Mutex::new(Tally::default()));
-    let progress = crate::progress::bytes(m.stored.size, &m.source);
+    let progress = crate::progress::bytes(m.stored.size, m.source);
     let tallied = futures::io::BufReader::with_capacity(
         64 * 1024,
         Tallied {
@@ -334,7 +387,7 @@ pub async fn open_into(
         .decrypt_async(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| describe_decrypt_error(e, m, &obj.key, &storage.name))?;
     let decrypted = BufReader::with_capacity(64 * 1024, decrypted.compat());
-    let mut plain_reader: Box<dyn AsyncRead + Unpin + Send> = match m.compression.algorithm {
+    let mut plain_reader: Box<dyn AsyncRead + Unpin + Send> = match m.algorithm {
         Algorithm::Zstd => Box::new(ZstdDecoder::new(decrypted)),
         Algorithm::Gzip => Box::new(GzipDecoder::new(decrypted)),
         Algorithm::None => Box::new(decrypted),
@@ -344,7 +397,8 @@ pub async fn open_into(
     loop {
         let n = plain_reader.read(&mut buf).await.map_err(|e| {
             anyhow!(
-                "backup {} of '{}': object {} on storage '{}' is damaged or was altered ({e}); try another storage with --storage",
+                "{} {} of '{}': object {} on storage '{}' is damaged or was altered ({e}); try another storage with --storage",
+                m.what,
                 m.id,
                 m.source,
                 obj.key,
@@ -362,9 +416,10 @@ pub async fn open_into(
     drop(plain_reader);
     let stored = std::mem::take(&mut *stored_tally.lock().expect("tally lock")).digest();
     let plain = plain.digest();
-    if stored != m.stored {
+    if &stored != m.stored {
         bail!(
-            "backup {} of '{}': object {} on storage '{}' has SHA-256 {} ({} bytes) but the manifest says {} ({} bytes); the object was altered",
+            "{} {} of '{}': object {} on storage '{}' has SHA-256 {} ({} bytes) but the manifest says {} ({} bytes); the object was altered",
+            m.what,
             m.id,
             m.source,
             obj.key,
@@ -375,9 +430,10 @@ pub async fn open_into(
             m.stored.size
         );
     }
-    if plain != m.plain {
+    if &plain != m.plain {
         bail!(
-            "backup {} of '{}': the decrypted dump has SHA-256 {} ({} bytes) but the manifest says {} ({} bytes)",
+            "{} {} of '{}': the decrypted data has SHA-256 {} ({} bytes) but the manifest says {} ({} bytes)",
+            m.what,
             m.id,
             m.source,
             plain.sha256,

@@ -12,6 +12,7 @@ mod status;
 mod unlock;
 mod unpin;
 mod verify;
+mod wal;
 
 use backup::backup;
 use check::check;
@@ -76,7 +77,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Backup(a) => backup(&load(&cli)?, a).await,
         Command::List(a) => list(&load(&cli)?, a).await,
-        Command::Restore(a) => restore(&load_for(&cli, config::Uses::Restore)?, a).await,
+        Command::Restore(a) => restore(&load_for(&cli, config::Uses::Restore)?, a, &cli).await,
         Command::Prune(a) => prune(&load(&cli)?, a).await,
         Command::Unlock(a) => unlock(&load(&cli)?, a).await,
         Command::Unpin(a) => unpin(&load(&cli)?, a).await,
@@ -92,6 +93,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify(&load_for(&cli, config::Uses::Verify)?, a).await,
         Command::Check(a) => check(&load(&cli)?, a).await,
         Command::Copy(a) => copy(&load(&cli)?, a).await,
+        Command::WalPush(a) => Ok(wal::push(&cli, a).await),
+        Command::WalFetch(a) => Ok(wal::fetch(&cli, a).await),
+        Command::WalPrefetch(a) => Ok(wal::prefetch(&cli, a).await),
     }
 }
 

@@ -5,7 +5,10 @@ use crate::restore::Choice;
 use crate::sources::Restored;
 use chrono::{DateTime, Utc};
 
-pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
+pub(super) async fn restore(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32> {
+    if a.target_datadir.is_some() {
+        return restore_cluster(cfg, a, cli).await;
+    }
     let at = catalog::parse_time(&a.at, chrono::Utc::now())?;
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -42,6 +45,133 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs) -> Result<i32> {
     for r in crate::restore::execute(cfg, &req, &prepared).await? {
         println!("{}", describe(&r));
     }
+    Ok(0)
+}
+
+/// `--target-datadir`: point-in-time recovery of a `postgres_cluster` source.
+async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32> {
+    use crate::sources::postgres_cluster::restore as pitr;
+    let dir = a.target_datadir.as_deref().expect("--target-datadir");
+    let source = match a.sources.as_slice() {
+        [s] => s.clone(),
+        _ => bail!("--target-datadir restores one postgres_cluster source; pass --source NAME"),
+    };
+    let cluster = match cfg.source(&source) {
+        Some(crate::sources::SourceConfig::PostgresCluster(c)) => c,
+        Some(other) => bail!(
+            "--target-datadir restores a postgres_cluster source, and '{source}' is a {} source (use --target-url, --target or --output-dir)",
+            other.kind()
+        ),
+        None => bail!("no source named '{source}' in the config"),
+    };
+    let target = pitr::parse_target(&a.at)?;
+    if a.start && a.port.is_none() {
+        bail!("--start needs --port PORT: the port the restored server listens on (not one another server uses)");
+    }
+    let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
+    let identity = a
+        .identity
+        .clone()
+        .or_else(|| cfg.encryption.identity_file.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!("restore needs the private identity: pass --identity FILE or set encryption.identity_file")
+        })?;
+    let identities = crate::keys::load_identities(&identity)?;
+    let _cancel = cancel_on_signal();
+    let plan = pitr::plan(&source, &storages, &identities, target).await?;
+    let m = &plan.entry.manifest;
+    match plan.target {
+        Some(t) => println!(
+            "recovery target {} (UTC)",
+            t.format("%Y-%m-%d %H:%M:%S%.f")
+        ),
+        None => println!("recovery target: the end of the archive"),
+    }
+    println!(
+        "base backup {} of '{source}' (PostgreSQL {}, system {}), taken {} – {} UTC, {}",
+        m.id,
+        plan.facts.major,
+        plan.facts.system_identifier,
+        m.started_at.format("%Y-%m-%d %H:%M:%S"),
+        m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+        catalog::human_bytes(m.plain.size)
+    );
+    println!(
+        "WAL: {} segments on storage '{}', {} to {} (timeline {}), all archived{}",
+        plan.segments,
+        plan.storage,
+        plan.first_wal,
+        plan.last_wal,
+        plan.target_timeline,
+        plan.archive_end
+            .map(|t| format!("; the last of them at {} UTC", t.format("%Y-%m-%d %H:%M:%S")))
+            .unwrap_or_default()
+    );
+    if let (Some(t), Some(end)) = (plan.target, plan.archive_end) {
+        if end < t {
+            println!(
+                "warning: the archive ends before the target: recovery stops at about {} UTC, losing what was committed after it (up to {})",
+                end.format("%Y-%m-%d %H:%M:%S"),
+                catalog::human_duration(t - end)
+            );
+        }
+    }
+    if a.dry_run {
+        return Ok(0);
+    }
+    let config_path = std::path::absolute(config::resolve_path(cli.config.as_deref()))?;
+    let config_text = std::fs::read_to_string(&config_path).unwrap_or_default();
+    let drctl = std::path::absolute(std::env::current_exe()?)?;
+    let identity = std::path::absolute(&identity)?;
+    let datadir = std::path::absolute(dir)?;
+    let scratch = a
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| cfg.daemon.state_dir().join("scratch"));
+    let setup = pitr::Setup {
+        source: &source,
+        datadir: &datadir,
+        scratch_dir: &scratch,
+        drctl: vec![
+            drctl.to_string_lossy().into_owned(),
+            "--config".into(),
+            config_path.to_string_lossy().into_owned(),
+        ],
+        identity: &identity,
+        env: pitr::referenced_vars(&config_text),
+    };
+    pitr::write(&plan, &storages, &identities, &setup).await?;
+    println!(
+        "wrote base backup {} into {} with recovery.signal; restore_command = '{}'",
+        m.id,
+        datadir.display(),
+        pitr::restore_command(&setup)
+    );
+    let Some(port) = a.port.filter(|_| a.start) else {
+        println!(
+            "start it (as the postgres user) with: pg_ctl -D {} start; it replays the WAL, then promotes",
+            datadir.display()
+        );
+        return Ok(0);
+    };
+    let t0 = std::time::Instant::now();
+    let reached = pitr::start(&plan, &setup, port, cluster.pg_bin_dir.as_deref()).await?;
+    println!(
+        "recovered in {:.1}s; PostgreSQL is running on port {port} (log: {}), timeline {}",
+        t0.elapsed().as_secs_f64(),
+        reached.log.display(),
+        reached.timeline.as_deref().unwrap_or("?")
+    );
+    println!(
+        "asked for: {}",
+        plan.target
+            .map(|t| format!("{} UTC", t.format("%Y-%m-%d %H:%M:%S%.f")))
+            .unwrap_or_else(|| "the end of the archive".into())
+    );
+    println!(
+        "reached:   {} (the commit time of the last transaction replayed)",
+        reached.last_replayed.as_deref().unwrap_or("no transaction replayed after the base backup")
+    );
     Ok(0)
 }
 
