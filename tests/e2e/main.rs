@@ -19,6 +19,7 @@ mod hardening_sources;
 mod hardening_storage;
 mod init_compose;
 mod monitoring;
+mod pitr;
 mod postgres;
 mod prune;
 mod regressions;

@@ -69,24 +69,127 @@ async fn ask(src: &ClusterSource, conn: &ConnInfo, psql: &Path) -> Result<Server
     })
 }
 
-/// `pg_basebackup --verbose` says where the backup's WAL starts and ends:
-/// `write-ahead log start point: 0/2000028 on timeline 1`, `write-ahead log end point: 0/2000100`.
-pub fn parse_points(stderr: &str) -> Option<(Lsn, u32, Lsn)> {
-    let mut start = None;
-    let mut end = None;
-    for line in stderr.lines() {
-        if let Some(rest) = line.split("log start point: ").nth(1) {
-            let mut w = rest.split_whitespace();
-            let lsn = Lsn::parse(w.next()?)?;
-            let tli = rest.split("on timeline ").nth(1)?.trim().parse().ok()?;
-            start = Some((lsn, tli));
-        }
-        if let Some(rest) = line.split("log end point: ").nth(1) {
-            end = Lsn::parse(rest.split_whitespace().next()?);
+/// What the base backup's own files say about its WAL: `backup_label` (written at the start:
+/// `START WAL LOCATION: 0/2000028 (file …)`, `START TIMELINE: 1`) and the end of
+/// `backup_manifest` (`"WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN":
+/// "0/2000100" }]`), both read from the tar stream as it passes (`TarTap`). pg_basebackup
+/// prints the points itself only when it fetches or streams the WAL, which `-X none` does not.
+pub fn parse_points(label: &str, manifest_tail: &str) -> Option<(Lsn, u32, Lsn)> {
+    let field = |name: &str| {
+        label
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    let start = Lsn::parse(field("START WAL LOCATION:")?.split_whitespace().next()?)?;
+    let timeline: u32 = field("START TIMELINE:")?.parse().ok()?;
+    let end = manifest_tail
+        .rsplit("\"End-LSN\"")
+        .next()
+        .filter(|_| manifest_tail.contains("\"End-LSN\""))?;
+    let end = end.split('"').nth(1)?;
+    Some((start, timeline, Lsn::parse(end)?))
+}
+
+/// Reads a tar stream through, keeping `backup_label` and the last `TAIL` bytes of
+/// `backup_manifest` (its WAL ranges are at the end; the rest lists every file). Memory is
+/// bounded: one header, the label (refused past 64 KiB) and the tail.
+pub struct TarTap<R> {
+    inner: R,
+    scan: std::sync::Arc<std::sync::Mutex<TarScan>>,
+    /// Told when the stream has ended: only then has the scan seen the manifest (the child
+    /// exits as soon as its last bytes are in the pipe, before they are read).
+    eof: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+const TAIL: usize = 64 * 1024;
+
+#[derive(Default)]
+pub struct TarScan {
+    header: Vec<u8>,
+    /// Bytes left in the current entry's data, then its padding to 512.
+    data_left: u64,
+    pad_left: u64,
+    capture: Option<&'static str>,
+    pub label: Vec<u8>,
+    pub manifest_tail: Vec<u8>,
+}
+
+impl TarScan {
+    fn feed(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.data_left > 0 {
+                let n = (self.data_left as usize).min(b.len());
+                match self.capture {
+                    Some("backup_label") if self.label.len() + n <= TAIL => self.label.extend_from_slice(&b[..n]),
+                    Some("backup_manifest") => {
+                        self.manifest_tail.extend_from_slice(&b[..n]);
+                        if self.manifest_tail.len() > 2 * TAIL {
+                            self.manifest_tail.drain(..self.manifest_tail.len() - TAIL);
+                        }
+                    }
+                    _ => {}
+                }
+                self.data_left -= n as u64;
+                b = &b[n..];
+                continue;
+            }
+            if self.pad_left > 0 {
+                let n = (self.pad_left as usize).min(b.len());
+                self.pad_left -= n as u64;
+                b = &b[n..];
+                continue;
+            }
+            let n = (512 - self.header.len()).min(b.len());
+            self.header.extend_from_slice(&b[..n]);
+            b = &b[n..];
+            if self.header.len() == 512 {
+                let h = std::mem::take(&mut self.header);
+                let size = tar_size(&h[124..136]);
+                let name_end = h[..100].iter().position(|c| *c == 0).unwrap_or(100);
+                let name = &h[..name_end];
+                self.capture = match name {
+                    b"backup_label" | b"./backup_label" => Some("backup_label"),
+                    b"backup_manifest" | b"./backup_manifest" => Some("backup_manifest"),
+                    _ => None,
+                };
+                self.data_left = size;
+                self.pad_left = (512 - size % 512) % 512;
+            }
         }
     }
-    let (s, t) = start?;
-    Some((s, t, end?))
+}
+
+/// A tar header's size field: octal text, or base-256 when the high bit is set.
+fn tar_size(f: &[u8]) -> u64 {
+    if f[0] & 0x80 != 0 {
+        f[1..].iter().fold((f[0] & 0x7f) as u64, |n, b| (n << 8) | *b as u64)
+    } else {
+        f.iter()
+            .take_while(|c| **c != 0 && **c != b' ')
+            .fold(0, |n, c| n * 8 + c.saturating_sub(b'0') as u64)
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarTap<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let p = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &p {
+            let new = buf.filled()[before..].to_vec();
+            if new.is_empty() && buf.remaining() > 0 {
+                if let Some(tx) = self.eof.take() {
+                    let _ = tx.send(());
+                }
+            }
+            self.scan.lock().expect("tar scan lock").feed(&new);
+        }
+        p
+    }
 }
 
 pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
@@ -127,16 +230,33 @@ pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
         "--format=tar",
         "--wal-method=none",
         "--checkpoint=fast",
-        "--verbose",
         "--no-password",
     ]);
     cmd.arg(format!("--label=drctl {}", src.name));
+    // The manifest (in the tar stream when writing to stdout) records the WAL range.
     let (stdout, completion) = process::spawn_streaming(cmd, format!("pg_basebackup for '{}'", src.name))?;
+    let scan = std::sync::Arc::new(std::sync::Mutex::new(TarScan::default()));
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
+    let reader = TarTap {
+        inner: stdout,
+        scan: scan.clone(),
+        eof: Some(eof_tx),
+    };
     let name = src.name.clone();
     let task = tokio::spawn(async move {
-        let stderr = completion.wait().await?;
-        let (start, timeline, stop) = parse_points(&stderr).ok_or_else(|| {
-            anyhow!("source '{name}': pg_basebackup did not report its WAL start and end points: {stderr}")
+        completion.wait().await?;
+        eof_rx
+            .await
+            .map_err(|_| anyhow!("source '{name}': the base backup stream was not read to its end"))?;
+        let (label, tail) = {
+            let s = scan.lock().expect("tar scan lock");
+            (
+                String::from_utf8_lossy(&s.label).into_owned(),
+                String::from_utf8_lossy(&s.manifest_tail).into_owned(),
+            )
+        };
+        let (start, timeline, stop) = parse_points(&label, &tail).ok_or_else(|| {
+            anyhow!("source '{name}': the base backup's backup_label and backup_manifest do not say where its WAL starts and ends (backup_label: {label:?})")
         })?;
         let seg = server.segment_size;
         Ok(Facts::PostgresCluster(ClusterFacts {
@@ -154,7 +274,7 @@ pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
         }))
     });
     Ok(Dump {
-        reader: Box::new(stdout),
+        reader: Box::new(reader),
         format: "tar",
         finish: Finish::Task(task),
     })
@@ -165,16 +285,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_and_end_points_are_read_from_verbose_output() {
-        let out = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
-                   pg_basebackup: checkpoint completed\n\
-                   pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1\n\
-                   pg_basebackup: write-ahead log end point: 0/2000100\n\
-                   pg_basebackup: base backup completed\n";
+    fn start_and_end_points_are_read_from_the_label_and_the_manifest() {
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+                     CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nSTART TIMELINE: 1\n";
+        let tail = "\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n";
+        assert_eq!(parse_points(label, tail), Some((Lsn(0x2000028), 1, Lsn(0x2000100))));
+        assert_eq!(parse_points(label, "{}"), None);
+        assert_eq!(parse_points("", tail), None);
+    }
+
+    #[test]
+    fn the_tap_finds_the_label_and_the_manifest_in_a_tar_stream() {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, body) in [
+            ("PG_VERSION", b"15\n".to_vec()),
+            ("backup_label", b"START WAL LOCATION: 0/3000028 (file x)\nSTART TIMELINE: 2\n".to_vec()),
+            ("base/1/1259", vec![7u8; 9000]),
+            ("backup_manifest", {
+                let mut m = vec![b' '; 200_000];
+                m.extend_from_slice(b"\"End-LSN\": \"0/3000100\" }\n]}");
+                m
+            }),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            tar.append_data(&mut h, name, body.as_slice()).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        let mut scan = TarScan::default();
+        // Fed in odd-sized pieces, as a pipe delivers them.
+        for piece in bytes.chunks(777) {
+            scan.feed(piece);
+        }
+        assert!(scan.manifest_tail.len() <= 2 * TAIL);
         assert_eq!(
-            parse_points(out),
-            Some((Lsn(0x2000028), 1, Lsn(0x2000100)))
+            parse_points(
+                &String::from_utf8_lossy(&scan.label),
+                &String::from_utf8_lossy(&scan.manifest_tail)
+            ),
+            Some((Lsn(0x3000028), 2, Lsn(0x3000100)))
         );
-        assert_eq!(parse_points("pg_basebackup: checkpoint completed\n"), None);
     }
 }

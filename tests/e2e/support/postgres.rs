@@ -42,6 +42,17 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(&[], "")
+    }
+
+    /// A cluster made with extra `initdb` arguments and `conf` appended to its
+    /// postgresql.conf before the first start (archive settings, say).
+    pub fn start_with(initdb_args: &[&str], conf: &str) -> Postgres {
+        Self::start_on(free_port(), initdb_args, conf)
+    }
+
+    /// [`start_with`] on a given port; `@DATA@` in `conf` becomes the data directory's path.
+    pub fn start_on(port: u16, initdb_args: &[&str], conf: &str) -> Postgres {
         let bin = pg_bindir();
         let as_postgres = is_root();
         let dir = tempfile::Builder::new().prefix("drctl-pg-").tempdir().unwrap();
@@ -57,7 +68,6 @@ impl Postgres {
                 .unwrap();
             assert!(st.success());
         }
-        let port = free_port();
         let pg = Postgres {
             port,
             dir,
@@ -65,22 +75,38 @@ impl Postgres {
             bin,
             as_postgres,
         };
-        pg.run_as(
-            &pg.bin.join("initdb"),
-            &[
-                "-D",
-                pg.data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                &format!("--pwfile={}", pwfile.display()),
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        );
+        let pwfile_arg = format!("--pwfile={}", pwfile.display());
+        let mut args = vec![
+            "-D",
+            pg.data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            &pwfile_arg,
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ];
+        args.extend_from_slice(initdb_args);
+        pg.run_as(&pg.bin.join("initdb"), &args);
+        if !conf.is_empty() {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(pg.data.join("postgresql.conf"))
+                .unwrap();
+            let data = std::fs::canonicalize(&pg.data).unwrap();
+            writeln!(f, "\n{}", conf.replace("@DATA@", data.to_str().unwrap())).unwrap();
+        }
+        pg.pg_ctl_start();
+        pg
+    }
+
+    /// Starts (again) the cluster on its port.
+    pub fn pg_ctl_start(&self) {
+        let (pg, port) = (self, self.port);
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             pg.dir.path().display()
@@ -101,7 +127,24 @@ impl Postgres {
             ],
         );
         wait_port(port, "postgres", Duration::from_secs(30));
-        pg
+    }
+
+    /// `pg_ctl stop -m immediate`: a crash, as far as the server knows.
+    #[allow(dead_code)]
+    pub fn crash(&self) {
+        self.run_as(
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The server's log file.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
     fn run_as(&self, prog: &Path, args: &[&str]) {

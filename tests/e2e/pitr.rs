@@ -1,0 +1,563 @@
+//! Point-in-time recovery (`type = "postgres_cluster"`): a real cluster archiving through
+//! `drctl wal-push`, base backups, and recoveries through `drctl wal-fetch` into new data
+//! directories, checked by what the recovered server holds.
+//!
+//! As root, PostgreSQL runs as `postgres`, and so does every drctl command here (the
+//! archive_command runs as the server's user; the workspace, its config, identity and fs
+//! storage belong to that user, as they would on a host).
+
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SOURCE: &str = "app-cluster";
+
+struct Rig {
+    ws: Workspace,
+    pg: Postgres,
+}
+
+fn chown_postgres(p: &Path) {
+    if is_root() {
+        let st = Command::new("chown").arg("-R").arg("postgres:postgres").arg(p).status().unwrap();
+        assert!(st.success());
+    }
+}
+
+fn cluster_toml(pg_port: u16) -> String {
+    format!(
+        "[[source]]\nname = \"{SOURCE}\"\ntype = \"postgres_cluster\"\nurl = \"postgres://postgres:${{DRCTL_PG_PASSWORD}}@127.0.0.1:{pg_port}/postgres\"\n"
+    )
+}
+
+impl Rig {
+    /// A cluster whose archive_command is `drctl wal-push`. Only the original data directory
+    /// archives (the command checks its working directory, which is the data directory): a
+    /// server restored from it would otherwise promote and push a new timeline into the same
+    /// archive, and each later recovery here would follow that timeline ('latest').
+    fn start(extra_conf: &str) -> Rig {
+        let ws = Workspace::new();
+        let port = free_port();
+        ws.write_config(&ws.fs_storage_toml("local"), &cluster_toml(port));
+        chown_postgres(ws.path());
+        let drctl = env!("CARGO_BIN_EXE_drctl");
+        let cfg = ws.path().join("drctl.toml");
+        // The port is chosen before initdb so that the config can name it.
+        let pg = Postgres::start_on(
+            port,
+            &[],
+            &format!(
+                "archive_mode = on\narchive_timeout = 5\narchive_command = 'test \"$(pwd -P)\" = \"@DATA@\" && exec {drctl} --config {} wal-push --source {SOURCE} %p'\n{extra_conf}",
+                cfg.display()
+            ),
+        );
+        Rig { ws, pg }
+    }
+
+    /// drctl as the server's user, with the workspace's config and the test passwords.
+    fn drctl(&self, args: &[&str]) -> (i32, String, String) {
+        let base = self.ws.drctl();
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", env!("CARGO_BIN_EXE_drctl")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_drctl"))
+        };
+        c.current_dir(self.ws.path());
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.drctl(args);
+        assert_eq!(code, 0, "drctl {args:?}:\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    /// The server's clock, UTC, with an explicit offset: the form `--at` requires.
+    fn now(&self) -> String {
+        self.pg
+            .psql(
+                "postgres",
+                "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            )
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until the segment holding the current insert position is archived (through
+    /// archive_timeout, or a switch when `switch`).
+    fn wait_archived(&self, switch: bool) {
+        let seg = self
+            .pg
+            .psql("postgres", "select pg_walfile_name(pg_current_wal_insert_lsn())")
+            .trim()
+            .to_string();
+        if switch {
+            self.pg.psql("postgres", "select pg_switch_wal()");
+        }
+        let t0 = Instant::now();
+        loop {
+            let last = self
+                .pg
+                .psql("postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver")
+                .trim()
+                .to_string();
+            if last.len() == 24 && last >= seg {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "segment {seg} not archived in 90 s (last: {last}); server log:\n{}",
+                self.pg.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn datadir(&self, name: &str) -> PathBuf {
+        let d = self.ws.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        chown_postgres(&d);
+        d
+    }
+
+    /// `restore --at AT --target-datadir DIR --start --port P`: the restored server, stopped when dropped.
+    fn recover(&self, at: &str, name: &str) -> (Restored, String) {
+        let dir = self.datadir(name);
+        let port = free_port();
+        let ident = self.ws.identity.to_str().unwrap().to_string();
+        let (code, out, err) = self.drctl(&[
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            at,
+            "--identity",
+            &ident,
+            "--target-datadir",
+            dir.to_str().unwrap(),
+            "--start",
+            "--port",
+            &port.to_string(),
+        ]);
+        let r = Restored {
+            dir,
+            port,
+            bin: self.pg.bin().to_path_buf(),
+        };
+        assert_eq!(code, 0, "restore --at {at}:\nstdout: {out}\nstderr: {err}");
+        (r, out)
+    }
+}
+
+/// A server `restore --start` left running.
+struct Restored {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl Restored {
+    fn psql(&self, sql: &str) -> String {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join("psql"));
+            c
+        } else {
+            Command::new(self.bin.join("psql"))
+        };
+        let out = c
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = c
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The issue's first two tests: commit A, note T, commit B; recover to T (A, not B), to a
+/// second before A (neither), and to `now` on an idle server, whose last segment only reaches
+/// the archive through archive_timeout (both).
+#[test]
+fn recovers_to_the_second_between_two_commits_and_to_the_end_of_the_archive() {
+    let rig = Rig::start("");
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.pg
+        .psql("postgres", "create table filler as select g, md5(g::text) from generate_series(1, 50000) g");
+    let out = rig.ok(&["backup", "--source", SOURCE]);
+    assert!(out.contains(SOURCE), "{out}");
+    // The base backup's manifest: where its WAL starts and ends, and which cluster it is.
+    let list = rig.ws.list_json();
+    assert_eq!(list[0]["kind"], "postgres_cluster", "{list:?}");
+    let facts = &list[0]["facts"];
+    let sysid = rig.pg.psql("postgres", "select system_identifier from pg_control_system()");
+    assert_eq!(facts["system_identifier"], sysid.trim(), "{facts}");
+    assert!(facts["start_wal"].as_str().unwrap().starts_with("00000001"), "{facts}");
+
+    std::thread::sleep(Duration::from_millis(2100));
+    let before_a = rig.now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.pg.psql("postgres", "insert into t values ('A')");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = rig.now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.pg.psql("postgres", "insert into t values ('B')");
+    // No switch: archive_timeout (5 s) must bring B's segment to the archive on an idle server.
+    rig.wait_archived(false);
+
+    let (r, out) = rig.recover(&t, "at-t");
+    assert_eq!(r.psql("select string_agg(x, ',' order by x) from t"), "A", "{out}");
+    assert!(out.contains("asked for:") && out.contains("reached:"), "{out}");
+    assert_eq!(r.psql("select pg_is_in_recovery()"), "f");
+    assert_eq!(r.psql("select count(*) from filler"), "50000");
+    drop(r);
+
+    let (r, _) = rig.recover(&before_a, "before-a");
+    assert_eq!(r.psql("select count(*) from t"), "0");
+    drop(r);
+
+    let (r, out) = rig.recover("now", "now");
+    assert_eq!(r.psql("select string_agg(x, ',' order by x) from t"), "A,B", "{out}");
+    assert!(out.contains("the end of the archive"), "{out}");
+}
+
+/// A time without an offset is refused before anything is read or written: the server would
+/// read it in its own TimeZone.
+#[test]
+fn a_target_time_without_an_offset_is_refused() {
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &cluster_toml(5432));
+    let dir = ws.path().join("d");
+    let (code, _, err) = ws.run(&[
+        "restore",
+        "--source",
+        SOURCE,
+        "--at",
+        "2026-12-01 17:04:30",
+        "--target-datadir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no UTC offset") && err.contains("TimeZone"), "{err}");
+    assert!(!dir.exists());
+}
+
+impl Rig {
+    fn wal_dir(&self) -> PathBuf {
+        self.ws.fs_root("local").join(format!("wal/{SOURCE}/00000001"))
+    }
+
+    /// Archived segment names of timeline 1, in order.
+    fn archived_segments(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.wal_dir())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let s = n.strip_suffix(".json")?.to_string();
+                (s.len() == 24).then_some(s)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn record(&self, seg: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.wal_dir().join(format!("{seg}.json"))).unwrap()).unwrap()
+    }
+
+    /// Writes some WAL and switches segments `n` times, then waits until all is archived.
+    fn make_segments(&self, n: usize) {
+        for i in 0..n {
+            self.pg
+                .psql("postgres", &format!("insert into t select 'row {i}-' || g from generate_series(1, 1000) g"));
+            if i + 1 < n {
+                self.pg.psql("postgres", "select pg_switch_wal()");
+            }
+        }
+        self.wait_archived(true);
+    }
+
+    /// A stored segment decrypted with stock `age` and `zstd`, written to `dir/<seg>`.
+    fn by_hand(&self, seg: &str, dir: &Path) -> PathBuf {
+        let out = dir.join(seg);
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "age -d -i '{}' '{}' | zstd -d -q > '{}'",
+                self.ws.identity.display(),
+                self.wal_dir().join(format!("{seg}.zst.age")).display(),
+                out.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        chown_postgres(&out);
+        out
+    }
+}
+
+fn sha256_hex(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+fn flip_byte(p: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+}
+
+/// The archive_command contract: a segment pushed again with the same content succeeds; with
+/// other content it fails with status 1 and the stored copy stays; a segment of another
+/// cluster is refused; while the storage is down the server keeps its segments (`.ready`) and
+/// hears status 1, never a code that would make its archiver crash; archiving catches up when
+/// the storage is back. A stored segment decrypts with stock age and zstd into the original.
+#[test]
+fn wal_push_never_overwrites_refuses_other_clusters_and_catches_up_after_an_outage() {
+    let rig = Rig::start("");
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.make_segments(2);
+    let segs = rig.archived_segments();
+    let seg = segs.last().unwrap().clone();
+    let tmp = rig.datadir("hand");
+    let plain = rig.by_hand(&seg, &tmp);
+    // Stock tools give back the segment byte for byte (its SHA-256 is in the record).
+    assert_eq!(sha256_hex(&plain), rig.record(&seg)["plain"]["sha256"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), 16 * 1024 * 1024);
+
+    let (code, _, err) = rig.drctl(&["wal-push", "--source", SOURCE, plain.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("already archived with the same content"), "{err}");
+
+    let stored_before = std::fs::read(rig.wal_dir().join(format!("{seg}.zst.age"))).unwrap();
+    flip_byte(&plain, 100_000);
+    let (code, _, err) = rig.drctl(&["wal-push", "--source", SOURCE, plain.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already archived with different content"), "{err}");
+    assert_eq!(
+        std::fs::read(rig.wal_dir().join(format!("{seg}.zst.age"))).unwrap(),
+        stored_before,
+        "the archived copy was changed"
+    );
+
+    // Another cluster's first segment, under a name this archive already holds.
+    let other = Postgres::start();
+    let first = other.data_dir().join("pg_wal/000000010000000000000001");
+    let theirs = tmp.join("000000010000000000000001");
+    std::fs::copy(&first, &theirs).unwrap();
+    chown_postgres(&theirs);
+    let (code, _, err) = rig.drctl(&["wal-push", "--source", SOURCE, theirs.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is from another cluster"), "{err}");
+    // A file that is not a segment of its name is refused too.
+    let renamed = tmp.join("0000000100000000000000FE");
+    std::fs::copy(&plain, &renamed).unwrap();
+    chown_postgres(&renamed);
+    let (code, _, err) = rig.drctl(&["wal-push", "--source", SOURCE, renamed.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not the segment its name says"), "{err}");
+
+    // The storage goes away (its root becomes a file).
+    let root = rig.ws.fs_root("local");
+    let away = rig.ws.path().join("away");
+    std::fs::rename(&root, &away).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
+    let before = rig.pg.psql("postgres", "select failed_count from pg_stat_archiver");
+    rig.pg.psql("postgres", "insert into t values ('during the outage')");
+    let during = rig
+        .pg
+        .psql("postgres", "select pg_walfile_name(pg_current_wal_insert_lsn())")
+        .trim()
+        .to_string();
+    rig.pg.psql("postgres", "select pg_switch_wal()");
+    let t0 = Instant::now();
+    while rig.pg.psql("postgres", "select failed_count from pg_stat_archiver") == before {
+        assert!(t0.elapsed() < Duration::from_secs(60), "archiving never failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        rig.pg.data_dir().join(format!("pg_wal/archive_status/{during}.ready")).exists(),
+        "the server no longer holds {during} for archiving"
+    );
+    let log = rig.pg.log();
+    assert!(log.contains("failed with exit code 1"), "{log}");
+    assert!(!log.contains("terminated by signal") && !log.contains("exit code 126"), "{log}");
+
+    // Back: the server's next attempt archives what it kept, in order.
+    std::fs::remove_file(&root).unwrap();
+    std::fs::rename(&away, &root).unwrap();
+    rig.pg.psql("postgres", "insert into t values ('after the outage')");
+    rig.wait_archived(true);
+    assert!(rig.archived_segments().contains(&during));
+}
+
+/// The restore_command contract and the checks before a restore writes anything: a segment
+/// that is not archived is status 1; a damaged one or an unreachable storage is 126, and a
+/// recovery that meets one stops instead of promoting; a segment missing in the middle of the
+/// chain is named before anything is written.
+#[test]
+fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage() {
+    let rig = Rig::start("");
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.ok(&["backup", "--source", SOURCE]);
+    rig.make_segments(4);
+    let segs = rig.archived_segments();
+    let ident = rig.ws.identity.to_str().unwrap().to_string();
+    let tmp = rig.datadir("fetched");
+
+    let dest = tmp.join("RECOVERYXLOG");
+    let fetch = |name: &str| {
+        rig.drctl(&[
+            "wal-fetch",
+            "--source",
+            SOURCE,
+            "--identity",
+            &ident,
+            name,
+            dest.to_str().unwrap(),
+        ])
+    };
+    let (code, _, err) = fetch("0000000100000000000000F0");
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = fetch("00000009.history");
+    assert_eq!(code, 1, "{err}");
+    assert!(!dest.exists());
+    let last = segs.last().unwrap().clone();
+    let (code, _, err) = fetch(&last);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256_hex(&dest), rig.record(&last)["plain"]["sha256"].as_str().unwrap());
+
+    // Read-ahead: serving one segment starts a prefetcher that brings the next ones into
+    // pg_wal/.drctl-prefetch (here: beside %p); the next request is served from there.
+    std::fs::remove_file(&dest).unwrap();
+    let (code, _, err) = fetch(&segs[0]);
+    assert_eq!(code, 0, "{err}");
+    let cache = tmp.join(".drctl-prefetch");
+    let t0 = Instant::now();
+    while !segs[1..].iter().all(|s| cache.join(s).exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the prefetcher did not bring {:?}: {:?}",
+            &segs[1..],
+            std::fs::read_dir(&cache).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_file(&dest).unwrap();
+    let (code, _, err) = fetch(&segs[1]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!cache.join(&segs[1]).exists(), "served, but not from the cache");
+    assert_eq!(sha256_hex(&dest), rig.record(&segs[1])["plain"]["sha256"].as_str().unwrap());
+
+    // A segment missing in the middle of the chain: named, nothing written.
+    let middle = segs[segs.len() - 2].clone();
+    let record = rig.wal_dir().join(format!("{middle}.json"));
+    let aside = rig.ws.path().join("aside.json");
+    std::fs::rename(&record, &aside).unwrap();
+    let dir = rig.datadir("gap");
+    let (code, out, err) = rig.drctl(&[
+        "restore",
+        "--source",
+        SOURCE,
+        "--at",
+        "now",
+        "--identity",
+        &ident,
+        "--target-datadir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains(&format!("WAL segment {middle} is missing")), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the data directory was written");
+    std::fs::rename(&aside, &record).unwrap();
+
+    // A flipped byte in a stored segment: 126, and recovery stops there without promoting.
+    // (The read-ahead cache above holds a copy checked when it was fetched; empty it.)
+    std::fs::remove_dir_all(&cache).unwrap();
+    let object = rig.wal_dir().join(format!("{last}.zst.age"));
+    let good = std::fs::read(&object).unwrap();
+    flip_byte(&object, good.len() as u64 / 2);
+    let (code, _, err) = fetch(&last);
+    assert_eq!(code, 126, "{err}");
+    let dir = rig.datadir("damaged");
+    let port = free_port();
+    let (code, out, err) = rig.drctl(&[
+        "restore",
+        "--source",
+        SOURCE,
+        "--at",
+        "now",
+        "--identity",
+        &ident,
+        "--target-datadir",
+        dir.to_str().unwrap(),
+        "--start",
+        "--port",
+        &port.to_string(),
+    ]);
+    let _stop = Restored {
+        dir: dir.clone(),
+        port,
+        bin: rig.pg.bin().to_path_buf(),
+    };
+    assert_ne!(code, 0, "recovery went past a damaged segment:\n{out}");
+    assert!(err.contains("recovery did not finish") || err.contains("pg_ctl start"), "{err}");
+    // It stopped because wal-fetch exited 126 for the damaged segment ("command not
+    // executable" is how PostgreSQL names 126), not for another reason.
+    let log = std::fs::read_to_string(dir.join("drctl-recovery.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("FATAL:  could not restore file \"{last}\" from archive: command not executable")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("wal-fetch {last}: ")) && log.contains("damaged"), "{log}");
+    let control = Command::new(rig.pg.bin().join("pg_controldata")).arg(&dir).output().unwrap();
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert!(!control.contains("in production"), "the server promoted:\n{control}");
+    std::fs::write(&object, &good).unwrap();
+
+    // The storage unreachable: 126 as well.
+    let root = rig.ws.fs_root("local");
+    std::fs::rename(&root, rig.ws.path().join("away")).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
+    let (code, _, err) = fetch(&last);
+    assert_eq!(code, 126, "{err}");
+}
