@@ -70,7 +70,7 @@ pub(crate) fn run_runbook(name: &str, env: &[(&str, String)]) -> String {
 
 #[test]
 fn every_runbook_states_trigger_prerequisites_steps_check_and_time() {
-    for i in 1..=8 {
+    for i in 1..=9 {
         let name = std::fs::read_dir(runbooks_dir())
             .unwrap()
             .flatten()

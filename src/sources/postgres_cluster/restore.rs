@@ -77,7 +77,7 @@ fn cluster_facts(e: &Entry) -> Option<&ClusterFacts> {
 pub async fn plan(
     source: &str,
     storages: &[Storage],
-    identities: &Identities,
+    identities: Option<&Identities>,
     target: Option<DateTime<Utc>>,
 ) -> Result<Plan> {
     let listing = catalog::list(storages, Some(source)).await;
@@ -147,7 +147,7 @@ pub async fn plan(
 async fn check_chain(
     source: &str,
     st: &Storage,
-    identities: &Identities,
+    identities: Option<&Identities>,
     facts: &ClusterFacts,
     target: Option<DateTime<Utc>>,
 ) -> Result<PlanFields> {
@@ -175,6 +175,9 @@ async fn check_chain(
         if !has {
             break;
         }
+        let identities = identities.ok_or_else(|| {
+            anyhow!("the archive has timeline {next}; reading its history file ({name}) needs the identity (--identity)")
+        })?;
         let text = archive::read_small(source, std::slice::from_ref(st), identities, &name)
             .await?
             .ok_or_else(|| anyhow!("{name} vanished while it was read"))?;
