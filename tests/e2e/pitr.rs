@@ -37,6 +37,11 @@ impl Rig {
     /// server restored from it would otherwise promote and push a new timeline into the same
     /// archive, and each later recovery here would follow that timeline ('latest').
     fn start(extra_conf: &str) -> Rig {
+        Self::start_with(extra_conf, true)
+    }
+
+    /// `only_original`: false lets a recovered copy archive too (timelines).
+    fn start_with(extra_conf: &str, only_original: bool) -> Rig {
         let ws = Workspace::new();
         let port = free_port();
         ws.write_config(&ws.fs_storage_toml("local"), &cluster_toml(port));
@@ -48,7 +53,8 @@ impl Rig {
             port,
             &[],
             &format!(
-                "archive_mode = on\narchive_timeout = 5\narchive_command = 'test \"$(pwd -P)\" = \"@DATA@\" && exec {drctl} --config {} wal-push --source {SOURCE} %p'\n{extra_conf}",
+                "archive_mode = on\narchive_timeout = 5\narchive_command = '{}exec {drctl} --config {} wal-push --source {SOURCE} %p'\n{extra_conf}",
+                if only_original { "test \"$(pwd -P)\" = \"@DATA@\" && " } else { "" },
                 cfg.display()
             ),
         );
@@ -605,4 +611,62 @@ fn drill_runbook_9_recover_to_the_minute_before_a_bad_migration() {
     assert!(out.lines().any(|l| l.trim() == "300"), "{out}");
     assert_eq!(rig.pg.psql("app", "select count(*) from users").trim(), "300");
     drop(stop);
+}
+
+impl Restored {
+    /// Switches to a new segment and waits until this server has archived it.
+    fn wait_archived(&self) {
+        let seg = self.psql("select pg_walfile_name(pg_current_wal_insert_lsn())");
+        self.psql("select pg_switch_wal()");
+        let t0 = Instant::now();
+        loop {
+            let last = self.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            if last.len() == 24 && last >= seg {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "{seg} not archived (last: {last}); log:\n{}",
+                std::fs::read_to_string(self.dir.join("drctl-recovery.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn now(&self) -> String {
+        self.psql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    }
+}
+
+/// Timelines: a recovery promotes onto timeline 2 and archives there; a later recovery to a
+/// point on timeline 2 follows it ('latest') from the timeline-1 base backup.
+#[test]
+fn recovers_to_a_point_on_the_timeline_a_previous_recovery_started() {
+    let rig = Rig::start_with("", false);
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.ok(&["backup", "--source", SOURCE]);
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.pg.psql("postgres", "insert into t values ('A')");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = rig.now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.pg.psql("postgres", "insert into t values ('B')");
+    rig.wait_archived(true);
+
+    let (r1, out) = rig.recover(&t1, "tl2");
+    assert!(out.contains("timeline 2"), "{out}");
+    assert_eq!(r1.psql("select string_agg(x, ',' order by x) from t"), "A");
+    r1.psql("insert into t values ('C')");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t2 = r1.now();
+    std::thread::sleep(Duration::from_millis(1100));
+    r1.psql("insert into t values ('D')");
+    r1.wait_archived();
+    drop(r1);
+    let history = rig.wal_dir().parent().unwrap().join("00000002/00000002.history.json");
+    assert!(history.exists(), "timeline 2's history was not archived");
+
+    let (r2, out) = rig.recover(&t2, "tl2-again");
+    assert!(out.contains("(timeline 2)"), "{out}");
+    assert_eq!(r2.psql("select string_agg(x, ',' order by x) from t"), "A,C", "{out}");
 }

@@ -181,7 +181,9 @@ pub async fn push(cfg: &Config, source: &str, storages: &[Storage], path: &Path)
         let seg_size = h.segment_size as u64;
         let named = super::wal::Segment::parse(n, seg_size)
             .ok_or_else(|| anyhow!("'{n}' is not a segment name for {seg_size}-byte segments"))?;
-        if h.timeline != named.timeline || h.page_address != named.start(seg_size).0 {
+        // The first segment of a new timeline starts as a copy of its parent's, so its first
+        // page may carry an older timeline; never a newer one.
+        if h.timeline > named.timeline || h.page_address != named.start(seg_size).0 {
             bail!(
                 "{} holds timeline {} at {} but is named {n}: the file is not the segment its name says",
                 path.display(),
