@@ -18,6 +18,7 @@ pub use model::*;
 pub use crate::sources::files::FilesSource;
 pub use crate::sources::nats::{NatsAccess, NatsMode, NatsSource};
 pub use crate::sources::postgres::{PostgresSource, SqlAssertion};
+pub use crate::sources::postgres_cluster::ClusterSource;
 pub use crate::sources::redis::{RedisMode, RedisSource};
 pub use crate::sources::SourceConfig;
 pub use crate::storage::config::*;

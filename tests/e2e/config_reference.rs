@@ -64,7 +64,7 @@ fn readme_reference_parses_with_unknown_keys_rejected() {
     let cfg =
         parse(&reference(), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:#?}"));
     // Two NATS sources: each mode takes only its own keys.
-    assert_eq!(cfg.sources.len(), 5);
+    assert_eq!(cfg.sources.len(), 6);
     assert_eq!(cfg.storages.len(), 5);
 }
 
@@ -93,6 +93,7 @@ fn every_config_field_is_in_the_readme_reference() {
         ("redis source", fields::<RedisSource>()),
         ("nats source", fields::<NatsSource>()),
         ("files source", fields::<FilesSource>()),
+        ("postgres_cluster source", fields::<ClusterSource>()),
         ("source.verify", fields::<SqlAssertion>()),
         ("job", fields::<JobConfig>()),
         ("notify", vec!["type", "url"]),
