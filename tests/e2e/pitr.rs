@@ -670,3 +670,72 @@ fn recovers_to_a_point_on_the_timeline_a_previous_recovery_started() {
     assert!(out.contains("(timeline 2)"), "{out}");
     assert_eq!(r2.psql("select string_agg(x, ',' order by x) from t"), "A,C", "{out}");
 }
+
+/// The RPO test: the server is killed (-9) under a steady write load with
+/// archive_timeout = 10 s; a recovery to the end of the archive holds every commit older than
+/// archive_timeout plus the upload time. Prints the measured RPO.
+#[test]
+fn a_killed_server_loses_at_most_archive_timeout_of_commits() {
+    let rig = Rig::start("archive_timeout = 10");
+    rig.pg.psql(
+        "postgres",
+        "create table t (x text); create table commits (id bigserial primary key, at timestamptz not null default clock_timestamp())",
+    );
+    rig.ok(&["backup", "--source", SOURCE]);
+    let script = rig.datadir("load").join("insert.sql");
+    std::fs::write(&script, "insert into commits default values;\n").unwrap();
+    let mut load = Command::new(rig.pg.bin().join("pgbench"))
+        .env("PGPASSWORD", PG_PASSWORD)
+        .args(["-n", "-c", "2", "-T", "60", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(rig.pg.port.to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("postgres")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(25));
+    // Archiving keeps up with the load: the backlog of segments waiting for wal-push.
+    let backlog = std::fs::read_dir(rig.pg.data_dir().join("pg_wal/archive_status"))
+        .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".ready")).count())
+        .unwrap_or(0);
+    // kill -9 the postmaster, as a power cut would stop it.
+    let pid: i32 = std::fs::read_to_string(rig.pg.data_dir().join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed_at = chrono::Utc::now();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let _ = load.wait();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (r, out) = rig.recover("now", "after-crash");
+    let last: chrono::DateTime<chrono::Utc> = r
+        .psql("select to_char(max(at) at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') from commits")
+        .parse()
+        .unwrap();
+    let restored: i64 = r.psql("select count(*) from commits").parse().unwrap();
+    let rpo = (killed_at - last).num_milliseconds() as f64 / 1000.0;
+    eprintln!(
+        "measured RPO: {rpo:.1} s (archive_timeout 10 s); {restored} commits restored; {backlog} segments waited for wal-push at the kill\n{out}"
+    );
+    drop(r);
+
+    // The original, crash-recovered from its own WAL, holds every commit: the restored copy
+    // has all of them up to its last, and nothing older than archive_timeout + 10 s is lost.
+    rig.pg.pg_ctl_start();
+    let before_last: i64 = rig
+        .pg
+        .psql("postgres", &format!("select count(*) from commits where at <= '{}'", last.to_rfc3339()))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(before_last, restored, "a commit before the last restored one is missing");
+    assert!(rpo <= 20.0, "RPO {rpo:.1} s exceeds archive_timeout (10 s) + 10 s for the upload");
+    assert!(restored > 100, "the load committed too little to measure anything: {restored}");
+}
