@@ -37,10 +37,22 @@ pub struct Orphan {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// WAL archive files of a `postgres_cluster` source that no kept base backup needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalExpiry {
+    pub storage: String,
+    pub source: String,
+    /// The oldest kept base backup's first segment: everything numbered below it goes.
+    pub keep_from: String,
+    pub keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Plan {
     pub now: Option<DateTime<Utc>>,
     pub items: Vec<Item>,
+    /// Applied after the base backups they served are gone.
+    pub wal: Vec<WalExpiry>,
     pub orphans: Vec<Orphan>,
     /// Unfinished S3 multipart uploads old enough to be abandoned (a killed backup).
     pub uploads: Vec<crate::storage::Upload>,
@@ -142,6 +154,38 @@ pub async fn plan(
                         .collect()
                 }
             };
+            // A cluster's WAL archive: kept from the oldest kept base backup's start. Not when a
+            // manifest of the source could not be read: it may be an older kept backup.
+            let kept: Vec<&catalog::Manifest> = decisions
+                .iter()
+                .filter(|d| d.keep)
+                .filter_map(|d| es.iter().find(|e| e.manifest.id == d.id).map(|e| &e.manifest))
+                .collect();
+            if let Some((keep_from, floor, seg_size)) = crate::sources::wal_floor(&kept) {
+                if unreadable.iter().any(|(s, _)| *s == name) {
+                    plan.problems.push(format!(
+                        "storage '{}', source '{name}': WAL not expired: a manifest of the source could not be read",
+                        st.name
+                    ));
+                } else {
+                    match st.list(&layout::wal_prefix(name)).await {
+                        Ok(keys) => {
+                            let keys = crate::sources::postgres_cluster::archive::expired(name, &keys, floor, seg_size);
+                            if !keys.is_empty() {
+                                plan.wal.push(WalExpiry {
+                                    storage: st.name.clone(),
+                                    source: name.to_string(),
+                                    keep_from,
+                                    keys,
+                                });
+                            }
+                        }
+                        Err(e) => plan
+                            .problems
+                            .push(format!("storage '{}': WAL of '{name}' not expired: {e:#}", st.name)),
+                    }
+                }
+            }
             for d in decisions {
                 let m = &es
                     .iter()
@@ -230,6 +274,7 @@ pub async fn plan(
 #[derive(Debug, Default, Serialize)]
 pub struct Applied {
     pub backups_deleted: usize,
+    pub wal_files_deleted: usize,
     pub orphans_deleted: usize,
     pub uploads_aborted: usize,
 }
@@ -248,6 +293,16 @@ pub async fn apply(plan: &Plan, storages: &[Storage]) -> Result<Applied> {
         }
         tracing::info!(storage = %st.name, source = %item.source, id = %item.decision.id, "pruned backup");
         done.backups_deleted += 1;
+    }
+    // After the base backups: a crash in between leaves WAL nothing needs, never a kept
+    // backup without its WAL.
+    for w in &plan.wal {
+        let Some(st) = by_name(&w.storage) else { continue };
+        for k in &w.keys {
+            st.delete(k).await?;
+        }
+        tracing::info!(storage = %st.name, source = %w.source, keep_from = %w.keep_from, objects = w.keys.len(), "expired WAL no kept base backup needs");
+        done.wal_files_deleted += w.keys.iter().filter(|k| k.ends_with(".json")).count();
     }
     for (storage, source) in changed {
         let Some(st) = by_name(storage) else { continue };

@@ -80,6 +80,15 @@ fn print_plan(plan: &crate::prune::Plan) {
             i.decision.reasons.join(", ")
         );
     }
+    for w in &plan.wal {
+        println!(
+            "  WAL of '{}' on '{}': {} objects before {} (the oldest kept base backup's start) to delete",
+            w.source,
+            w.storage,
+            w.keys.len(),
+            w.keep_from
+        );
+    }
     for o in &plan.orphans {
         println!("  orphan on '{}': {} ({} bytes)", o.storage, o.key, o.size);
     }

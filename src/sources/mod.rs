@@ -142,6 +142,21 @@ impl Facts {
     }
 }
 
+/// For a source with a WAL archive (`postgres_cluster`): the first segment the oldest of the
+/// `kept` base backups needs, as (name, number, segment size); None for other kinds or when
+/// nothing is kept (then nothing is expired).
+pub fn wal_floor(kept: &[&crate::catalog::Manifest]) -> Option<(String, u64, u64)> {
+    kept.iter()
+        .filter_map(|m| match &m.facts {
+            Facts::PostgresCluster(f) => {
+                let seg = postgres_cluster::wal::Segment::containing(f.timeline, f.start_lsn, f.segment_size);
+                Some((seg.name(f.segment_size), seg.number, f.segment_size))
+            }
+            _ => None,
+        })
+        .min_by_key(|(_, n, _)| *n)
+}
+
 /// Keys of facts written by a newer release, kept so that `drctl copy` (which rewrites
 /// manifests) does not drop them. Never read by key.
 pub type UnknownFacts = serde_json::Map<String, serde_json::Value>;

@@ -739,3 +739,70 @@ fn a_killed_server_loses_at_most_archive_timeout_of_commits() {
     assert!(rpo <= 20.0, "RPO {rpo:.1} s exceeds archive_timeout (10 s) + 10 s for the upload");
     assert!(restored > 100, "the load committed too little to measure anything: {restored}");
 }
+
+/// Retention: prune drops the oldest base backup by the source's policy, and with it exactly
+/// the WAL that only it needed; every kept base backup still recovers, to a point between two
+/// backups and to the end of the archive.
+#[test]
+fn prune_expires_wal_only_below_the_oldest_kept_base_backup() {
+    let rig = Rig::start("");
+    // Pruned by hand here, to see the plan first (a backup otherwise prunes its source).
+    let cfg = rig
+        .ws
+        .config_text()
+        .replace(
+            "type = \"postgres_cluster\"\n",
+            "type = \"postgres_cluster\"\nretention = { keep_last = 2 }\n",
+        )
+        .replace("[daemon]\n", "[prune]\nafter_backup = false\n\n[daemon]\n");
+    rig.ws.set_config(&cfg);
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.ok(&["backup", "--source", SOURCE]);
+    rig.make_segments(3);
+    rig.ok(&["backup", "--source", SOURCE]);
+    rig.pg.psql("postgres", "insert into t values ('X')");
+    rig.make_segments(2);
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = rig.now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.pg.psql("postgres", "insert into t values ('Y')");
+    rig.ok(&["backup", "--source", SOURCE]);
+    rig.make_segments(1);
+
+    let list = rig.ws.list_json();
+    assert_eq!(list.len(), 3);
+    // Newest first: the second backup is the oldest one kept.
+    let second_start = list[1]["facts"]["start_wal"].as_str().unwrap().to_string();
+    let first_start = list[2]["facts"]["start_wal"].as_str().unwrap().to_string();
+    let before = rig.archived_segments();
+    assert!(before.iter().any(|s| *s < second_start), "{before:?}");
+
+    let plan = rig.ok(&["prune", "--dry-run"]);
+    assert!(plan.contains(&format!("before {second_start}")), "{plan}");
+    assert_eq!(rig.archived_segments(), before, "a dry run deleted WAL");
+    rig.ok(&["prune"]);
+    let after = rig.archived_segments();
+    assert!(after.iter().all(|s| *s >= second_start), "{after:?}");
+    assert!(!after.contains(&first_start));
+    assert_eq!(
+        after,
+        before.iter().filter(|s| **s >= second_start).cloned().collect::<Vec<_>>(),
+        "WAL a kept backup needs was deleted"
+    );
+    // No data object is left behind a deleted record either.
+    let objects: Vec<String> = std::fs::read_dir(rig.wal_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() >= 24 && n[..24] < *second_start)
+        .collect();
+    assert!(objects.is_empty(), "{objects:?}");
+    assert_eq!(rig.ws.list_json().len(), 2);
+
+    let marks = "select string_agg(x, ',' order by x) from t where x in ('X', 'Y')";
+    let (r, _) = rig.recover(&between, "between");
+    assert_eq!(r.psql(marks), "X");
+    drop(r);
+    let (r, _) = rig.recover("now", "end");
+    assert_eq!(r.psql(marks), "X,Y");
+}

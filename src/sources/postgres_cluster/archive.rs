@@ -496,3 +496,83 @@ pub async fn read_small(
     }
     Ok(None)
 }
+
+/// The WAL file an archive key belongs to: `wal/<source>/<TLI>/<file>.json`,
+/// `<file>.zst.age`, `<file>.zst.age.part000001`, … → `<file>`. None for other keys.
+pub fn wal_file_of(source: &str, key: &str) -> Option<WalFile> {
+    let rest = key.strip_prefix(&layout::wal_prefix(source))?;
+    let (_tli, file) = rest.split_once('/')?;
+    let parts: Vec<&str> = file.split('.').collect();
+    // The longest leading run of dot-separated parts that is a WAL file name: three for a
+    // backup label (`SEG.OFFSET.backup`), two for `.history`/`.partial`, one for a segment.
+    (1..=parts.len().min(3))
+        .rev()
+        .find_map(|n| WalFile::parse(&parts[..n].join(".")))
+}
+
+/// Archive keys of `source` that no kept base backup needs: every file of a segment numbered
+/// below `floor` (the oldest kept base backup's first segment), whatever its timeline; a
+/// needed segment of any kept backup is at or after that backup's start. Timeline history
+/// files are never expired (recovery reads them to choose its timeline), nor is `archive.json`.
+pub fn expired(source: &str, keys: &[String], floor: u64, seg_size: u64) -> Vec<String> {
+    let mut out: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            let number = match wal_file_of(source, k) {
+                Some(WalFile::Segment(n) | WalFile::Partial(n) | WalFile::BackupLabel(n)) => {
+                    super::wal::Segment::parse(&n[..24], seg_size).map(|s| s.number)
+                }
+                Some(WalFile::History(_)) | None => None,
+            };
+            number.is_some_and(|n| n < floor)
+        })
+        .cloned()
+        .collect();
+    // Records first: a crash part-way leaves data without a record (never listed as
+    // archived), never a record pointing at nothing.
+    out.sort_by_key(|k| (!k.ends_with(".json"), k.clone()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_keeps_what_the_oldest_kept_backup_needs_and_every_history() {
+        let mb16 = 16 * 1024 * 1024;
+        let keys: Vec<String> = [
+            "wal/c/00000001/000000010000000000000003.json",
+            "wal/c/00000001/000000010000000000000003.zst.age",
+            "wal/c/00000001/000000010000000000000004.zst.age.part000002",
+            "wal/c/00000001/000000010000000000000004.00000028.backup.json",
+            "wal/c/00000001/000000010000000000000005.json",
+            "wal/c/00000001/000000010000000000000005.partial.zst.age",
+            "wal/c/00000002/00000002.history.json",
+            "wal/c/00000002/00000002.history.zst.age",
+            "wal/c/00000002/000000020000000000000004.json",
+            "wal/c/00000002/000000020000000000000006.json",
+            "wal/c/archive.json",
+            "wal/other/00000001/000000010000000000000001.json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let gone = expired("c", &keys, 5, mb16);
+        assert_eq!(
+            gone,
+            vec![
+                "wal/c/00000001/000000010000000000000003.json",
+                "wal/c/00000001/000000010000000000000004.00000028.backup.json",
+                "wal/c/00000002/000000020000000000000004.json",
+                "wal/c/00000001/000000010000000000000003.zst.age",
+                "wal/c/00000001/000000010000000000000004.zst.age.part000002",
+            ]
+        );
+        assert!(expired("c", &keys, 0, mb16).is_empty());
+        assert_eq!(
+            wal_file_of("c", "wal/c/00000002/00000002.history.zst.age"),
+            Some(WalFile::History(2))
+        );
+    }
+}
