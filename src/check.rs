@@ -112,6 +112,9 @@ pub async fn check(cfg: &Config, storages: &[Storage], read: ReadData) -> Result
                 }
             }
         }
+        // Sources with a WAL archive: every base backup's chain must be complete.
+        r.problems
+            .extend(crate::sources::postgres_cluster::restore::gaps(st, entries).await);
         let data = match st.list(crate::layout::DATA).await {
             Ok(d) => d,
             Err(e) => {

@@ -67,6 +67,9 @@ pub enum Command {
     /// only when it is not archived (the end of recovery); any other failure exits 126, which
     /// stops recovery instead of ending it early
     WalFetch(WalFetchArgs),
+    /// Check the WAL archive of a postgres_cluster source: timelines, and for every base backup
+    /// whether the WAL from its start to the newest segment is complete (exit 1 on a gap)
+    WalVerify(WalVerifyArgs),
     /// Download the WAL segments after one into the read-ahead cache (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),
@@ -79,6 +82,15 @@ pub struct WalPushArgs {
     pub source: String,
     /// The file (%p)
     pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalVerifyArgs {
+    #[arg(long, short = 's')]
+    pub source: String,
+    /// Only this storage [default: each]
+    #[arg(long)]
+    pub storage: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -96,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::WalPush(a) => Ok(wal::push(&cli, a).await),
         Command::WalFetch(a) => Ok(wal::fetch(&cli, a).await),
         Command::WalPrefetch(a) => Ok(wal::prefetch(&cli, a).await),
+        Command::WalVerify(a) => wal::verify(&load_for(&cli, config::Uses::Restore)?, a).await,
     }
 }
 

@@ -69,7 +69,7 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
         bail!("--start needs --port PORT: the port the restored server listens on (not one another server uses)");
     }
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
-    // A dry run reads the identity only if it has one (timeline history files are encrypted).
+    // A dry run needs no identity.
     let identity = a.identity.clone().or_else(|| cfg.encryption.identity_file.clone());
     let identities = match &identity {
         Some(p) => Some(crate::keys::load_identities(p)?),
@@ -77,7 +77,7 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
         None => bail!("restore needs the private identity: pass --identity FILE or set encryption.identity_file"),
     };
     let _cancel = cancel_on_signal();
-    let plan = pitr::plan(&source, &storages, identities.as_ref(), target).await?;
+    let plan = pitr::plan(&source, &storages, target).await?;
     let m = &plan.entry.manifest;
     match plan.target {
         Some(t) => println!(

@@ -514,7 +514,18 @@ fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage(
     assert_ne!(code, 0, "{out}");
     assert!(err.contains(&format!("WAL segment {middle} is missing")), "{err}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the data directory was written");
+    // check and wal-verify report the gap without an identity, naming the segment.
+    let (code, out, err) = rig.drctl(&["check"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("WAL segment {middle} of '{SOURCE}' is missing")), "{out}\n{err}");
+    let (code, out, _) = rig.drctl(&["wal-verify", "--source", SOURCE]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 segment(s) missing") && out.contains(&middle), "{out}");
     std::fs::rename(&aside, &record).unwrap();
+    let out = rig.ok(&["wal-verify", "--source", SOURCE]);
+    assert!(out.contains("WAL complete") && out.contains("0 problem(s)"), "{out}");
+    let out = rig.ok(&["check"]);
+    assert!(out.contains("0 problem(s)"), "{out}");
 
     // A flipped byte in a stored segment: 126, and recovery stops there without promoting.
     // (The read-ahead cache above holds a copy checked when it was fetched; empty it.)

@@ -49,6 +49,10 @@ pub struct Record {
     pub objects: Vec<Object>,
     pub pushed_at: DateTime<Utc>,
     pub drctl_version: String,
+    /// A timeline history file's lines, also here in the clear (which timeline forked where;
+    /// no data): the chain checks of `restore`, `check` and `wal-verify` need no identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<super::wal::Branch>>,
 }
 
 impl Record {
@@ -210,6 +214,13 @@ pub async fn push(cfg: &Config, source: &str, storages: &[Storage], path: &Path)
             _ => {}
         }
     }
+    let history = match &file {
+        WalFile::History(_) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(super::wal::parse_history(&text).map_err(|e| anyhow!("{name} is not a timeline history file: {e}"))?)
+        }
+        _ => None,
+    };
     let local = sha256_file(path)?;
     let record_key = layout::wal_record_key(source, timeline, name);
     // Already archived? Everywhere with the same content is done; different content anywhere
@@ -337,6 +348,7 @@ pub async fn push(cfg: &Config, source: &str, storages: &[Storage], path: &Path)
                 objects,
                 pushed_at: Utc::now(),
                 drctl_version: env!("CARGO_PKG_VERSION").to_string(),
+                history: history.clone(),
             },
         ));
     }
@@ -472,29 +484,12 @@ pub async fn list_archived(source: &str, st: &Storage) -> Result<std::collection
     Ok(out)
 }
 
-/// Reads an archived text file (a timeline history) into memory: it is a few lines.
-pub async fn read_small(
-    source: &str,
-    storages: &[Storage],
-    identities: &Identities,
-    name: &str,
-) -> Result<Option<Vec<u8>>> {
+/// The record of an archived file on one storage, if it is archived there.
+pub async fn record(source: &str, st: &Storage, name: &str) -> Result<Option<Record>> {
     let Some(file) = WalFile::parse(name) else {
         return Ok(None);
     };
-    let record_key = layout::wal_record_key(source, file.timeline(), name);
-    for st in storages {
-        let Some(record) = get_json::<Record>(st, &record_key).await? else {
-            continue;
-        };
-        if record.plain.size > 1024 * 1024 {
-            bail!("{name} is {} bytes: not a history file", record.plain.size);
-        }
-        let mut out: Vec<u8> = Vec::new();
-        pipeline::open_item_into(st, &record.item(source), &record.objects, identities, &mut out).await?;
-        return Ok(Some(out));
-    }
-    Ok(None)
+    get_json(st, &layout::wal_record_key(source, file.timeline(), name)).await
 }
 
 /// The WAL file an archive key belongs to: `wal/<source>/<TLI>/<file>.json`,

@@ -77,7 +77,6 @@ fn cluster_facts(e: &Entry) -> Option<&ClusterFacts> {
 pub async fn plan(
     source: &str,
     storages: &[Storage],
-    identities: Option<&Identities>,
     target: Option<DateTime<Utc>>,
 ) -> Result<Plan> {
     let listing = catalog::list(storages, Some(source)).await;
@@ -120,7 +119,7 @@ pub async fn plan(
     // belongs to the backup's cluster.
     let mut errors = Vec::new();
     for st in storages.iter().filter(|s| entry.storages.contains(&s.name)) {
-        match check_chain(source, st, identities, &facts, target).await {
+        match check_chain(source, st, &facts, target).await {
             Ok(p) => {
                 return Ok(Plan {
                     entry,
@@ -144,13 +143,37 @@ pub async fn plan(
     )
 }
 
-async fn check_chain(
-    source: &str,
-    st: &Storage,
-    identities: Option<&Identities>,
-    facts: &ClusterFacts,
-    target: Option<DateTime<Utc>>,
-) -> Result<PlanFields> {
+/// The archive of one storage as seen from a base backup: the timeline recovery will follow
+/// and the segments it reads, from the backup's start to the newest archived on that timeline.
+pub struct Chain {
+    pub target_timeline: u32,
+    pub segments: Vec<Segment>,
+    /// Archived names by timeline, sorted.
+    pub archived: std::collections::BTreeMap<u32, Vec<String>>,
+    pub segment_size: u64,
+}
+
+impl Chain {
+    pub fn present(&self, s: &Segment) -> bool {
+        self.archived
+            .get(&s.timeline)
+            .is_some_and(|v| v.binary_search(&s.name(self.segment_size)).is_ok())
+    }
+
+    /// The segments of the chain that are not archived, by name.
+    pub fn missing(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .filter(|s| !self.present(s))
+            .map(|s| s.name(self.segment_size))
+            .collect()
+    }
+}
+
+/// Reads the archive's identity, timelines and listing, and lays out the chain a recovery from
+/// the base backup with `facts` would read. Needs no identity: history files' lines are in
+/// their records.
+pub async fn chain(source: &str, st: &Storage, facts: &ClusterFacts) -> Result<Chain> {
     let info: ArchiveInfo = match archive::archive_info(source, std::slice::from_ref(st)).await? {
         Some(i) => i,
         None => bail!("there is no WAL archive of '{source}' (is archive_command = 'drctl wal-push --source {source} %p' set?)"),
@@ -171,17 +194,13 @@ async fn check_chain(
     loop {
         let next = target_tli + 1;
         let name = WalFile::History(next).name();
-        let has = archived.get(&next).is_some_and(|v| v.contains(&name));
-        if !has {
+        if !archived.get(&next).is_some_and(|v| v.contains(&name)) {
             break;
         }
-        let identities = identities.ok_or_else(|| {
-            anyhow!("the archive has timeline {next}; reading its history file ({name}) needs the identity (--identity)")
-        })?;
-        let text = archive::read_small(source, std::slice::from_ref(st), identities, &name)
+        history = archive::record(source, st, &name)
             .await?
-            .ok_or_else(|| anyhow!("{name} vanished while it was read"))?;
-        history = wal::parse_history(&String::from_utf8_lossy(&text)).map_err(|e| anyhow!("{name}: {e}"))?;
+            .and_then(|r| r.history)
+            .ok_or_else(|| anyhow!("the record of {name} does not list the timeline's history"))?;
         target_tli = next;
     }
     if let Some(b) = history.iter().find(|b| b.timeline == facts.timeline) {
@@ -201,7 +220,23 @@ async fn check_chain(
             .unwrap_or_default()
     };
     let last = on(target_tli).into_iter().max();
-    let chain = wal::chain(facts.timeline, facts.start_lsn, &history, target_tli, last, seg);
+    let segments = wal::chain(facts.timeline, facts.start_lsn, &history, target_tli, last, seg);
+    Ok(Chain {
+        target_timeline: target_tli,
+        segments,
+        archived,
+        segment_size: seg,
+    })
+}
+
+async fn check_chain(
+    source: &str,
+    st: &Storage,
+    facts: &ClusterFacts,
+    target: Option<DateTime<Utc>>,
+) -> Result<PlanFields> {
+    let c = chain(source, st, facts).await?;
+    let (seg, chain, target_tli) = (c.segment_size, &c.segments, c.target_timeline);
     let stop = Segment::containing(facts.timeline, facts.stop_lsn, seg);
     if chain.is_empty() || chain.last().map(|s| s.number) < Some(stop.number) {
         bail!(
@@ -213,11 +248,7 @@ async fn check_chain(
     }
     // The chain needed: up to the first segment archived at or after the target (it holds the
     // target's commits), found by bisection over the archive times (they grow along the chain).
-    let present = |s: &Segment| {
-        archived
-            .get(&s.timeline)
-            .is_some_and(|v| v.binary_search(&s.name(seg)).is_ok())
-    };
+    let present = |s: &Segment| c.present(s);
     let mut needed = chain.len();
     let mut archive_end = None;
     if let Some(t) = target {
@@ -258,6 +289,40 @@ async fn check_chain(
         archive_end,
         storage: st.name.clone(),
     })
+}
+
+/// For `drctl check` and `wal-verify`: on one storage, every base backup whose WAL chain (from
+/// its start to the newest segment on the timeline recovery would follow) has a gap, or whose
+/// archive cannot be read, as problems naming the segment and the backups it breaks.
+pub async fn gaps(st: &Storage, entries: &[Entry]) -> Vec<String> {
+    let mut by_segment: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    let mut problems = Vec::new();
+    for e in entries {
+        let Some(f) = cluster_facts(e) else { continue };
+        let source = &e.manifest.source;
+        match chain(source, st, f).await {
+            Ok(c) => {
+                for s in c.missing() {
+                    by_segment
+                        .entry((source.clone(), s))
+                        .or_default()
+                        .push(e.manifest.id.clone());
+                }
+            }
+            Err(err) => problems.push(format!(
+                "storage '{}': base backup {} of '{source}': {err:#}",
+                st.name, e.manifest.id
+            )),
+        }
+    }
+    for ((source, seg), ids) in by_segment {
+        problems.push(format!(
+            "storage '{}': WAL segment {seg} of '{source}' is missing: recovery from base backup(s) {} stops before it",
+            st.name,
+            ids.join(", ")
+        ));
+    }
+    problems
 }
 
 /// What `check_chain` found on one storage.

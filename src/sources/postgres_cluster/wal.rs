@@ -214,7 +214,7 @@ pub fn major_of_magic(magic: u16) -> Option<u32> {
 }
 
 /// One line of a timeline history file: `parent_tli <TAB> switchpoint <TAB> reason`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Branch {
     /// The timeline that ended.
     pub timeline: u32,
