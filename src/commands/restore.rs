@@ -157,7 +157,16 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
         return Ok(0);
     };
     let t0 = std::time::Instant::now();
-    let reached = pitr::start(&plan, &setup, port, cluster.pg_bin_dir.as_deref()).await?;
+    let reached = pitr::start(&pitr::Start {
+        datadir: &datadir,
+        major: plan.facts.major,
+        port,
+        pg_bin_dir: cluster.pg_bin_dir.as_deref(),
+        must_read: setup.must_read(),
+        env: &setup.env,
+        options: "",
+    })
+    .await?;
     println!(
         "recovered in {:.1}s; PostgreSQL is running on port {port} (log: {}), timeline {}",
         t0.elapsed().as_secs_f64(),

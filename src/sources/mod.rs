@@ -509,16 +509,7 @@ pub async fn verify(
             })
             .await
         }
-        // Not built yet: a verification that cannot run says so, and fails.
-        Facts::PostgresCluster(_) => (
-            vec![verification::Check {
-                name: "restore".into(),
-                ok: false,
-                detail: "verifying a postgres_cluster base backup (restore + WAL replay in a throwaway server) is not implemented in this release; test it with `drctl restore --at now --target-datadir DIR --start`".into(),
-            }],
-            None,
-            "none".into(),
-        ),
+        Facts::PostgresCluster(f) => postgres_cluster::verify::verify(cfg, entry, f, storages, identities).await,
     }
 }
 

@@ -817,3 +817,31 @@ fn prune_expires_wal_only_below_the_oldest_kept_base_backup() {
     let (r, _) = rig.recover("now", "end");
     assert_eq!(r.psql(marks), "X,Y");
 }
+
+/// `drctl verify` of a base backup: recovered with all WAL archived since, in a throwaway
+/// server that does not archive (the production archive gets no new timeline) and is gone
+/// afterwards; a gap in the chain fails it.
+#[test]
+fn verify_recovers_the_newest_base_backup_with_its_wal_in_a_throwaway_server() {
+    let rig = Rig::start_with("", false);
+    rig.pg.psql("postgres", "create table t (x text)");
+    rig.ok(&["backup", "--source", SOURCE]);
+    rig.make_segments(2);
+    let ident = rig.ws.identity.to_str().unwrap().to_string();
+    let (code, out, err) = rig.drctl(&["verify", "--source", SOURCE, "--identity", &ident]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("replayed to the end of the archive"), "{out}");
+    assert!(out.contains("PASS app-cluster") && out.contains("restore took"), "{out}");
+    assert!(
+        !rig.wal_dir().parent().unwrap().join("00000002").exists(),
+        "the throwaway server archived into the production archive"
+    );
+    let procs = String::from_utf8(Command::new("ps").args(["-eo", "args"]).output().unwrap().stdout).unwrap();
+    assert!(!procs.contains("drctl-verify-"), "a throwaway server is still running:\n{procs}");
+
+    let segs = rig.archived_segments();
+    std::fs::remove_file(rig.wal_dir().join(format!("{}.json", segs[segs.len() - 2]))).unwrap();
+    let (code, out, _) = rig.drctl(&["verify", "--source", SOURCE, "--identity", &ident]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&segs[segs.len() - 2]), "{out}");
+}

@@ -398,9 +398,13 @@ pub fn restore_command(setup: &Setup<'_>) -> String {
 
 /// The recovery settings, in postgresql.conf syntax.
 pub fn recovery_settings(setup: &Setup<'_>, target: Option<DateTime<Utc>>) -> String {
+    settings_with(&restore_command(setup), target)
+}
+
+fn settings_with(restore_command: &str, target: Option<DateTime<Utc>>) -> String {
     let conf = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut out = String::from("# drctl restore: point-in-time recovery (remove after recovery if you like)\n");
-    out.push_str(&format!("restore_command = {}\n", conf(&restore_command(setup))));
+    out.push_str(&format!("restore_command = {}\n", conf(restore_command)));
     if let Some(t) = target {
         // UTC with an explicit offset: the server's TimeZone setting does not matter.
         out.push_str(&format!(
@@ -429,9 +433,28 @@ fn strip_recovery_settings(text: &str) -> String {
 /// Fetches the base backup (verified, into scratch), extracts it into the empty data
 /// directory, and sets up recovery.
 pub async fn write(plan: &Plan, storages: &[Storage], identities: &Identities, setup: &Setup<'_>) -> Result<()> {
-    let dir = setup.datadir;
+    write_with(
+        &plan.entry,
+        storages,
+        identities,
+        setup.datadir,
+        setup.scratch_dir,
+        &recovery_settings(setup, plan.target),
+    )
+    .await
+}
+
+/// [`write`] with the recovery settings given.
+pub async fn write_with(
+    entry: &Entry,
+    storages: &[Storage],
+    identities: &Identities,
+    dir: &Path,
+    scratch_dir: &Path,
+    settings: &str,
+) -> Result<()> {
     crate::archive::require_empty(dir)?;
-    let fetched = crate::fetch::fetch_to_scratch(storages, &plan.entry, identities, "base.tar", setup.scratch_dir).await?;
+    let fetched = crate::fetch::fetch_to_scratch(storages, entry, identities, "base.tar", scratch_dir).await?;
     let (f, d) = (fetched.file.clone(), dir.to_path_buf());
     tokio::task::spawn_blocking(move || crate::archive::extract(&f, &d, false)).await??;
     drop(fetched);
@@ -442,11 +465,7 @@ pub async fn write(plan: &Plan, storages: &[Storage], identities: &Identities, s
     }
     let auto = dir.join("postgresql.auto.conf");
     let old = std::fs::read_to_string(&auto).unwrap_or_default();
-    let text = format!(
-        "{}{}",
-        strip_recovery_settings(&old),
-        recovery_settings(setup, plan.target)
-    );
+    let text = format!("{}{settings}", strip_recovery_settings(&old));
     crate::durable::write_file(&auto, text.as_bytes()).with_context(|| format!("cannot write {}", auto.display()))?;
     crate::durable::write_file(&dir.join("recovery.signal"), b"")
         .with_context(|| format!("cannot write {}/recovery.signal", dir.display()))?;
@@ -465,22 +484,46 @@ pub struct Reached {
 
 /// Starts PostgreSQL on the restored directory (as `postgres` when drctl runs as root), waits
 /// until recovery has finished and the server is promoted, and reads where it ended.
-pub async fn start(plan: &Plan, setup: &Setup<'_>, port: u16, pg_bin_dir: Option<&Path>) -> Result<Reached> {
-    let dir = setup.datadir;
-    let bin = |name: &str| super::basebackup::tool(pg_bin_dir, plan.facts.major, name);
+/// How to start the recovered server.
+pub struct Start<'a> {
+    pub datadir: &'a Path,
+    pub major: u32,
+    pub port: u16,
+    pub pg_bin_dir: Option<&'a Path>,
+    /// Files restore_command reads, which the server's user must be able to read.
+    pub must_read: Vec<(&'static str, PathBuf)>,
+    /// Variables of drctl's environment the server (its restore_command) gets.
+    pub env: &'a [String],
+    /// More `postgres` options (`-c archive_mode=off` for a verification).
+    pub options: &'a str,
+}
+
+impl Setup<'_> {
+    /// The files `restore_command` reads: the identity and drctl's config.
+    pub fn must_read(&self) -> Vec<(&'static str, PathBuf)> {
+        [("the identity", self.identity.to_path_buf())]
+            .into_iter()
+            .chain(
+                self.drctl
+                    .windows(2)
+                    .filter(|w| w[0] == "--config")
+                    .map(|w| ("the config", PathBuf::from(&w[1]))),
+            )
+            .collect()
+    }
+}
+
+pub async fn start(how: &Start<'_>) -> Result<Reached> {
+    let dir = how.datadir;
+    let port = how.port;
+    let bin = |name: &str| super::basebackup::tool(how.pg_bin_dir, how.major, name);
     let run_as = crate::is_root().then(|| "postgres".to_string());
     if let Some(u) = &run_as {
         let mut chown = crate::process::command("chown");
         chown.arg("-R").arg(u).arg(dir);
         crate::process::run(chown, "chown").await?;
         // restore_command runs as that user: it must read drctl's config and the identity.
-        for (what, p) in [("the identity", setup.identity.to_path_buf())].into_iter().chain(
-            setup
-                .drctl
-                .windows(2)
-                .filter(|w| w[0] == "--config")
-                .map(|w| ("the config", PathBuf::from(&w[1]))),
-        ) {
+        for (what, p) in how.must_read.iter() {
             let mut test = crate::process::command("runuser");
             test.args(["-u", u, "--", "test", "-r"]).arg(&p);
             if crate::process::run(test, "test -r").await.is_err() {
@@ -502,7 +545,7 @@ pub async fn start(plan: &Plan, setup: &Setup<'_>, port: u16, pg_bin_dir: Option
         };
         // restore_command (a child of the server) needs the variables drctl's config names
         // (storage credentials); nothing else of drctl's environment goes to the server.
-        c.envs(setup.env.iter().filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))));
+        c.envs(how.env.iter().filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))));
         c
     };
     let log = dir.join("drctl-recovery.log");
@@ -512,7 +555,7 @@ pub async fn start(plan: &Plan, setup: &Setup<'_>, port: u16, pg_bin_dir: Option
         .arg("-l")
         .arg(&log)
         .arg("-o")
-        .arg(format!("-p {port} -k {}", sh_quote(&dir.to_string_lossy())))
+        .arg(format!("-p {port} -k {} {}", sh_quote(&dir.to_string_lossy()), how.options))
         .args(["-w", "-t", "3600", "start"]);
     if let Err(e) = crate::process::run(ctl, "pg_ctl start").await {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
