@@ -525,7 +525,7 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         // restore_command runs as that user: it must read drctl's config and the identity.
         for (what, p) in how.must_read.iter() {
             let mut test = crate::process::command("runuser");
-            test.args(["-u", u, "--", "test", "-r"]).arg(&p);
+            test.args(["-u", u, "--", "test", "-r"]).arg(p);
             if crate::process::run(test, "test -r").await.is_err() {
                 bail!(
                     "the restored server runs as {u}, and its restore_command (drctl wal-fetch) must read {what} {}, which {u} cannot; copy it somewhere {u} owns (install -o {u} -m 600 …) and pass that path; the data directory is written, start it yourself when fixed",
