@@ -82,7 +82,14 @@ pub async fn snapshot(cfg: &Config) -> Result<Snapshot> {
                 }
             })
             .collect();
+        let wal = match src {
+            crate::sources::SourceConfig::PostgresCluster(c) => {
+                Some(crate::sources::postgres_cluster::status::archiving(c, &storages).await)
+            }
+            _ => None,
+        };
         rows.push(Row {
+            wal,
             last_failure: s.last_failure,
             last_prune_failure: s.last_prune_failure,
             last_success: s.last_success,
@@ -141,6 +148,40 @@ pub(super) async fn status(cfg: &Config, a: &StatusArgs) -> Result<i32> {
                 }
             );
         }
+        if let Some(w) = &r.wal {
+            for st in &w.storages {
+                match (&st.newest, &st.error) {
+                    (_, Some(e)) => println!("  WAL on {:<7} cannot be listed: {e}", st.storage),
+                    (Some(n), None) => println!(
+                        "  WAL on {:<7} newest {n}{}",
+                        st.storage,
+                        st.newest_at
+                            .map(|t| format!(", archived {} ago", catalog::human_duration(snap.at - t)))
+                            .unwrap_or_default()
+                    ),
+                    (None, None) => println!("  WAL on {:<7} none archived", st.storage),
+                }
+            }
+            match (&w.server, &w.server_error) {
+                (Some(s), _) => {
+                    println!(
+                        "  server        writing {}; {} complete segment(s) not yet on every storage",
+                        s.current_wal,
+                        s.segments_behind.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+                    );
+                    if s.failed_count > 0 {
+                        println!(
+                            "  archiving     {} failure(s), the last for {} at {}",
+                            s.failed_count,
+                            s.last_failed_wal.as_deref().unwrap_or("?"),
+                            s.last_failed_at.as_deref().unwrap_or("?")
+                        );
+                    }
+                }
+                (None, Some(e)) => println!("  server        cannot be asked: {e}"),
+                (None, None) => {}
+            }
+        }
         match &r.last_verification {
             Some(v) if v.ok => println!(
                 "  verified      {} (backup {}, restore took {:.1}s)",
@@ -192,6 +233,9 @@ struct Row {
     next_run: Option<chrono::DateTime<chrono::Utc>>,
     source: String,
     storages: Vec<StorageRow>,
+    /// postgres_cluster sources: the WAL archive against the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal: Option<crate::sources::postgres_cluster::status::WalStatus>,
 }
 
 /// The source's newest backup on one storage; all `None` when it has none there.

@@ -434,6 +434,19 @@ fn wal_push_never_overwrites_refuses_other_clusters_and_catches_up_after_an_outa
     rig.pg.psql("postgres", "insert into t values ('after the outage')");
     rig.wait_archived(true);
     assert!(rig.archived_segments().contains(&during));
+    // And status sees the storage caught up with the server.
+    let t0 = Instant::now();
+    loop {
+        let out = rig.ok(&["status"]);
+        if out.contains("0 complete segment(s) not yet on every storage") {
+            assert!(out.contains("WAL on local   newest "), "{out}");
+            // The server's failures during the outage stay visible.
+            assert!(out.contains(&format!("failure(s), the last for {during}")), "{out}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The restore_command contract and the checks before a restore writes anything: a segment

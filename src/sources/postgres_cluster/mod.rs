@@ -16,6 +16,7 @@ mod basebackup;
 mod config;
 pub mod prefetch;
 pub mod restore;
+pub mod status;
 pub mod verify;
 pub mod wal;
 
