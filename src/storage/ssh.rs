@@ -46,7 +46,13 @@ impl ControlDir {
     /// default directory) when the directory cannot be made.
     pub fn create() -> Option<ControlDir> {
         crate::xdg_state_home();
-        let path = match tempfile::Builder::new().prefix("drctl-ssh-").tempdir() {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        let path = match tempfile::Builder::new()
+            .prefix("drctl-ssh-")
+            .permissions(private)
+            .tempdir()
+        {
             Ok(d) => d.keep(),
             Err(e) => {
                 tracing::debug!(error = %e, "no private ssh control directory; masters left behind are not stopped");
