@@ -29,6 +29,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How often the daemon stops ssh control masters whose sessions are gone.
+const SSH_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 struct Ctx {
     cfg: Arc<Config>,
     events: Events,
@@ -379,6 +382,16 @@ pub async fn run(
             }
         })
     };
+    // SFTP sessions of runs and staleness checks sometimes leave their ssh control master
+    // behind (see storage::ssh); a run exits its process and stops them then, the daemon does not.
+    let ssh_sweep = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(SSH_SWEEP_INTERVAL).await;
+            if let Ok(n @ 1..) = tokio::task::spawn_blocking(crate::storage::ssh::stop_orphaned_masters).await {
+                tracing::debug!(stopped = n, "stopped orphaned ssh control masters");
+            }
+        }
+    });
     tracing::info!(config = %config_path.display(), jobs = ctx.cfg.jobs.len(), "daemon started");
 
     loop {
@@ -409,6 +422,7 @@ pub async fn run(
     tracing::info!("stopping: no new runs will start");
     sched.shutdown();
     stale_handle.abort();
+    ssh_sweep.abort();
     tracker.close();
     let grace = ctx.cfg.daemon.grace_period.std();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

@@ -39,6 +39,14 @@ pub mod units;
 pub mod verification;
 pub mod verify;
 
+/// `$XDG_STATE_HOME` as this process found it at the first call. `storage::ssh::ControlDir`
+/// calls this before it points the variable at the process's own ssh control directory, so code
+/// that means the operator's state directory reads it here.
+pub fn xdg_state_home() -> Option<std::ffi::OsString> {
+    static FOUND: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| std::env::var_os("XDG_STATE_HOME")).clone()
+}
+
 /// Whether this process runs as root (uid 0): decides the default state dir, whether the
 /// verify sandbox runs as `postgres`, and whether extracted files keep their owners.
 pub fn is_root() -> bool {

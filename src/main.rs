@@ -77,6 +77,9 @@ fn main() {
         use std::io::IsTerminal;
         drctl::progress::enable(std::io::stderr().is_terminal() && matches!(cli.log_format, LogFormat::Text));
     }
+    // Before the runtime starts any thread: it sets $XDG_STATE_HOME for openssh. Declared before
+    // the runtime, so that on a panic too it is dropped after it.
+    let ssh_control = drctl::storage::ssh::ControlDir::create();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,7 +98,9 @@ fn main() {
     };
     // Drop the runtime, and with it every task and storage, before exiting: an SFTP storage's
     // ssh control master is closed by its Drop (ssh -O exit); process::exit would skip that and
-    // leave a master process behind for every run.
+    // leave a master process behind for every run. Then stop the masters whose close the crates
+    // cancelled (storage::ssh), and wait for them: none outlives the run.
     drop(rt);
+    drop(ssh_control);
     std::process::exit(code);
 }

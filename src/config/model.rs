@@ -107,7 +107,7 @@ impl DaemonConfig {
         if crate::is_root() {
             return PathBuf::from("/var/lib/drctl");
         }
-        if let Ok(x) = std::env::var("XDG_STATE_HOME") {
+        if let Some(x) = crate::xdg_state_home() {
             return PathBuf::from(x).join("drctl");
         }
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".local/state/drctl")

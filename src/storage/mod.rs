@@ -7,6 +7,7 @@
 
 pub mod config;
 mod s3;
+pub mod ssh;
 
 pub use config::StorageConfig;
 pub use s3::{abort_upload, housekeeping_warning, open_uploads, Unsupported, Upload};
