@@ -67,6 +67,19 @@ pub fn command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
+/// [`command`] run as `user` through runuser (drctl as root runs PostgreSQL's server tools as
+/// `postgres`, which refuses root), or as drctl's own user when None.
+pub fn command_as(user: Option<&str>, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = command("runuser");
+            c.args(["-u", u, "--"]).arg(prog);
+            c
+        }
+        None => command(prog),
+    }
+}
+
 /// A command for a PostgreSQL client tool: `base_env` and `libpq_env`; the caller then sets
 /// the connection (`ConnInfo::apply`).
 pub fn pg_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {

@@ -64,13 +64,7 @@ impl Rig {
     /// drctl as the server's user, with the workspace's config and the test passwords.
     fn drctl(&self, args: &[&str]) -> (i32, String, String) {
         let base = self.ws.drctl();
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", env!("CARGO_BIN_EXE_drctl")]);
-            c
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_drctl"))
-        };
+        let mut c = as_pg_user(Path::new(env!("CARGO_BIN_EXE_drctl")));
         c.current_dir(self.ws.path());
         for (k, v) in base.get_envs() {
             match v {
@@ -176,16 +170,20 @@ struct Restored {
     bin: PathBuf,
 }
 
+/// `prog` as the server's user: `postgres` when the tests run as root.
+fn as_pg_user(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
 impl Restored {
     fn psql(&self, sql: &str) -> String {
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join("psql"));
-            c
-        } else {
-            Command::new(self.bin.join("psql"))
-        };
-        let out = c
+        let out = as_pg_user(&self.bin.join("psql"))
             .arg("-h")
             .arg(&self.dir)
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-c", sql])
@@ -198,14 +196,7 @@ impl Restored {
 
 impl Drop for Restored {
     fn drop(&mut self) {
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let _ = c
+        let _ = as_pg_user(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.dir)
             .args(["-m", "immediate", "-w", "stop"])

@@ -524,8 +524,8 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         crate::process::run(chown, "chown").await?;
         // restore_command runs as that user: it must read drctl's config and the identity.
         for (what, p) in how.must_read.iter() {
-            let mut test = crate::process::command("runuser");
-            test.args(["-u", u, "--", "test", "-r"]).arg(p);
+            let mut test = crate::process::command_as(Some(u), "test");
+            test.arg("-r").arg(p);
             if crate::process::run(test, "test -r").await.is_err() {
                 bail!(
                     "the restored server runs as {u}, and its restore_command (drctl wal-fetch) must read {what} {}, which {u} cannot; copy it somewhere {u} owns (install -o {u} -m 600 …) and pass that path; the data directory is written, start it yourself when fixed",
@@ -535,14 +535,7 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         }
     }
     let as_user = |prog: PathBuf| {
-        let mut c = match &run_as {
-            Some(u) => {
-                let mut c = crate::process::command("runuser");
-                c.args(["-u", u, "--"]).arg(prog);
-                c
-            }
-            None => crate::process::command(prog),
-        };
+        let mut c = crate::process::command_as(run_as.as_deref(), prog);
         // restore_command (a child of the server) needs the variables drctl's config names
         // (storage credentials); nothing else of drctl's environment goes to the server.
         c.envs(how.env.iter().filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))));

@@ -42,13 +42,7 @@ pub async fn verify(
     let result = run(cfg, entry, facts, storages, identities, work.path()).await;
     // Whatever happened, the throwaway server goes.
     let pg_ctl = super::basebackup::tool(cfg.verify.pg_bin_dir.as_deref(), facts.major, "pg_ctl");
-    let mut stop = if crate::is_root() {
-        let mut c = crate::process::command("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-        c
-    } else {
-        crate::process::command(&pg_ctl)
-    };
+    let mut stop = crate::process::command_as(crate::is_root().then_some("postgres"), &pg_ctl);
     stop.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]);
     if data.join("postmaster.pid").exists() {
         let _ = crate::process::run(stop, "pg_ctl stop").await;
