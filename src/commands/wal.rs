@@ -36,9 +36,11 @@ fn identities(cfg: &Config, flag: Option<&std::path::Path>) -> Result<crate::key
 pub(super) async fn push(cli: &Cli, a: &WalPushArgs) -> i32 {
     let r = async {
         let cfg = load_for(cli, config::Uses::Restore)?;
-        cluster(&cfg, &a.source)?;
+        let limit = cluster(&cfg, &a.source)?.wal_timeout.std();
         let storages = storage::select(&cfg.storages, None)?;
-        archive::push(&cfg, &a.source, &storages, &a.path).await
+        tokio::time::timeout(limit, archive::push(&cfg, &a.source, &storages, &a.path))
+            .await
+            .map_err(|_| anyhow::anyhow!("not archived within wal_timeout ({limit:?}); the server keeps the file and retries"))?
     }
     .await;
     match r {
@@ -65,11 +67,16 @@ pub(super) async fn fetch(cli: &Cli, a: &WalFetchArgs) -> i32 {
             return Ok::<i32, anyhow::Error>(0);
         }
         let cfg = load_for(cli, config::Uses::Restore)?;
-        cluster(&cfg, &a.source)?;
+        let limit = cluster(&cfg, &a.source)?.wal_timeout.std();
         let storages = storage::select(&cfg.storages, None)?;
         let ids = identities(&cfg, a.identity.as_deref())?;
-        let info = archive::archive_info(&a.source, &storages).await?;
-        match archive::fetch(&a.source, &storages, &ids, info.as_ref(), &a.file, &a.dest).await? {
+        let fetched = tokio::time::timeout(limit, async {
+            let info = archive::archive_info(&a.source, &storages).await?;
+            archive::fetch(&a.source, &storages, &ids, info.as_ref(), &a.file, &a.dest).await
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("not fetched within wal_timeout ({limit:?})"))??;
+        match fetched {
             archive::Fetched::Written { .. } => {
                 spawn_prefetch(cli, a);
                 Ok(0)

@@ -849,3 +849,63 @@ fn verify_recovers_the_newest_base_backup_with_its_wal_in_a_throwaway_server() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(&segs[segs.len() - 2]), "{out}");
 }
+
+/// A segment-shaped file: the long page header of a 1 MiB-segment cluster, zeros after it.
+fn fake_segment(dir: &Path, name: &str, sysid: u64, number: u64) -> PathBuf {
+    let seg: u64 = 1024 * 1024;
+    let mut b = vec![0u8; seg as usize];
+    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    b[8..16].copy_from_slice(&(number * seg).to_le_bytes());
+    b[24..32].copy_from_slice(&sysid.to_le_bytes());
+    b[32..36].copy_from_slice(&(seg as u32).to_le_bytes());
+    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let p = dir.join(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+/// A storage that accepts connections and never answers: wal-push gives up after wal_timeout
+/// with status 1 (the server retries), wal-fetch with 126 (recovery stops), instead of
+/// stalling the archiver or recovery for ever.
+#[test]
+fn wal_push_and_fetch_give_up_on_a_storage_that_hangs_after_wal_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let ws = Workspace::new();
+    let storage = format!(
+        "[[storage]]\nname = \"stuck\"\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"${{DRCTL_TEST_S3_SECRET}}\"\n"
+    );
+    ws.write_config(
+        &storage,
+        &format!("{}wal_timeout = \"3s\"\n", cluster_toml(5432)),
+    );
+    // Segment 3 of a 1 MiB-segment cluster: 000000010000000000000003 (4096 per log id).
+    let seg = fake_segment(ws.path(), "000000010000000000000003", 7_000_000_000_000_000_001, 3);
+    let t0 = Instant::now();
+    let (code, _, err) = ws.run(&["wal-push", "--source", SOURCE, seg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not archived within wal_timeout"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let dest = ws.path().join("RECOVERYXLOG");
+    let (code, _, err) = ws.run(&[
+        "wal-fetch",
+        "--source",
+        SOURCE,
+        "--identity",
+        &ident,
+        "000000010000000000000003",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("not fetched within wal_timeout"), "{err}");
+    assert!(!dest.exists());
+}

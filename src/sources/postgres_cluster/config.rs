@@ -19,6 +19,9 @@ pub struct ClusterSource {
     pub retention: Option<RetentionRef>,
     /// WAL segments `wal-fetch` downloads ahead, in parallel, while recovery replays.
     pub prefetch: usize,
+    /// The longest one `wal-push` or `wal-fetch` may take: a storage that hangs must fail the
+    /// call (PostgreSQL retries a push; a fetch then stops recovery), not stall the archiver.
+    pub wal_timeout: crate::units::Duration,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,8 @@ struct RawClusterSource {
     retention: Option<RetentionRef>,
     #[serde(default)]
     prefetch: Option<usize>,
+    #[serde(default)]
+    wal_timeout: Option<crate::units::Duration>,
 }
 
 impl TryFrom<RawClusterSource> for ClusterSource {
@@ -58,8 +63,16 @@ impl TryFrom<RawClusterSource> for ClusterSource {
         if !(1..=64).contains(&prefetch) {
             return Err(format!("prefetch = {prefetch}: give 1 to 64 segments"));
         }
+        let wal_timeout = r.wal_timeout.unwrap_or_else(|| crate::units::Duration::known("10m"));
+        if let Some(e) = wal_timeout.error() {
+            return Err(format!("wal_timeout: {e}"));
+        }
+        if wal_timeout.std().is_zero() {
+            return Err("wal_timeout must be longer than 0s".into());
+        }
         Ok(ClusterSource {
             name: r.name,
+            wal_timeout,
             url,
             password_file: r.password_file,
             pg_bin_dir: r.pg_bin_dir,
@@ -78,6 +91,7 @@ impl fmt::Debug for ClusterSource {
             .field("pg_bin_dir", &self.pg_bin_dir)
             .field("retention", &self.retention)
             .field("prefetch", &self.prefetch)
+            .field("wal_timeout", &self.wal_timeout.text())
             .finish()
     }
 }
