@@ -40,6 +40,13 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// Whether the config this run reads names an SFTP storage (a cheap look at its text; a false
+/// positive only costs an empty private directory for the run).
+fn uses_sftp(cli: &Cli) -> bool {
+    let path = drctl::config::resolve_path(cli.config.as_deref());
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("sftp"))
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -79,7 +86,10 @@ fn main() {
     }
     // Before the runtime starts any thread: it sets $XDG_STATE_HOME for openssh. Declared before
     // the runtime, so that on a panic too it is dropped after it.
-    let ssh_control = drctl::storage::ssh::ControlDir::create();
+    // Only for a config with an SFTP storage: other runs leave nothing in $TMPDIR.
+    let ssh_control = uses_sftp(&cli)
+        .then(drctl::storage::ssh::ControlDir::create)
+        .flatten();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

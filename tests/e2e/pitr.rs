@@ -909,3 +909,40 @@ fn wal_push_and_fetch_give_up_on_a_storage_that_hangs_after_wal_timeout() {
     assert!(err.contains("not fetched within wal_timeout"), "{err}");
     assert!(!dest.exists());
 }
+
+/// A storage added to the config later gets the archive's identity with its first segment, so
+/// that a restore from it alone finds the archive (and refuses another cluster's segment).
+#[test]
+fn a_storage_added_later_gets_the_archive_identity() {
+    let ws = Workspace::new();
+    let one = ws.fs_storage_toml("one");
+    ws.write_config(&one, &cluster_toml(5432));
+    let sysid = 7_000_000_000_000_000_002;
+    let s3 = fake_segment(ws.path(), "000000010000000000000003", sysid, 3);
+    ws.ok(&["wal-push", "--source", SOURCE, s3.to_str().unwrap()]);
+    assert!(ws.fs_root("one").join(format!("wal/{SOURCE}/archive.json")).exists());
+
+    ws.write_config(&format!("{one}{}", ws.fs_storage_toml("two")), &cluster_toml(5432));
+    let s4 = fake_segment(ws.path(), "000000010000000000000004", sysid, 4);
+    ws.ok(&["wal-push", "--source", SOURCE, s4.to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.fs_root("two").join(format!("wal/{SOURCE}/archive.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["system_identifier"], sysid.to_string());
+    assert!(ws
+        .fs_root("two")
+        .join(format!("wal/{SOURCE}/00000001/000000010000000000000004.json"))
+        .exists());
+    // Pushing segment 3 again fills it in on the new storage only.
+    let (code, _, err) = ws.run(&["wal-push", "--source", SOURCE, s3.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ws
+        .fs_root("two")
+        .join(format!("wal/{SOURCE}/00000001/000000010000000000000003.json"))
+        .exists());
+    let other = fake_segment(ws.path(), "000000010000000000000005", sysid + 1, 5);
+    let (code, _, err) = ws.run(&["wal-push", "--source", SOURCE, other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is from another cluster"), "{err}");
+}

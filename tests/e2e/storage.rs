@@ -239,7 +239,8 @@ fn sigkill_mid_upload_commits_nothing_and_prune_cleans_what_it_left() {
     // Wait until parts are in flight on S3.
     let t0 = Instant::now();
     while s3.open_multipart_uploads() == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no multipart upload started");
+        // A wait, not a timing claim: on a loaded 2-core machine the first part can take a while.
+        assert!(t0.elapsed() < Duration::from_secs(120), "no multipart upload started");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));

@@ -145,23 +145,31 @@ async fn get_json<T: serde::de::DeserializeOwned>(st: &Storage, key: &str) -> Re
 
 /// Reads `archive.json` from every storage that has one; they must agree.
 pub async fn archive_info(source: &str, storages: &[Storage]) -> Result<Option<ArchiveInfo>> {
+    Ok(archive_infos(source, storages).await?.0)
+}
+
+/// [`archive_info`], and the storages (indexes) that have none yet.
+async fn archive_infos(source: &str, storages: &[Storage]) -> Result<(Option<ArchiveInfo>, Vec<usize>)> {
     let mut found: Option<ArchiveInfo> = None;
-    for st in storages {
-        if let Some(info) = get_json::<ArchiveInfo>(st, &layout::wal_archive_key(source)).await? {
-            if let Some(f) = &found {
-                if f.system_identifier != info.system_identifier {
-                    bail!(
-                        "the WAL archives of '{source}' disagree: storage '{}' holds cluster {}, another holds {}; they are archives of different clusters",
-                        st.name,
-                        info.system_identifier,
-                        f.system_identifier
-                    );
-                }
+    let mut lacking = Vec::new();
+    for (i, st) in storages.iter().enumerate() {
+        let Some(info) = get_json::<ArchiveInfo>(st, &layout::wal_archive_key(source)).await? else {
+            lacking.push(i);
+            continue;
+        };
+        if let Some(f) = &found {
+            if f.system_identifier != info.system_identifier {
+                bail!(
+                    "the WAL archives of '{source}' disagree: storage '{}' holds cluster {}, another holds {}; they are archives of different clusters",
+                    st.name,
+                    info.system_identifier,
+                    f.system_identifier
+                );
             }
-            found = Some(info);
         }
+        found = Some(info);
     }
-    Ok(found)
+    Ok((found, lacking))
 }
 
 /// Archives the file at `path` (PostgreSQL's `%p`) on every storage. See the module docs for
@@ -197,7 +205,7 @@ pub async fn push(cfg: &Config, source: &str, storages: &[Storage], path: &Path)
         }
     }
     // The archive belongs to one cluster.
-    let info = archive_info(source, storages).await?;
+    let (info, lacking) = archive_infos(source, storages).await?;
     if let Some(h) = &header {
         match &info {
             Some(i) if i.system_identifier != h.system_identifier.to_string() => {
@@ -244,21 +252,26 @@ pub async fn push(cfg: &Config, source: &str, storages: &[Storage], path: &Path)
     if missing.is_empty() {
         return Ok(Pushed::AlreadyArchived);
     }
-    if let (Some(h), None) = (&header, &info) {
-        let major = h.major().ok_or_else(|| {
-            anyhow!(
-                "{name} has WAL page magic {:#06X}, which this drctl does not know (a newer PostgreSQL?); upgrade drctl",
-                h.magic
-            )
-        })?;
-        let new = ArchiveInfo {
+    // The identity goes on every storage that lacks it (a new archive, or a storage added later).
+    let identity = match (&info, &header) {
+        (Some(i), _) => Some(i.clone()),
+        (None, Some(h)) => Some(ArchiveInfo {
             system_identifier: h.system_identifier.to_string(),
-            major,
+            major: h.major().ok_or_else(|| {
+                anyhow!(
+                    "{name} has WAL page magic {:#06X}, which this drctl does not know (a newer PostgreSQL?); upgrade drctl",
+                    h.magic
+                )
+            })?,
             segment_size: h.segment_size as u64,
             created_at: Utc::now(),
-        };
-        for st in storages {
-            st.put(&layout::wal_archive_key(source), serde_json::to_vec_pretty(&new)?)
+        }),
+        (None, None) => None,
+    };
+    if let Some(identity) = &identity {
+        for i in &lacking {
+            storages[*i]
+                .put(&layout::wal_archive_key(source), serde_json::to_vec_pretty(identity)?)
                 .await?;
         }
     }
