@@ -588,7 +588,9 @@ mod tests {
                 }
                 Algorithm::Gzip => {
                     let mut out = Vec::new();
-                    flate2::read::GzDecoder::new(&decrypted[..]).read_to_end(&mut out).unwrap();
+                    flate2::read::GzDecoder::new(&decrypted[..])
+                        .read_to_end(&mut out)
+                        .unwrap();
                     out
                 }
                 Algorithm::None => decrypted,
