@@ -57,11 +57,11 @@ const ZSTD_WORKERS: u32 = 1;
 /// the window, 8 MiB at level 3) measured 33 MiB more RSS for no less CPU; the ratio is the
 /// same within 1 % (each job starts with the last 256 KiB of the one before as history).
 const ZSTD_JOB: u32 = 1024 * 1024;
-/// The highest level compressed by a zstd worker (levels 1–4: windows of 2 MiB at most, at most
-/// 256 KiB of history carried into each job). Higher levels have larger windows and carry up to half of
-/// one into each job, so small jobs would redo much of their work and large ones would multiply
-/// the memory; they compress on the encoder thread as before (which still overlaps with the
-/// reading, hashing and uploading).
+/// The highest level compressed by a zstd worker (levels 1–4: windows of 2 MiB at most, at
+/// most 256 KiB of history carried into each job). Higher levels have larger windows and carry
+/// up to half of one into each job, so small jobs would redo much of their work and large ones
+/// would multiply the memory; they compress single-threaded on the encoder thread (which still
+/// overlaps with the reading, hashing and uploading).
 const ZSTD_MT_MAX_LEVEL: i32 = 4;
 
 /// Hashes of both ends of one pass.
