@@ -21,7 +21,7 @@
 # It prints one table: operation, tool, wall seconds, rate, ratio to the anchor; and `uptime`
 # at start and end.
 #
-# Installs what is missing with apt-get: pgbackrest, barman-cli-cloud, socat, openssl
+# Installs what is missing with apt-get: pgbackrest, barman-cli-cloud, socat, openssl, zstd, age
 # (and PostgreSQL via scripts/lib/throwaway-pg.sh's ensure_pg_installed).
 # Uses s3s-fs from PATH or /var/tmp/drctl-tools/bin (scripts/test.sh installs it).
 # Everything lives in one temp dir; every server it starts is stopped on exit; it never touches
@@ -47,6 +47,8 @@ command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v barman-cloud-wal-archive >/dev/null || need+=(barman-cli-cloud)
 command -v socat >/dev/null || need+=(socat)
 command -v openssl >/dev/null || need+=(openssl)
+command -v zstd >/dev/null || need+=(zstd)
+command -v age >/dev/null || need+=(age)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
@@ -284,6 +286,7 @@ tail -n 3 "$WORK/log/drctl-restore.log" | sed 's/^/    | /'
 [ "$(as "$PG_BIN/psql" -X -A -t -h "$R1" -p "$R1PORT" -U postgres -d postgres -c 'select count(*) from bench_marker')" = 1 ] \
   || { echo "drctl restore did not reach the end of the load"; exit 1; }
 as "$PG_BIN/pg_ctl" -D "$R1" -m fast stop >/dev/null
+cp "$R1/drctl-recovery.log" "$WORK/log/r-drctl.log"
 rm -rf "$R1"
 
 log "replay: pgbackrest restore + start"
@@ -299,9 +302,12 @@ W_PGBR_REPLAY=$(since "$t")
   || { echo "pgbackrest restore did not reach the end of the load"; exit 1; }
 as "$PG_BIN/pg_ctl" -D "$R2" -m fast stop >/dev/null
 rm -rf "$R2"
+redo() { grep -oE 'redo done at .*elapsed: [0-9.]+ s' "$1" | grep -oE 'elapsed: [0-9.]+' | awk '{print $2}' | tail -n1; }
+REDO_DRCTL=$(redo "$WORK/log/r-drctl.log"); REDO_PGBR=$(redo "$WORK/log/r-pgbr.log")
+echo "    redo (server log 'redo done ... elapsed'): drctl ${REDO_DRCTL:-?}s, pgbackrest ${REDO_PGBR:-?}s"
 rate() { awk -v n="$1" -v w="$2" 'BEGIN{printf "%.1f seg/s", n/w}'; }
-row replay "pgbackrest restore + replay $REPLAY_SEGS seg ($SEGMB MB) to promotion" "$W_PGBR_REPLAY" "$(rate "$REPLAY_SEGS" "$W_PGBR_REPLAY")" 1
-row replay "drctl restore --at now --start, $REPLAY_SEGS seg, to promotion" "$W_DRCTL_REPLAY" "$(rate "$REPLAY_SEGS" "$W_DRCTL_REPLAY")" 0
+row replay "pgbackrest restore + replay $REPLAY_SEGS seg ($SEGMB MB) to promotion (redo ${REDO_PGBR:-?}s)" "$W_PGBR_REPLAY" "$(rate "$REPLAY_SEGS" "$W_PGBR_REPLAY")" 1
+row replay "drctl restore --at now --start, $REPLAY_SEGS seg, to promotion (redo ${REDO_DRCTL:-?}s)" "$W_DRCTL_REPLAY" "$(rate "$REPLAY_SEGS" "$W_DRCTL_REPLAY")" 0
 
 # ---------------------------------------------------------------- wal-push
 # The last N segments of the load, in a fake pg_wal with archive_status/*.ready (pgBackRest's
@@ -328,6 +334,10 @@ PGBR_FAKE=(--pg1-path="$FAKE")
 log "wal-push: $N segments, one process per segment"
 push_loop "drctl fs" "$D" --config "$WORK/d-fs.toml" wal-push --source cluster
 row push-fs "drctl wal-push -> fs" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 0
+push_loop "drctl fs again" "$D" --config "$WORK/d-fs.toml" wal-push --source cluster
+row push-fs "drctl wal-push -> fs, again (already archived: per-call overhead)" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 0
+push_loop "floor" sh -c 'zstd -3 -q -c "$1" | age -r "$0" > /dev/null' "$RCPT"
+row push-fs "floor: shell zstd -3, piped to age, per segment" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 0
 push_loop "pgbr fs" pgbackrest --config="$WORK/pgbr-fs.conf" --stanza=pushfs "${PGBR_FAKE[@]}" archive-push
 row push-fs "pgbackrest archive-push -> fs" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 1
 push_loop "pgbr fs async" pgbackrest --config="$WORK/pgbr-fs-async.conf" --stanza=pushfsa "${PGBR_FAKE[@]}" archive-push
@@ -349,7 +359,9 @@ fetch_loop() { # label, command... with @F@ and @P@ placeholders
   local label=$1; shift
   rm -rf "$FD"; as mkdir -p "$FD"
   local t; t=$(now)
+  HITS=0
   for s in "${SEGS[@]}"; do
+    [ -f "$FD/.drctl-prefetch/$s" ] && HITS=$((HITS + 1))  # already prefetched when asked for
     local args=("${@//@F@/$s}"); args=("${args[@]//@P@/$FD/RECOVERYXLOG}")
     as "${args[@]}" >>"$WORK/log/fetch.log" 2>&1 || { echo "$label failed on $s:"; tail -n 20 "$WORK/log/fetch.log"; exit 1; }
     rm -f "$FD/RECOVERYXLOG"
@@ -360,17 +372,17 @@ log "wal-fetch: the same $N segments fetched one by one as restore_command (no r
 fetch_loop "pgbr fs" pgbackrest --config="$WORK/pgbr-fs.conf" --stanza=pushfs "${PGBR_FAKE[@]}" archive-get @F@ @P@
 row fetch-fs "pgbackrest archive-get <- fs" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 1
 fetch_loop "drctl fs" "$D" --config "$WORK/d-fs.toml" wal-fetch --source cluster --identity "$KEY" @F@ @P@
-row fetch-fs "drctl wal-fetch <- fs (prefetch = 8, default)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+row fetch-fs "drctl wal-fetch <- fs (prefetch = 8, default; $HITS/$N ready in cache)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
 sleep 1
 fetch_loop "drctl fs p0" "$D" --config "$WORK/d-fs-p0.toml" wal-fetch --source cluster --identity "$KEY" @F@ @P@
-row fetch-fs "drctl wal-fetch <- fs (prefetch = 1)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+row fetch-fs "drctl wal-fetch <- fs (prefetch = 1; $HITS/$N ready in cache)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
 fetch_loop "pgbr s3" pgbackrest --config="$WORK/pgbr-s3.conf" --stanza=pushs3 "${PGBR_FAKE[@]}" archive-get @F@ @P@
 row fetch-s3 "pgbackrest archive-get <- S3" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 1
 fetch_loop "drctl s3" env DRCTL_BENCH_S3_SECRET="$S3_SECRET" "$D" --config "$WORK/d-s3.toml" wal-fetch --source cluster --identity "$KEY" @F@ @P@
-row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 8, default)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 8, default; $HITS/$N ready in cache)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
 sleep 1
 fetch_loop "drctl s3 p0" env DRCTL_BENCH_S3_SECRET="$S3_SECRET" "$D" --config "$WORK/d-s3-p0.toml" wal-fetch --source cluster --identity "$KEY" @F@ @P@
-row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 1)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 1; $HITS/$N ready in cache)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
 fetch_loop "barman" env AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1 \
   barman-cloud-wal-restore "${barman_opts[@]}" "$BARMAN_URL" bench @F@ @P@
 row fetch-s3 "barman-cloud-wal-restore <- S3 (serial)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
@@ -397,7 +409,7 @@ while [ "$(find "$C1DATA/pg_wal/archive_status" -name '*.ready' | wc -l)" -gt 0 
 DRAIN=$(since "$t")
 WALMB=$(psql1 -c "select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$L0')/1048576)")
 K_SEGS=$(( $(archived) - K_A0 )); K_FAIL=$(( $(psql1 -c "select failed_count from pg_stat_archiver") - K_F0 ))
-TPS=$(grep -oE 'tps = [0-9.]+' "$WORK/log/pgbench-keepup.log" | head -n1 | awk '{print $3}')
+TPS=$(grep -oE 'tps = [0-9.]+' "$WORK/log/pgbench-keepup.log" | head -n1 | awk '{printf "%.0f", $3}')
 echo "    pgbench ${TPS:-?} tps, $WALMB MB of WAL in ${KEEPUP_SECS}s ($(awk -v m="$WALMB" -v s="$KEEPUP_SECS" 'BEGIN{printf "%.1f", m/16/s}') seg/s), $K_SEGS segments archived, $K_FAIL failures"
 echo "    .ready backlog every 2 s: ${SAMPLES[*]}"
 echo "    max backlog $MAXB, at the end $END_B, drained ${DRAIN}s after pgbench ended"
