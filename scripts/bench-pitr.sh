@@ -28,16 +28,19 @@
 # the machine's own PostgreSQL (own data dirs, free ports). As root, PostgreSQL and every tool run
 # as `postgres` (runuser) and the temp dir is chowned to it.
 #
-# Usage: [DRCTL=/path/to/drctl] [SCALE=50] [KEEP=1] scripts/bench-pitr.sh [SEGMENTS]
+# Usage: [DRCTL=/path/to/drctl] [SCALE=50] [KEEP=1] [BARMAN_SEGS=16] [KEEPUP_SECS=60] scripts/bench-pitr.sh [SEGMENTS]
 #   SEGMENTS  segments for wal-push/fetch and the minimum WAL replayed (default 128 = 2 GiB)
 #   SCALE     pgbench -i scale of the cluster (default 50, ~750 MB: the base backup's size)
 #   DRCTL     a built drctl (else: cargo build --release)
 #   KEEP=1    keep the temp dir
+#   BARMAN_SEGS  segments Barman's client pushes/fetches (default 16: it is slow; its rate is per segment)
+#   KEEPUP_SECS  pgbench duration of the keep-up test (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEGMENTS=${1:-128}
 SCALE=${SCALE:-50}
 KEEPUP_SECS=${KEEPUP_SECS:-60}
+BARMAN_SEGS=${BARMAN_SEGS:-16}
 UPTIME_START=$(uptime)
 
 . scripts/lib/throwaway-pg.sh
@@ -97,7 +100,8 @@ log() { echo "==> $(date -u +%H:%M:%S) $*"; }
 # Results: group|tool|wall|rate|anchor(1/0)
 RES="$WORK/results.txt"
 : > "$RES"
-row() { echo "$1|$2|$3|$4|$5" >> "$RES"; echo "    $2: ${3}s  $4"; }
+# (ratio: per-unit wall time against the anchor's; the 6th field scales a row that did less work)
+row() { echo "$1|$2|$3|$4|$5|${6:-1}" >> "$RES"; echo "    $2: ${3}s  $4"; }
 
 # ---------------------------------------------------------------- servers: S3 (+TLS proxy)
 S3_KEY=AKIADRCTLBENCHPITR01
@@ -348,9 +352,12 @@ push_loop "pgbr s3" pgbackrest --config="$WORK/pgbr-s3.conf" --stanza=pushs3 "${
 row push-s3 "pgbackrest archive-push -> S3 (https via socat)" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 1
 push_loop "pgbr s3 async" pgbackrest --config="$WORK/pgbr-s3-async.conf" --stanza=pushs3a "${PGBR_FAKE[@]}" archive-push
 row push-s3 "pgbackrest archive-push --archive-async -> S3" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 0
+# Barman's client is slow (Python, gzip -9): it gets the first $BARMAN_SEGS segments only.
+ALL_SEGS=("${SEGS[@]}"); SEGS=("${ALL_SEGS[@]:0:$BARMAN_SEGS}"); NB=${#SEGS[@]}
 push_loop "barman" env AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1 \
   barman-cloud-wal-archive "${barman_opts[@]}" -z "$BARMAN_URL" bench
-row push-s3 "barman-cloud-wal-archive -z -> S3 (http)" "$PUSH_W" "$(rate "$N" "$PUSH_W")" 0
+row push-s3 "barman-cloud-wal-archive -z -> S3 (http; first $NB segments)" "$PUSH_W" "$(rate "$NB" "$PUSH_W")" 0 "$(awk -v a="$NB" -v b="$N" 'BEGIN{print a/b}')"
+SEGS=("${ALL_SEGS[@]}")
 
 # ---------------------------------------------------------------- wal-fetch (restore_command side)
 FD="$WORK/fetch/pg_wal"
@@ -383,9 +390,11 @@ row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 8, default; $HITS/$N ready in ca
 sleep 1
 fetch_loop "drctl s3 p0" env DRCTL_BENCH_S3_SECRET="$S3_SECRET" "$D" --config "$WORK/d-s3-p0.toml" wal-fetch --source cluster --identity "$KEY" @F@ @P@
 row fetch-s3 "drctl wal-fetch <- S3 (prefetch = 1; $HITS/$N ready in cache)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+SEGS=("${ALL_SEGS[@]:0:$BARMAN_SEGS}")
 fetch_loop "barman" env AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1 \
   barman-cloud-wal-restore "${barman_opts[@]}" "$BARMAN_URL" bench @F@ @P@
-row fetch-s3 "barman-cloud-wal-restore <- S3 (serial)" "$FETCH_W" "$(rate "$N" "$FETCH_W")" 0
+row fetch-s3 "barman-cloud-wal-restore <- S3 (serial; first $NB segments)" "$FETCH_W" "$(rate "$NB" "$FETCH_W")" 0 "$(awk -v a="$NB" -v b="$N" 'BEGIN{print a/b}')"
+SEGS=("${ALL_SEGS[@]}")
 
 # ---------------------------------------------------------------- keep-up under pgbench
 log "keep-up: archive_command = drctl wal-push only, pgbench -c 2 -T $KEEPUP_SECS"
@@ -421,14 +430,14 @@ row keepup "drctl wal-push archiver: max .ready $MAXB, end $END_B, drain ${DRAIN
 UPTIME_END=$(uptime)
 echo
 echo "PITR benchmark: $N segments pushed/fetched, $REPLAY_SEGS segments replayed, pgbench scale $SCALE ($DBMB MB), $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), $(pgbackrest version), barman-cli-cloud $(barman-cloud-wal-archive -V 2>&1 | awk '{print $NF}')"
-echo "ratio: wall time / the anchor's wall time in the same group (< 1 is faster than the anchor)"
+echo "ratio: wall time per unit of work / the anchor's, same group (< 1 is faster than the anchor)"
 awk -F'|' '
-  { g[NR]=$1; tool[NR]=$2; w[NR]=$3; r[NR]=$4; if ($5==1) anchor[$1]=$3 }
+  { g[NR]=$1; tool[NR]=$2; w[NR]=$3; r[NR]=$4; u[NR]=$3/$6; if ($5==1) anchor[$1]=$3/$6 }
   END {
     printf "%-11s %-72s %9s %14s %7s\n", "operation", "tool", "wall s", "rate", "ratio"
     for (i=1;i<=NR;i++) {
-      ratio = (anchor[g[i]] > 0) ? sprintf("%.2f", w[i]/anchor[g[i]]) : "-"
-      if (w[i] == anchor[g[i]] && ratio == "1.00") ratio = "1.00*"
+      ratio = (anchor[g[i]] > 0) ? sprintf("%.2f", u[i]/anchor[g[i]]) : "-"
+      if (u[i] == anchor[g[i]] && ratio == "1.00") ratio = "1.00*"
       printf "%-11s %-72s %9s %14s %7s\n", g[i], tool[i], w[i], r[i], ratio
     }
   }' "$RES"
