@@ -260,7 +260,9 @@ while [ $(( $(archived) - A0 )) -lt "$SEGMENTS" ]; do
   kill -0 "$PGB_PID" 2>/dev/null || { echo "pgbench ended early:"; cat "$WORK/log/pgbench-load.log"; exit 1; }
   sleep 2
 done
-kill "$PGB_PID" 2>/dev/null; wait "$PGB_PID" 2>/dev/null || true
+# Stop pgbench by ending its sessions (as root, $PGB_PID is runuser's, and pgbench outlives a kill of it).
+psql1 -c "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pgbench'" >/dev/null
+wait "$PGB_PID" 2>/dev/null || true
 psql1 -c "create table bench_marker as select now() as at" >/dev/null
 last=$(psql1 -c "select pg_walfile_name(pg_current_wal_insert_lsn())")
 psql1 -c "select pg_switch_wal()" >/dev/null
@@ -306,12 +308,12 @@ W_PGBR_REPLAY=$(since "$t")
   || { echo "pgbackrest restore did not reach the end of the load"; exit 1; }
 as "$PG_BIN/pg_ctl" -D "$R2" -m fast stop >/dev/null
 rm -rf "$R2"
-redo() { grep -oE 'redo done at .*elapsed: [0-9.]+ s' "$1" | grep -oE 'elapsed: [0-9.]+' | awk '{print $2}' | tail -n1; }
+redo() { grep -oE 'redo done at .*elapsed: [0-9.]+ s' "$1" | tail -n1 | awk '{print $4 ", " $(NF-1)}'; }
 REDO_DRCTL=$(redo "$WORK/log/r-drctl.log"); REDO_PGBR=$(redo "$WORK/log/r-pgbr.log")
-echo "    redo (server log 'redo done ... elapsed'): drctl ${REDO_DRCTL:-?}s, pgbackrest ${REDO_PGBR:-?}s"
+echo "    redo (server log 'redo done at LSN ... elapsed'): drctl ${REDO_DRCTL:-?}s, pgbackrest ${REDO_PGBR:-?}s"
 rate() { awk -v n="$1" -v w="$2" 'BEGIN{printf "%.1f seg/s", n/w}'; }
-row replay "pgbackrest restore + replay $REPLAY_SEGS seg ($SEGMB MB) to promotion (redo ${REDO_PGBR:-?}s)" "$W_PGBR_REPLAY" "$(rate "$REPLAY_SEGS" "$W_PGBR_REPLAY")" 1
-row replay "drctl restore --at now --start, $REPLAY_SEGS seg, to promotion (redo ${REDO_DRCTL:-?}s)" "$W_DRCTL_REPLAY" "$(rate "$REPLAY_SEGS" "$W_DRCTL_REPLAY")" 0
+row replay "pgbackrest restore + replay $REPLAY_SEGS seg ($SEGMB MB) to promotion (redo to ${REDO_PGBR:-?}s)" "$W_PGBR_REPLAY" "$(rate "$REPLAY_SEGS" "$W_PGBR_REPLAY")" 1
+row replay "drctl restore --at now --start, $REPLAY_SEGS seg, to promotion (redo to ${REDO_DRCTL:-?}s)" "$W_DRCTL_REPLAY" "$(rate "$REPLAY_SEGS" "$W_DRCTL_REPLAY")" 0
 
 # ---------------------------------------------------------------- wal-push
 # The last N segments of the load, in a fake pg_wal with archive_status/*.ready (pgBackRest's
