@@ -154,14 +154,15 @@ pub(super) async fn verify(cfg: &Config, a: &crate::cli::WalVerifyArgs) -> Resul
     let storages = storage::select(&cfg.storages, a.storage.as_deref())?;
     let mut problems = 0;
     for st in &storages {
-        let archived = archive::list_archived(&a.source, st).await?;
+        let view = pitr::ArchiveView::read(&a.source, st).await?;
+        let archived = &view.archived;
         let listing = catalog::list(std::slice::from_ref(st), Some(&a.source)).await;
         for p in &listing.problems {
             eprintln!("problem: {p}");
             problems += 1;
         }
         println!("storage '{}':", st.name);
-        for (tli, names) in &archived {
+        for (tli, names) in archived {
             let segs: Vec<&String> = names.iter().filter(|n| n.len() == 24).collect();
             println!(
                 "  timeline {tli}: {} segment(s){}",
@@ -179,7 +180,7 @@ pub(super) async fn verify(cfg: &Config, a: &crate::cli::WalVerifyArgs) -> Resul
             }) else {
                 continue;
             };
-            match pitr::chain(&a.source, st, f).await {
+            match view.chain(&a.source, f) {
                 Ok(c) => {
                     let missing = c.missing();
                     let first = c.segments.first().map(|s| s.name(c.segment_size)).unwrap_or_default();

@@ -403,10 +403,9 @@ pub async fn fetch(
         // PostgreSQL asks only for names it archives; nothing else is ever stored.
         return Ok(Fetched::NotArchived);
     };
-    let record_key = layout::wal_record_key(source, file.timeline(), name);
     let mut errors: Vec<String> = Vec::new();
     for st in storages {
-        let record = match get_json::<Record>(st, &record_key).await {
+        let record = match record(source, st, name).await {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) => {

@@ -195,10 +195,7 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarTap<R> {
 pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
     let conn = conn_for(&src.name, &src.url, src.password_file.as_deref())?;
     // The server's major decides which psql/pg_basebackup; ask with whatever psql there is.
-    let psql = match &src.pg_bin_dir {
-        Some(d) => d.join("psql"),
-        None => PathBuf::from("psql"),
-    };
+    let psql = src.client_tool("psql");
     let server = ask(src, &conn, &psql).await?;
     let bb = tool(src.pg_bin_dir.as_deref(), server.major, "pg_basebackup");
     let mut version = process::pg_command(&bb);

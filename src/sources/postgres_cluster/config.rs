@@ -82,6 +82,17 @@ impl TryFrom<RawClusterSource> for ClusterSource {
     }
 }
 
+impl ClusterSource {
+    /// A PostgreSQL client tool before the server's major is known (to ask it): from
+    /// `pg_bin_dir`, else PATH.
+    pub fn client_tool(&self, name: &str) -> PathBuf {
+        match &self.pg_bin_dir {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+}
+
 impl fmt::Debug for ClusterSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterSource")

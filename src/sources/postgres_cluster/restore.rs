@@ -6,12 +6,11 @@
 //! backup's start to the first segment archived after the target is on storage (a missing one
 //! is named). Only then is the base backup fetched (verified, into scratch) and extracted.
 
-use super::archive::{self, ArchiveInfo, Record};
+use super::archive::{self, ArchiveInfo};
 use super::wal::{self, Segment, WalFile};
 use super::ClusterFacts;
 use crate::catalog::{self, Entry};
 use crate::keys::Identities;
-use crate::layout;
 use crate::sources::Facts;
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context, Result};
@@ -143,17 +142,98 @@ pub async fn plan(
     )
 }
 
-/// The archive of one storage as seen from a base backup: the timeline recovery will follow
-/// and the segments it reads, from the backup's start to the newest archived on that timeline.
-pub struct Chain {
-    pub target_timeline: u32,
-    pub segments: Vec<Segment>,
+/// One storage's WAL archive of a source, read once: its identity, the archived names by
+/// timeline and every timeline's history. The chains of any number of base backups are laid
+/// out from it without reading the storage again. Needs no identity: a history file's lines
+/// are in its record.
+pub struct ArchiveView {
+    pub info: Option<ArchiveInfo>,
     /// Archived names by timeline, sorted.
     pub archived: std::collections::BTreeMap<u32, Vec<String>>,
+    histories: std::collections::BTreeMap<u32, Vec<wal::Branch>>,
+}
+
+impl ArchiveView {
+    pub async fn read(source: &str, st: &Storage) -> Result<ArchiveView> {
+        let info = archive::archive_info(source, std::slice::from_ref(st)).await?;
+        let archived = archive::list_archived(source, st).await?;
+        let mut histories = std::collections::BTreeMap::new();
+        for (tli, names) in &archived {
+            let name = WalFile::History(*tli).name();
+            if !names.contains(&name) {
+                continue;
+            }
+            let history = archive::record(source, st, &name)
+                .await?
+                .and_then(|r| r.history)
+                .ok_or_else(|| anyhow!("the record of {name} does not list the timeline's history"))?;
+            histories.insert(*tli, history);
+        }
+        Ok(ArchiveView {
+            info,
+            archived,
+            histories,
+        })
+    }
+
+    /// The chain a recovery from the base backup with `facts` would read.
+    pub fn chain(&self, source: &str, facts: &ClusterFacts) -> Result<Chain<'_>> {
+        let Some(info) = &self.info else {
+            bail!("there is no WAL archive of '{source}' (is archive_command = 'drctl wal-push --source {source} %p' set?)")
+        };
+        if info.system_identifier != facts.system_identifier {
+            bail!(
+                "the WAL archive belongs to cluster {}, but the base backup is of cluster {}: they cannot be combined",
+                info.system_identifier,
+                facts.system_identifier
+            );
+        }
+        let seg = facts.segment_size;
+        // recovery_target_timeline = 'latest': PostgreSQL probes NNNNNNNN.history upwards from
+        // the backup's timeline and follows the newest it finds without a gap.
+        let mut target_tli = facts.timeline;
+        let mut history: &[wal::Branch] = &[];
+        while let Some(h) = self.histories.get(&(target_tli + 1)) {
+            history = h;
+            target_tli += 1;
+        }
+        if let Some(b) = history.iter().find(|b| b.timeline == facts.timeline) {
+            if b.switchpoint < facts.stop_lsn {
+                bail!(
+                    "timeline {target_tli} branched off timeline {} at {}, before the base backup ended ({}): this backup cannot reach it",
+                    facts.timeline,
+                    b.switchpoint,
+                    facts.stop_lsn
+                );
+            }
+        }
+        let last = self
+            .archived
+            .get(&target_tli)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| Segment::parse(n, seg))
+            .map(|s| s.number)
+            .max();
+        Ok(Chain {
+            target_timeline: target_tli,
+            segments: wal::chain(facts.timeline, facts.start_lsn, history, target_tli, last, seg),
+            archived: &self.archived,
+            segment_size: seg,
+        })
+    }
+}
+
+/// The archive of one storage as seen from a base backup: the timeline recovery will follow
+/// and the segments it reads, from the backup's start to the newest archived on that timeline.
+pub struct Chain<'a> {
+    pub target_timeline: u32,
+    pub segments: Vec<Segment>,
+    archived: &'a std::collections::BTreeMap<u32, Vec<String>>,
     pub segment_size: u64,
 }
 
-impl Chain {
+impl Chain<'_> {
     pub fn present(&self, s: &Segment) -> bool {
         self.archived
             .get(&s.timeline)
@@ -170,72 +250,14 @@ impl Chain {
     }
 }
 
-/// Reads the archive's identity, timelines and listing, and lays out the chain a recovery from
-/// the base backup with `facts` would read. Needs no identity: history files' lines are in
-/// their records.
-pub async fn chain(source: &str, st: &Storage, facts: &ClusterFacts) -> Result<Chain> {
-    let info: ArchiveInfo = match archive::archive_info(source, std::slice::from_ref(st)).await? {
-        Some(i) => i,
-        None => bail!("there is no WAL archive of '{source}' (is archive_command = 'drctl wal-push --source {source} %p' set?)"),
-    };
-    if info.system_identifier != facts.system_identifier {
-        bail!(
-            "the WAL archive belongs to cluster {}, but the base backup is of cluster {}: they cannot be combined",
-            info.system_identifier,
-            facts.system_identifier
-        );
-    }
-    let seg = facts.segment_size;
-    let archived = archive::list_archived(source, st).await?;
-    // recovery_target_timeline = 'latest': PostgreSQL probes NNNNNNNN.history upwards from the
-    // backup's timeline and follows the newest it finds without a gap.
-    let mut target_tli = facts.timeline;
-    let mut history: Vec<wal::Branch> = Vec::new();
-    loop {
-        let next = target_tli + 1;
-        let name = WalFile::History(next).name();
-        if !archived.get(&next).is_some_and(|v| v.contains(&name)) {
-            break;
-        }
-        history = archive::record(source, st, &name)
-            .await?
-            .and_then(|r| r.history)
-            .ok_or_else(|| anyhow!("the record of {name} does not list the timeline's history"))?;
-        target_tli = next;
-    }
-    if let Some(b) = history.iter().find(|b| b.timeline == facts.timeline) {
-        if b.switchpoint < facts.stop_lsn {
-            bail!(
-                "timeline {target_tli} branched off timeline {} at {}, before the base backup ended ({}): this backup cannot reach it",
-                facts.timeline,
-                b.switchpoint,
-                facts.stop_lsn
-            );
-        }
-    }
-    let on = |tli: u32| -> Vec<u64> {
-        archived
-            .get(&tli)
-            .map(|v| v.iter().filter_map(|n| Segment::parse(n, seg)).map(|s| s.number).collect())
-            .unwrap_or_default()
-    };
-    let last = on(target_tli).into_iter().max();
-    let segments = wal::chain(facts.timeline, facts.start_lsn, &history, target_tli, last, seg);
-    Ok(Chain {
-        target_timeline: target_tli,
-        segments,
-        archived,
-        segment_size: seg,
-    })
-}
-
 async fn check_chain(
     source: &str,
     st: &Storage,
     facts: &ClusterFacts,
     target: Option<DateTime<Utc>>,
 ) -> Result<PlanFields> {
-    let c = chain(source, st, facts).await?;
+    let view = ArchiveView::read(source, st).await?;
+    let c = view.chain(source, facts)?;
     let (seg, chain, target_tli) = (c.segment_size, &c.segments, c.target_timeline);
     let stop = Segment::containing(facts.timeline, facts.stop_lsn, seg);
     if chain.is_empty() || chain.last().map(|s| s.number) < Some(stop.number) {
@@ -297,20 +319,26 @@ async fn check_chain(
 pub async fn gaps(st: &Storage, entries: &[Entry]) -> Vec<String> {
     let mut by_segment: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
     let mut problems = Vec::new();
+    // Each source's archive is read once, whatever the number of its base backups.
+    let mut views: std::collections::BTreeMap<&str, Result<ArchiveView, String>> = Default::default();
     for e in entries {
         let Some(f) = cluster_facts(e) else { continue };
-        let source = &e.manifest.source;
-        match chain(source, st, f).await {
+        let source = e.manifest.source.as_str();
+        if !views.contains_key(source) {
+            let v = ArchiveView::read(source, st).await.map_err(|e| format!("{e:#}"));
+            views.insert(source, v);
+        }
+        match views[source].as_ref().map_err(String::clone).and_then(|v| v.chain(source, f).map_err(|e| format!("{e:#}"))) {
             Ok(c) => {
                 for s in c.missing() {
                     by_segment
-                        .entry((source.clone(), s))
+                        .entry((source.to_string(), s))
                         .or_default()
                         .push(e.manifest.id.clone());
                 }
             }
             Err(err) => problems.push(format!(
-                "storage '{}': base backup {} of '{source}': {err:#}",
+                "storage '{}': base backup {} of '{source}': {err}",
                 st.name, e.manifest.id
             )),
         }
@@ -336,10 +364,11 @@ struct PlanFields {
 }
 
 async fn pushed_at(source: &str, st: &Storage, s: &Segment, seg: u64) -> Result<DateTime<Utc>> {
-    let key = layout::wal_record_key(source, s.timeline, &s.name(seg));
-    let r: Record = serde_json::from_slice(&st.get(&key).await?)
-        .with_context(|| format!("storage '{}': {key} is not valid", st.name))?;
-    Ok(r.pushed_at)
+    let name = s.name(seg);
+    Ok(archive::record(source, st, &name)
+        .await?
+        .ok_or_else(|| anyhow!("the record of {name} vanished while the chain was checked"))?
+        .pushed_at)
 }
 
 /// How the restored server is told to recover.
@@ -550,14 +579,18 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         .arg("-o")
         .arg(format!("-p {port} -k {} {}", sh_quote(&dir.to_string_lossy()), how.options))
         .args(["-w", "-t", "3600", "start"]);
-    if let Err(e) = crate::process::run(ctl, "pg_ctl start").await {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-        bail!(
-            "{e:#}\nthe server's log ({}) ends with:\n{}",
+    // The server's own words, when it stops: the last lines of its log.
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "the server's log ({}) ends with:\n{}",
             log.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )
+    };
+    if let Err(e) = crate::process::run(ctl, "pg_ctl start").await {
+        bail!("{e:#}\n{}", log_tail());
     }
     let user = run_as.clone().unwrap_or_else(|| "postgres".into());
     let query = |sql: &'static str| {
@@ -574,15 +607,7 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         match query("select pg_is_in_recovery()").await {
             Ok(s) if s == "f" => break,
             Ok(_) => {}
-            Err(e) => {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-                bail!(
-                    "recovery did not finish: {e:#}\nthe server's log ({}) ends with:\n{}",
-                    log.display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
+            Err(e) => bail!("recovery did not finish: {e:#}\n{}", log_tail()),
         }
         if t0.elapsed() > std::time::Duration::from_secs(24 * 3600) {
             bail!("recovery is still running after 24 hours; see {}", log.display());

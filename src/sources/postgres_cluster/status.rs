@@ -105,10 +105,7 @@ pub async fn archiving(src: &ClusterSource, storages: &[Storage]) -> WalStatus {
 
 async fn ask_server(src: &ClusterSource) -> Result<ServerArchiver> {
     let conn = crate::sources::postgres::conn_for(&src.name, &src.url, src.password_file.as_deref())?;
-    let psql = match &src.pg_bin_dir {
-        Some(d) => d.join("psql"),
-        None => std::path::PathBuf::from("psql"),
-    };
+    let psql = src.client_tool("psql");
     let row = crate::sources::postgres::query_value(
         &psql,
         &conn,

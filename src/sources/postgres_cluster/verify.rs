@@ -71,7 +71,8 @@ async fn run(
         .find(|s| entry.storages.contains(&s.name))
         .ok_or_else(|| anyhow!("backup {} is on no selected storage", entry.manifest.id))?;
     let mut checks = Vec::new();
-    let chain = restore::chain(source, st, facts).await?;
+    let view = restore::ArchiveView::read(source, st).await?;
+    let chain = view.chain(source, facts)?;
     let missing = chain.missing();
     checks.push(check(
         "wal chain",
@@ -89,7 +90,6 @@ async fn run(
     // The chain and the timeline histories, fetched and checked into work/wal.
     let wal = work.join("wal");
     std::fs::create_dir_all(&wal)?;
-    let info = archive::archive_info(source, std::slice::from_ref(st)).await?;
     let mut names: Vec<String> = chain
         .segments
         .iter()
@@ -97,8 +97,7 @@ async fn run(
         .map(|s| s.name(chain.segment_size))
         .collect();
     names.extend(
-        chain
-            .archived
+        view.archived
             .values()
             .flatten()
             .filter(|n| n.ends_with(".history"))
@@ -106,7 +105,7 @@ async fn run(
     );
     // One after the other: a verification is not in a hurry, and it runs in the daemon.
     for n in &names {
-        match archive::fetch(source, std::slice::from_ref(st), identities, info.as_ref(), n, &wal.join(n))
+        match archive::fetch(source, std::slice::from_ref(st), identities, view.info.as_ref(), n, &wal.join(n))
             .await
             .with_context(|| format!("WAL file {n}"))?
         {
