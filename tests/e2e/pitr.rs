@@ -86,45 +86,32 @@ impl Rig {
         out
     }
 
-    /// The server's clock, UTC, with an explicit offset: the form `--at` requires.
+    fn psql(&self, sql: &str) -> String {
+        self.pg.psql("postgres", sql).trim().to_string()
+    }
+
     fn now(&self) -> String {
-        self.pg
-            .psql(
-                "postgres",
-                "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            )
-            .trim()
-            .to_string()
+        server_now(&|sql| self.psql(sql))
     }
 
     /// Waits until the segment holding the current insert position is archived (through
     /// archive_timeout, or a switch when `switch`).
     fn wait_archived(&self, switch: bool) {
-        let seg = self
-            .pg
-            .psql("postgres", "select pg_walfile_name(pg_current_wal_insert_lsn())")
-            .trim()
-            .to_string();
-        if switch {
-            self.pg.psql("postgres", "select pg_switch_wal()");
-        }
-        let t0 = Instant::now();
-        loop {
-            let last = self
-                .pg
-                .psql("postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver")
-                .trim()
-                .to_string();
-            if last.len() == 24 && last >= seg {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "segment {seg} not archived in 90 s (last: {last}); server log:\n{}",
-                self.pg.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_until_archived(&|sql| self.psql(sql), switch, &|| self.pg.log());
+    }
+
+    /// Commits 'A', notes the server's time T, commits 'B', a second apart each, after a
+    /// second's pause: T lies strictly between the commits. Returns (a time before A, T).
+    fn a_then_t_then_b(&self) -> (String, String) {
+        std::thread::sleep(Duration::from_millis(1100));
+        let before_a = self.now();
+        std::thread::sleep(Duration::from_millis(1100));
+        self.psql("insert into t values ('A')");
+        std::thread::sleep(Duration::from_millis(1100));
+        let t = self.now();
+        std::thread::sleep(Duration::from_millis(1100));
+        self.psql("insert into t values ('B')");
+        (before_a, t)
     }
 
     fn datadir(&self, name: &str) -> PathBuf {
@@ -168,6 +155,33 @@ struct Restored {
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
+}
+
+/// A server's clock, UTC, with an explicit offset: the form `--at` requires.
+fn server_now(psql: &dyn Fn(&str) -> String) -> String {
+    psql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+}
+
+/// Waits until a server has archived the segment holding its current insert position (after
+/// switching to a new segment when `switch`); `log` is shown if it never does.
+fn wait_until_archived(psql: &dyn Fn(&str) -> String, switch: bool, log: &dyn Fn() -> String) {
+    let seg = psql("select pg_walfile_name(pg_current_wal_insert_lsn())");
+    if switch {
+        psql("select pg_switch_wal()");
+    }
+    let t0 = Instant::now();
+    loop {
+        let last = psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        if last.len() == 24 && last >= seg {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "segment {seg} not archived in 90 s (last: {last}); server log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `prog` as the server's user: `postgres` when the tests run as root.
@@ -225,14 +239,8 @@ fn recovers_to_the_second_between_two_commits_and_to_the_end_of_the_archive() {
     assert_eq!(facts["system_identifier"], sysid.trim(), "{facts}");
     assert!(facts["start_wal"].as_str().unwrap().starts_with("00000001"), "{facts}");
 
-    std::thread::sleep(Duration::from_millis(2100));
-    let before_a = rig.now();
-    std::thread::sleep(Duration::from_millis(1100));
-    rig.pg.psql("postgres", "insert into t values ('A')");
-    std::thread::sleep(Duration::from_millis(1100));
-    let t = rig.now();
-    std::thread::sleep(Duration::from_millis(1100));
-    rig.pg.psql("postgres", "insert into t values ('B')");
+    std::thread::sleep(Duration::from_millis(1000));
+    let (before_a, t) = rig.a_then_t_then_b();
     // No switch: archive_timeout (5 s) must bring B's segment to the archive on an idle server.
     rig.wait_archived(false);
 
@@ -631,25 +639,13 @@ fn drill_runbook_9_recover_to_the_minute_before_a_bad_migration() {
 impl Restored {
     /// Switches to a new segment and waits until this server has archived it.
     fn wait_archived(&self) {
-        let seg = self.psql("select pg_walfile_name(pg_current_wal_insert_lsn())");
-        self.psql("select pg_switch_wal()");
-        let t0 = Instant::now();
-        loop {
-            let last = self.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            if last.len() == 24 && last >= seg {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "{seg} not archived (last: {last}); log:\n{}",
-                std::fs::read_to_string(self.dir.join("drctl-recovery.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_until_archived(&|sql| self.psql(sql), true, &|| {
+            std::fs::read_to_string(self.dir.join("drctl-recovery.log")).unwrap_or_default()
+        });
     }
 
     fn now(&self) -> String {
-        self.psql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+        server_now(&|sql| self.psql(sql))
     }
 }
 
@@ -660,12 +656,7 @@ fn recovers_to_a_point_on_the_timeline_a_previous_recovery_started() {
     let rig = Rig::start_with("", false);
     rig.pg.psql("postgres", "create table t (x text)");
     rig.ok(&["backup", "--source", SOURCE]);
-    std::thread::sleep(Duration::from_millis(1100));
-    rig.pg.psql("postgres", "insert into t values ('A')");
-    std::thread::sleep(Duration::from_millis(1100));
-    let t1 = rig.now();
-    std::thread::sleep(Duration::from_millis(1100));
-    rig.pg.psql("postgres", "insert into t values ('B')");
+    let (_, t1) = rig.a_then_t_then_b();
     rig.wait_archived(true);
 
     let (r1, out) = rig.recover(&t1, "tl2");
