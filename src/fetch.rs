@@ -23,7 +23,8 @@ pub(crate) fn artifact_format(m: &catalog::Manifest) -> String {
 /// A decrypted, checked artifact in a private scratch directory, on its way into a server;
 /// removed when dropped.
 pub(crate) struct Fetched {
-    pub dir: tempfile::TempDir,
+    /// Held so the directory lives as long as the file.
+    _dir: tempfile::TempDir,
     pub file: PathBuf,
 }
 
@@ -55,7 +56,7 @@ pub(crate) async fn fetch_to_scratch(
         .with_context(|| format!("cannot create a scratch directory in {}", scratch_root.display()))?;
     let file = dir.path().join(name);
     fetch_to_file(storages, entry, identities, &file).await?;
-    Ok(Fetched { dir, file })
+    Ok(Fetched { _dir: dir, file })
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.

@@ -87,9 +87,7 @@ fn main() {
     // Before the runtime starts any thread: it sets $XDG_STATE_HOME for openssh. Declared before
     // the runtime, so that on a panic too it is dropped after it.
     // Only for a config with an SFTP storage: other runs leave nothing in $TMPDIR.
-    let ssh_control = uses_sftp(&cli)
-        .then(drctl::storage::ssh::ControlDir::create)
-        .flatten();
+    let ssh_control = uses_sftp(&cli).then(drctl::storage::ssh::ControlDir::create).flatten();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

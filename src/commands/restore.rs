@@ -80,10 +80,7 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
     let plan = pitr::plan(&source, &storages, target).await?;
     let m = &plan.entry.manifest;
     match plan.target {
-        Some(t) => println!(
-            "recovery target {} (UTC)",
-            t.format("%Y-%m-%d %H:%M:%S%.f")
-        ),
+        Some(t) => println!("recovery target {} (UTC)", t.format("%Y-%m-%d %H:%M:%S%.f")),
         None => println!("recovery target: the end of the archive"),
     }
     println!(
@@ -181,7 +178,10 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
     );
     println!(
         "reached:   {} (the commit time of the last transaction replayed)",
-        reached.last_replayed.as_deref().unwrap_or("no transaction replayed after the base backup")
+        reached
+            .last_replayed
+            .as_deref()
+            .unwrap_or("no transaction replayed after the base backup")
     );
     Ok(0)
 }

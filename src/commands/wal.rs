@@ -29,7 +29,11 @@ fn identities(cfg: &Config, flag: Option<&std::path::Path>) -> Result<crate::key
     let path = flag
         .map(std::path::Path::to_path_buf)
         .or_else(|| cfg.encryption.identity_file.clone())
-        .ok_or_else(|| anyhow::anyhow!("wal-fetch needs the private identity: pass --identity FILE or set encryption.identity_file"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "wal-fetch needs the private identity: pass --identity FILE or set encryption.identity_file"
+            )
+        })?;
     crate::keys::load_identities(&path)
 }
 
@@ -40,7 +44,9 @@ pub(super) async fn push(cli: &Cli, a: &WalPushArgs) -> i32 {
         let storages = storage::select(&cfg.storages, None)?;
         tokio::time::timeout(limit, archive::push(&cfg, &a.source, &storages, &a.path))
             .await
-            .map_err(|_| anyhow::anyhow!("not archived within wal_timeout ({limit:?}); the server keeps the file and retries"))?
+            .map_err(|_| {
+                anyhow::anyhow!("not archived within wal_timeout ({limit:?}); the server keeps the file and retries")
+            })?
     }
     .await;
     match r {
@@ -108,12 +114,14 @@ fn spawn_prefetch(cli: &Cli, a: &WalFetchArgs) {
     let Ok(exe) = std::env::current_exe() else { return };
     let mut cmd = std::process::Command::new(exe);
     if let Some(c) = &cli.config {
-        cmd.arg("--config").arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+        cmd.arg("--config")
+            .arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
     }
     cmd.args(["wal-prefetch", "--source", &a.source, "--after", &a.file, "--dir"])
         .arg(std::path::absolute(prefetch::cache_dir(&a.dest)).unwrap_or_else(|_| prefetch::cache_dir(&a.dest)));
     if let Some(i) = &a.identity {
-        cmd.arg("--identity").arg(std::path::absolute(i).unwrap_or_else(|_| i.clone()));
+        cmd.arg("--identity")
+            .arg(std::path::absolute(i).unwrap_or_else(|_| i.clone()));
     }
     use std::os::unix::process::CommandExt;
     cmd.stdin(std::process::Stdio::null())

@@ -210,12 +210,15 @@ fn aof_redis_by_service_is_backed_up_found_again_when_recreated_and_restored_int
     db0.sort();
     assert_eq!(db0, vec![509, 510], "the recreated container was backed up");
 
-    // Into a fresh container (empty volume) of another project, by its service.
+    // Into a fresh container (empty volume) of another project, by its service, from a host
+    // with no Redis installed (drctl's PATH is empty: a new VPS, or the drctl image).
     engine.compose_redis("restored", "redis", "restored-redis-1", &["--appendonly", "yes"]);
     let ident = ws.identity.to_str().unwrap().to_string();
-    let (code, out, err) = ws.run_env(
+    let (code, out, err) = run_in(
+        &ws,
+        &engine,
         &restore_args(&ident, "service:redis", &["--compose-project", "restored"]),
-        &[("DOCKER_HOST", &engine.host)],
+        &[],
     );
     assert_eq!(code, 0, "restore failed:\n{out}\n{err}");
     assert!(out.contains("1528"), "keys restored reported: {out}");

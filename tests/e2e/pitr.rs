@@ -20,7 +20,12 @@ struct Rig {
 
 fn chown_postgres(p: &Path) {
     if is_root() {
-        let st = Command::new("chown").arg("-R").arg("postgres:postgres").arg(p).status().unwrap();
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(p)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 }
@@ -200,10 +205,27 @@ impl Restored {
         let out = as_pg_user(&self.bin.join("psql"))
             .arg("-h")
             .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 }
@@ -227,15 +249,19 @@ impl Drop for Restored {
 fn recovers_to_the_second_between_two_commits_and_to_the_end_of_the_archive() {
     let rig = Rig::start("");
     rig.pg.psql("postgres", "create table t (x text)");
-    rig.pg
-        .psql("postgres", "create table filler as select g, md5(g::text) from generate_series(1, 50000) g");
+    rig.pg.psql(
+        "postgres",
+        "create table filler as select g, md5(g::text) from generate_series(1, 50000) g",
+    );
     let out = rig.ok(&["backup", "--source", SOURCE]);
     assert!(out.contains(SOURCE), "{out}");
     // The base backup's manifest: where its WAL starts and ends, and which cluster it is.
     let list = rig.ws.list_json();
     assert_eq!(list[0]["kind"], "postgres_cluster", "{list:?}");
     let facts = &list[0]["facts"];
-    let sysid = rig.pg.psql("postgres", "select system_identifier from pg_control_system()");
+    let sysid = rig
+        .pg
+        .psql("postgres", "select system_identifier from pg_control_system()");
     assert_eq!(facts["system_identifier"], sysid.trim(), "{facts}");
     assert!(facts["start_wal"].as_str().unwrap().starts_with("00000001"), "{facts}");
 
@@ -308,8 +334,10 @@ impl Rig {
     /// Writes some WAL and switches segments `n` times, then waits until all is archived.
     fn make_segments(&self, n: usize) {
         for i in 0..n {
-            self.pg
-                .psql("postgres", &format!("insert into t select 'row {i}-' || g from generate_series(1, 1000) g"));
+            self.pg.psql(
+                "postgres",
+                &format!("insert into t select 'row {i}-' || g from generate_series(1, 1000) g"),
+            );
             if i + 1 < n {
                 self.pg.psql("postgres", "select pg_switch_wal()");
             }
@@ -366,7 +394,10 @@ fn wal_push_never_overwrites_refuses_other_clusters_and_catches_up_after_an_outa
     let tmp = rig.datadir("hand");
     let plain = rig.by_hand(&seg, &tmp);
     // Stock tools give back the segment byte for byte (its SHA-256 is in the record).
-    assert_eq!(sha256_hex(&plain), rig.record(&seg)["plain"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        sha256_hex(&plain),
+        rig.record(&seg)["plain"]["sha256"].as_str().unwrap()
+    );
     assert_eq!(std::fs::metadata(&plain).unwrap().len(), 16 * 1024 * 1024);
 
     let (code, _, err) = rig.drctl(&["wal-push", "--source", SOURCE, plain.to_str().unwrap()]);
@@ -420,12 +451,18 @@ fn wal_push_never_overwrites_refuses_other_clusters_and_catches_up_after_an_outa
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
-        rig.pg.data_dir().join(format!("pg_wal/archive_status/{during}.ready")).exists(),
+        rig.pg
+            .data_dir()
+            .join(format!("pg_wal/archive_status/{during}.ready"))
+            .exists(),
         "the server no longer holds {during} for archiving"
     );
     let log = rig.pg.log();
     assert!(log.contains("failed with exit code 1"), "{log}");
-    assert!(!log.contains("terminated by signal") && !log.contains("exit code 126"), "{log}");
+    assert!(
+        !log.contains("terminated by signal") && !log.contains("exit code 126"),
+        "{log}"
+    );
 
     // Back: the server's next attempt archives what it kept, in order.
     std::fs::remove_file(&root).unwrap();
@@ -482,7 +519,10 @@ fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage(
     let last = segs.last().unwrap().clone();
     let (code, _, err) = fetch(&last);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(sha256_hex(&dest), rig.record(&last)["plain"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        sha256_hex(&dest),
+        rig.record(&last)["plain"]["sha256"].as_str().unwrap()
+    );
 
     // Read-ahead: serving one segment starts a prefetcher that brings the next ones into
     // pg_wal/.drctl-prefetch (here: beside %p); the next request is served from there.
@@ -504,7 +544,10 @@ fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage(
     let (code, _, err) = fetch(&segs[1]);
     assert_eq!(code, 0, "{err}");
     assert!(!cache.join(&segs[1]).exists(), "served, but not from the cache");
-    assert_eq!(sha256_hex(&dest), rig.record(&segs[1])["plain"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        sha256_hex(&dest),
+        rig.record(&segs[1])["plain"]["sha256"].as_str().unwrap()
+    );
 
     // A segment missing in the middle of the chain: named, nothing written.
     let middle = segs[segs.len() - 2].clone();
@@ -525,11 +568,18 @@ fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage(
     ]);
     assert_ne!(code, 0, "{out}");
     assert!(err.contains(&format!("WAL segment {middle} is missing")), "{err}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the data directory was written");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the data directory was written"
+    );
     // check and wal-verify report the gap without an identity, naming the segment.
     let (code, out, err) = rig.drctl(&["check"]);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains(&format!("WAL segment {middle} of '{SOURCE}' is missing")), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("WAL segment {middle} of '{SOURCE}' is missing")),
+        "{out}\n{err}"
+    );
     let (code, out, _) = rig.drctl(&["wal-verify", "--source", SOURCE]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("1 segment(s) missing") && out.contains(&middle), "{out}");
@@ -569,16 +619,27 @@ fn wal_fetch_says_not_archived_only_when_it_is_not_and_recovery_stops_on_damage(
         bin: rig.pg.bin().to_path_buf(),
     };
     assert_ne!(code, 0, "recovery went past a damaged segment:\n{out}");
-    assert!(err.contains("recovery did not finish") || err.contains("pg_ctl start"), "{err}");
+    assert!(
+        err.contains("recovery did not finish") || err.contains("pg_ctl start"),
+        "{err}"
+    );
     // It stopped because wal-fetch exited 126 for the damaged segment ("command not
     // executable" is how PostgreSQL names 126), not for another reason.
     let log = std::fs::read_to_string(dir.join("drctl-recovery.log")).unwrap_or_default();
     assert!(
-        log.contains(&format!("FATAL:  could not restore file \"{last}\" from archive: command not executable")),
+        log.contains(&format!(
+            "FATAL:  could not restore file \"{last}\" from archive: command not executable"
+        )),
         "{log}"
     );
-    assert!(log.contains(&format!("wal-fetch {last}: ")) && log.contains("damaged"), "{log}");
-    let control = Command::new(rig.pg.bin().join("pg_controldata")).arg(&dir).output().unwrap();
+    assert!(
+        log.contains(&format!("wal-fetch {last}: ")) && log.contains("damaged"),
+        "{log}"
+    );
+    let control = Command::new(rig.pg.bin().join("pg_controldata"))
+        .arg(&dir)
+        .output()
+        .unwrap();
     let control = String::from_utf8_lossy(&control.stdout);
     assert!(!control.contains("in production"), "the server promoted:\n{control}");
     std::fs::write(&object, &good).unwrap();
@@ -704,7 +765,11 @@ fn a_killed_server_loses_at_most_archive_timeout_of_commits() {
     std::thread::sleep(Duration::from_secs(25));
     // Archiving keeps up with the load: the backlog of segments waiting for wal-push.
     let backlog = std::fs::read_dir(rig.pg.data_dir().join("pg_wal/archive_status"))
-        .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".ready")).count())
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                .count()
+        })
         .unwrap_or(0);
     // kill -9 the postmaster, as a power cut would stop it.
     let pid: i32 = std::fs::read_to_string(rig.pg.data_dir().join("postmaster.pid"))
@@ -716,7 +781,11 @@ fn a_killed_server_loses_at_most_archive_timeout_of_commits() {
         .parse()
         .unwrap();
     let killed_at = chrono::Utc::now();
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     let _ = load.wait();
     std::thread::sleep(Duration::from_secs(2));
 
@@ -737,13 +806,25 @@ fn a_killed_server_loses_at_most_archive_timeout_of_commits() {
     rig.pg.pg_ctl_start();
     let before_last: i64 = rig
         .pg
-        .psql("postgres", &format!("select count(*) from commits where at <= '{}'", last.to_rfc3339()))
+        .psql(
+            "postgres",
+            &format!("select count(*) from commits where at <= '{}'", last.to_rfc3339()),
+        )
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(before_last, restored, "a commit before the last restored one is missing");
-    assert!(rpo <= 20.0, "RPO {rpo:.1} s exceeds archive_timeout (10 s) + 10 s for the upload");
-    assert!(restored > 100, "the load committed too little to measure anything: {restored}");
+    assert_eq!(
+        before_last, restored,
+        "a commit before the last restored one is missing"
+    );
+    assert!(
+        rpo <= 20.0,
+        "RPO {rpo:.1} s exceeds archive_timeout (10 s) + 10 s for the upload"
+    );
+    assert!(
+        restored > 100,
+        "the load committed too little to measure anything: {restored}"
+    );
 }
 
 /// Retention: prune drops the oldest base backup by the source's policy, and with it exactly
@@ -792,7 +873,11 @@ fn prune_expires_wal_only_below_the_oldest_kept_base_backup() {
     assert!(!after.contains(&first_start));
     assert_eq!(
         after,
-        before.iter().filter(|s| **s >= second_start).cloned().collect::<Vec<_>>(),
+        before
+            .iter()
+            .filter(|s| **s >= second_start)
+            .cloned()
+            .collect::<Vec<_>>(),
         "WAL a kept backup needs was deleted"
     );
     // No data object is left behind a deleted record either.
@@ -826,13 +911,19 @@ fn verify_recovers_the_newest_base_backup_with_its_wal_in_a_throwaway_server() {
     let (code, out, err) = rig.drctl(&["verify", "--source", SOURCE, "--identity", &ident]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("replayed to the end of the archive"), "{out}");
-    assert!(out.contains("PASS app-cluster") && out.contains("restore took"), "{out}");
+    assert!(
+        out.contains("PASS app-cluster") && out.contains("restore took"),
+        "{out}"
+    );
     assert!(
         !rig.wal_dir().parent().unwrap().join("00000002").exists(),
         "the throwaway server archived into the production archive"
     );
     let procs = String::from_utf8(Command::new("ps").args(["-eo", "args"]).output().unwrap().stdout).unwrap();
-    assert!(!procs.contains("drctl-verify-"), "a throwaway server is still running:\n{procs}");
+    assert!(
+        !procs.contains("drctl-verify-"),
+        "a throwaway server is still running:\n{procs}"
+    );
 
     let segs = rig.archived_segments();
     std::fs::remove_file(rig.wal_dir().join(format!("{}.json", segs[segs.len() - 2]))).unwrap();
@@ -874,10 +965,7 @@ fn wal_push_and_fetch_give_up_on_a_storage_that_hangs_after_wal_timeout() {
     let storage = format!(
         "[[storage]]\nname = \"stuck\"\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"${{DRCTL_TEST_S3_SECRET}}\"\n"
     );
-    ws.write_config(
-        &storage,
-        &format!("{}wal_timeout = \"3s\"\n", cluster_toml(5432)),
-    );
+    ws.write_config(&storage, &format!("{}wal_timeout = \"3s\"\n", cluster_toml(5432)));
     // Segment 3 of a 1 MiB-segment cluster: 000000010000000000000003 (4096 per log id).
     let seg = fake_segment(ws.path(), "000000010000000000000003", 7_000_000_000_000_000_001, 3);
     let t0 = Instant::now();
@@ -916,10 +1004,9 @@ fn a_storage_added_later_gets_the_archive_identity() {
     ws.write_config(&format!("{one}{}", ws.fs_storage_toml("two")), &cluster_toml(5432));
     let s4 = fake_segment(ws.path(), "000000010000000000000004", sysid, 4);
     ws.ok(&["wal-push", "--source", SOURCE, s4.to_str().unwrap()]);
-    let info: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(ws.fs_root("two").join(format!("wal/{SOURCE}/archive.json"))).unwrap(),
-    )
-    .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.fs_root("two").join(format!("wal/{SOURCE}/archive.json"))).unwrap())
+            .unwrap();
     assert_eq!(info["system_identifier"], sysid.to_string());
     assert!(ws
         .fs_root("two")

@@ -233,6 +233,159 @@ fn redis_replication_mode_disk_based_round_trip_keeps_types_and_ttls() {
     redis_round_trip("replication", &["--repl-diskless-sync", "no"], Some("disk"));
 }
 
+/// What `redis_contents` leaves out: consumer groups, their pending entries per consumer, and
+/// function libraries (no field that moves with the clock).
+fn redis_extras(url: &str) -> Vec<String> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut out = Vec::new();
+    for q in [
+        vec!["XINFO", "GROUPS", "st:groups"],
+        vec!["XPENDING", "st:groups", "g1"],
+        vec!["FUNCTION", "LIST", "WITHCODE"],
+    ] {
+        let mut cmd = redis::cmd(q[0]);
+        for a in &q[1..] {
+            cmd.arg(*a);
+        }
+        let v: redis::Value = cmd.query(&mut c).unwrap();
+        out.push(format!("{v:?}"));
+    }
+    out
+}
+
+/// Every value encoding a Redis 7 writes into an RDB, read out of the file by drctl itself: a
+/// restore needs no redis-server (drctl's PATH is empty), only the target. Big collections
+/// (hash tables, skiplists, multi-node quicklists), small ones (listpacks, intsets), compressed
+/// and integer strings, integer and compressed key names, a stream with a consumer group, pending
+/// entries and consumers, a function library, a key that expires between backup and restore.
+/// A target that refuses the data is refused before `--clean` flushes it.
+#[test]
+fn redis_restore_reads_every_encoding_out_of_the_rdb_without_a_redis_server() {
+    let _g = shared(); // redis-server's command line
+    let r = Redis::start();
+    let mut c = redis::Client::open(r.url_db(0)).unwrap().get_connection().unwrap();
+    let mut p = redis::pipe();
+    for i in 0..500 {
+        p.cmd("HSET")
+            .arg("h:big")
+            .arg(format!("f{i}"))
+            .arg(format!("value {i}"));
+        p.cmd("SADD").arg("set:big").arg(format!("m{i}"));
+        p.cmd("SADD").arg("set:ints").arg(i * 7);
+        p.cmd("ZADD").arg("z:big").arg(f64::from(i) / 3.0).arg(format!("m{i}"));
+    }
+    for i in 0..20_000 {
+        p.cmd("RPUSH").arg("l:long").arg(format!("element {i}"));
+    }
+    p.cmd("HSET").arg("h:small").arg("a").arg("1").arg("b").arg("2");
+    p.cmd("ZADD").arg("z:small").arg(1).arg("x").arg(2.5).arg("y");
+    p.cmd("SET").arg("s:lzf").arg("abcdefgh".repeat(5000));
+    p.cmd("SET").arg("s:int").arg(123_456_789);
+    p.cmd("SET").arg("s:neg").arg(-42);
+    p.cmd("SET").arg("42").arg("an integer key");
+    p.cmd("SET").arg("k".repeat(300)).arg("a compressed key name");
+    p.cmd("SET")
+        .arg(b"bin\x00\r\nkey".as_slice())
+        .arg(b"\xff\x00".as_slice());
+    p.cmd("SET").arg("ttl:long").arg("v").arg("EX").arg(86_400);
+    p.cmd("SET").arg("ttl:gone").arg("v").arg("PX").arg(2_500);
+    for i in 0..50 {
+        p.cmd("XADD")
+            .arg("st:groups")
+            .arg(format!("{}-0", 1_700_000_000_000u64 + i))
+            .arg("n")
+            .arg(i);
+    }
+    p.cmd("XGROUP").arg("CREATE").arg("st:groups").arg("g1").arg("0");
+    p.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g1")
+        .arg("alice")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg("st:groups")
+        .arg(">");
+    p.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g1")
+        .arg("bob")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg("st:groups")
+        .arg(">");
+    p.cmd("XACK")
+        .arg("st:groups")
+        .arg("g1")
+        .arg("1700000000000-0")
+        .arg("1700000000001-0");
+    p.cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=drctllib\nredis.register_function('drctl_one', function() return 1 end)");
+    p.query::<()>(&mut c).unwrap();
+    let mut c5 = redis::Client::open(r.url_db(5)).unwrap().get_connection().unwrap();
+    redis::cmd("SET")
+        .arg("in:db5")
+        .arg("five")
+        .query::<()>(&mut c5)
+        .unwrap();
+    let ws = Workspace::new();
+    ws.write_config(&ws.fs_storage_toml("local"), &redis_source(&r, "cache", "file"));
+    let env = [("DRCTL_REDIS_PASSWORD", REDIS_PASSWORD)];
+    let (code, out, err) = ws.run_env(&["backup"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // After the backup, the short-lived key expires (on the source too, for the comparison).
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
+    let before = redis_contents(|db| r.url_db(db));
+    assert!(!before.contains_key(&(0, b"ttl:gone".to_vec())));
+    let extras = redis_extras(&r.url());
+    assert!(
+        extras[1].contains("alice") && extras[2].contains("drctllib"),
+        "{extras:?}"
+    );
+
+    let ident = ws.identity.to_str().unwrap().to_string();
+    let empty_path = tempfile::tempdir().unwrap();
+    let restore = |target: &Redis, extra: &[&str]| {
+        let mut args = vec!["restore", "--at", "now", "--source", "cache", "--identity", &ident];
+        args.extend_from_slice(extra);
+        ws.run_env(
+            &args,
+            &[
+                ("DRCTL_TARGET_URL", &target.url()),
+                ("PATH", empty_path.path().to_str().unwrap()),
+            ],
+        )
+    };
+
+    // A target with RESTORE disabled refuses the probe: nothing flushed, nothing written.
+    let refusing = Redis::start_with(&["--rename-command", "RESTORE", ""]);
+    redis_cli(&refusing, &["set", "keep", "me"]);
+    let (code, out, err) = restore(&refusing, &["--clean"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("refused the backup's data before anything was written"),
+        "{err}"
+    );
+    assert_eq!(redis_cli(&refusing, &["dbsize"]), "1", "--clean flushed it anyway");
+    assert_eq!(redis_cli(&refusing, &["get", "keep"]), "me");
+
+    let target = Redis::start();
+    let (code, out, err) = restore(&target, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let after = redis_contents(|db| target.url_db(db));
+    assert_eq!(before.len(), 16, "{:?}", before.keys().collect::<Vec<_>>());
+    for (k, (t, v, exp)) in &before {
+        let (t2, v2, exp2) = after.get(k).unwrap_or_else(|| panic!("missing key {k:?}"));
+        assert_eq!((t, v), (t2, v2), "{k:?}");
+        // ABSTTL: the expiry is the backup's own, to the millisecond.
+        assert_eq!(exp, exp2, "expiry of {k:?}");
+    }
+    assert_eq!(before.len(), after.len());
+    assert_eq!(redis_extras(&target.url()), extras);
+}
+
 #[test]
 fn redis_bgsave_failure_is_a_clear_error_and_commits_nothing() {
     let _g = shared(); // a password on redis-server's command line until it renames itself

@@ -93,7 +93,9 @@ pub enum PushError {
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
-    Stored { bytes: u64 },
+    Stored {
+        bytes: u64,
+    },
     /// Archived earlier with the same content (the archiver retried after a crash).
     AlreadyArchived,
 }
@@ -120,7 +122,9 @@ fn sha256_file(path: &Path) -> Result<Digest> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -383,7 +387,9 @@ async fn abort(targets: &mut [Target]) {
 /// What a fetch found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
-    Written { storage: String },
+    Written {
+        storage: String,
+    },
     /// Every storage answered, and none has it: the end of the archive (or a timeline that
     /// never existed, when PostgreSQL probes for history files).
     NotArchived,

@@ -285,7 +285,8 @@ mod tests {
     fn start_and_end_points_are_read_from_the_label_and_the_manifest() {
         let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
                      CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nSTART TIMELINE: 1\n";
-        let tail = "\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n";
+        let tail =
+            "\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n";
         assert_eq!(parse_points(label, tail), Some((Lsn(0x2000028), 1, Lsn(0x2000100))));
         assert_eq!(parse_points(label, "{}"), None);
         assert_eq!(parse_points("", tail), None);
@@ -296,7 +297,10 @@ mod tests {
         let mut tar = tar::Builder::new(Vec::new());
         for (name, body) in [
             ("PG_VERSION", b"15\n".to_vec()),
-            ("backup_label", b"START WAL LOCATION: 0/3000028 (file x)\nSTART TIMELINE: 2\n".to_vec()),
+            (
+                "backup_label",
+                b"START WAL LOCATION: 0/3000028 (file x)\nSTART TIMELINE: 2\n".to_vec(),
+            ),
             ("base/1/1259", vec![7u8; 9000]),
             ("backup_manifest", {
                 let mut m = vec![b' '; 200_000];

@@ -56,9 +56,9 @@ impl TryFrom<RawClusterSource> for ClusterSource {
                     .into(),
             );
         }
-        let url = r
-            .url
-            .ok_or_else(|| "missing url (postgres://user@host:5432/postgres, a login allowed to replicate)".to_string())?;
+        let url = r.url.ok_or_else(|| {
+            "missing url (postgres://user@host:5432/postgres, a login allowed to replicate)".to_string()
+        })?;
         let prefetch = r.prefetch.unwrap_or(8);
         if !(1..=64).contains(&prefetch) {
             return Err(format!("prefetch = {prefetch}: give 1 to 64 segments"));

@@ -71,7 +71,9 @@ pub async fn run(
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let stale = match Segment::parse(&name, seg) {
-            Some(s) => s.timeline != after.timeline || s.number <= after.number || s.number > after.number + count as u64,
+            Some(s) => {
+                s.timeline != after.timeline || s.number <= after.number || s.number > after.number + count as u64
+            }
             None => name != ".lock",
         };
         if stale {

@@ -73,11 +73,7 @@ fn cluster_facts(e: &Entry) -> Option<&ClusterFacts> {
 }
 
 /// Picks the base backup and checks the WAL chain. Touches no target.
-pub async fn plan(
-    source: &str,
-    storages: &[Storage],
-    target: Option<DateTime<Utc>>,
-) -> Result<Plan> {
+pub async fn plan(source: &str, storages: &[Storage], target: Option<DateTime<Utc>>) -> Result<Plan> {
     let listing = catalog::list(storages, Some(source)).await;
     let unread = catalog::unread_note(&listing.problems);
     let until = target.unwrap_or_else(Utc::now);
@@ -290,7 +286,10 @@ async fn check_chain(
         }
         needed = (lo + 1).min(chain.len());
     }
-    let stop_index = chain.iter().position(|s| s.number >= stop.number).unwrap_or(chain.len() - 1);
+    let stop_index = chain
+        .iter()
+        .position(|s| s.number >= stop.number)
+        .unwrap_or(chain.len() - 1);
     needed = needed.max(stop_index + 1);
     if let Some(missing) = chain[..needed].iter().find(|s| !present(s)) {
         bail!(
@@ -328,7 +327,11 @@ pub async fn gaps(st: &Storage, entries: &[Entry]) -> Vec<String> {
             let v = ArchiveView::read(source, st).await.map_err(|e| format!("{e:#}"));
             views.insert(source, v);
         }
-        match views[source].as_ref().map_err(String::clone).and_then(|v| v.chain(source, f).map_err(|e| format!("{e:#}"))) {
+        match views[source]
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|v| v.chain(source, f).map_err(|e| format!("{e:#}")))
+        {
             Ok(c) => {
                 for s in c.missing() {
                     by_segment
@@ -390,7 +393,10 @@ pub fn referenced_vars(config_text: &str) -> Vec<String> {
     let mut out: Vec<String> = config_text
         .split("${")
         .skip(1)
-        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.split([':', '-']).next().unwrap_or(name)))
+        .filter_map(|rest| {
+            rest.split_once('}')
+                .map(|(name, _)| name.split([':', '-']).next().unwrap_or(name))
+        })
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         .map(str::to_string)
         .collect();
@@ -451,9 +457,7 @@ fn strip_recovery_settings(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let k = l.trim_start();
-            !(k.starts_with("restore_command")
-                || k.starts_with("recovery_target")
-                || k.starts_with("# drctl restore:"))
+            !(k.starts_with("restore_command") || k.starts_with("recovery_target") || k.starts_with("# drctl restore:"))
         })
         .map(|l| format!("{l}\n"))
         .collect()
@@ -567,7 +571,11 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         let mut c = crate::process::command_as(run_as.as_deref(), prog);
         // restore_command (a child of the server) needs the variables drctl's config names
         // (storage credentials); nothing else of drctl's environment goes to the server.
-        c.envs(how.env.iter().filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))));
+        c.envs(
+            how.env
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))),
+        );
         c
     };
     let log = dir.join("drctl-recovery.log");
@@ -577,7 +585,11 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         .arg("-l")
         .arg(&log)
         .arg("-o")
-        .arg(format!("-p {port} -k {} {}", sh_quote(&dir.to_string_lossy()), how.options))
+        .arg(format!(
+            "-p {port} -k {} {}",
+            sh_quote(&dir.to_string_lossy()),
+            how.options
+        ))
         .args(["-w", "-t", "3600", "start"]);
     // The server's own words, when it stops: the last lines of its log.
     let log_tail = || {
@@ -614,7 +626,10 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    let last_replayed = query("select pg_last_xact_replay_timestamp()").await.ok().filter(|s| !s.is_empty());
+    let last_replayed = query("select pg_last_xact_replay_timestamp()")
+        .await
+        .ok()
+        .filter(|s| !s.is_empty());
     let timeline = query("select timeline_id from pg_control_checkpoint()").await.ok();
     let _ = std::fs::remove_dir_all(dir.join("pg_wal/.drctl-prefetch"));
     Ok(Reached {
@@ -668,7 +683,11 @@ mod tests {
             source: "app-cluster",
             datadir: Path::new("/x"),
             scratch_dir: Path::new("/tmp"),
-            drctl: vec!["/usr/bin/drctl".into(), "--config".into(), "/etc/it's/drctl.toml".into()],
+            drctl: vec![
+                "/usr/bin/drctl".into(),
+                "--config".into(),
+                "/etc/it's/drctl.toml".into(),
+            ],
             identity: Path::new("/k/key.txt"),
             env: Vec::new(),
         };
@@ -678,11 +697,17 @@ mod tests {
             s.contains("restore_command = '/usr/bin/drctl --config ''/etc/it''\\''''s/drctl.toml'' wal-fetch --source app-cluster --identity /k/key.txt %f %p'"),
             "{s}"
         );
-        assert!(s.contains("recovery_target_time = '2026-12-01 16:04:30.250000+00'"), "{s}");
+        assert!(
+            s.contains("recovery_target_time = '2026-12-01 16:04:30.250000+00'"),
+            "{s}"
+        );
         assert!(!recovery_settings(&setup, None).contains("recovery_target_time ="));
         let old = "work_mem = '8MB'\nrestore_command = 'x'\nrecovery_target_time = 'y'\n";
         assert_eq!(strip_recovery_settings(old), "work_mem = '8MB'\n");
         let vars = referenced_vars("secret = \"${S3_SECRET}\"\nurl = \"${PG_URL:-x}\"\nx = \"${}\"");
-        assert!(vars.contains(&"S3_SECRET".to_string()) && vars.contains(&"PG_URL".to_string()), "{vars:?}");
+        assert!(
+            vars.contains(&"S3_SECRET".to_string()) && vars.contains(&"PG_URL".to_string()),
+            "{vars:?}"
+        );
     }
 }

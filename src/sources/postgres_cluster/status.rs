@@ -53,10 +53,19 @@ pub async fn archiving(src: &ClusterSource, storages: &[Storage]) -> WalStatus {
                 let newest = by_tli
                     .iter()
                     .next_back()
-                    .and_then(|(_, names)| names.iter().rev().find(|n| matches!(WalFile::parse(n), Some(WalFile::Segment(_)))))
+                    .and_then(|(_, names)| {
+                        names
+                            .iter()
+                            .rev()
+                            .find(|n| matches!(WalFile::parse(n), Some(WalFile::Segment(_))))
+                    })
                     .cloned();
                 let at = match &newest {
-                    Some(n) => archive::record(&src.name, st, n).await.ok().flatten().map(|r| r.pushed_at),
+                    Some(n) => archive::record(&src.name, st, n)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| r.pushed_at),
                     None => None,
                 };
                 newest_numbers.push(newest.as_deref().and_then(|n| Segment::parse(n, seg_size)));

@@ -36,7 +36,13 @@ pub async fn verify(
         .tempdir_in(cfg.verify.work_dir())
     {
         Ok(w) => w,
-        Err(e) => return (vec![check("restore", false, format!("cannot create a work directory: {e}"))], None, "local".into()),
+        Err(e) => {
+            return (
+                vec![check("restore", false, format!("cannot create a work directory: {e}"))],
+                None,
+                "local".into(),
+            )
+        }
     };
     let data = work.path().join("data");
     let result = run(cfg, entry, facts, storages, identities, work.path()).await;
@@ -105,9 +111,16 @@ async fn run(
     );
     // One after the other: a verification is not in a hurry, and it runs in the daemon.
     for n in &names {
-        match archive::fetch(source, std::slice::from_ref(st), identities, view.info.as_ref(), n, &wal.join(n))
-            .await
-            .with_context(|| format!("WAL file {n}"))?
+        match archive::fetch(
+            source,
+            std::slice::from_ref(st),
+            identities,
+            view.info.as_ref(),
+            n,
+            &wal.join(n),
+        )
+        .await
+        .with_context(|| format!("WAL file {n}"))?
         {
             Fetched::Written { .. } => {}
             Fetched::NotArchived => return Err(anyhow!("WAL file {n} vanished from storage '{}'", st.name)),

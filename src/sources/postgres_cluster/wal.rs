@@ -63,7 +63,12 @@ impl Segment {
     /// `000000010000000000000003` (16 MiB segments: the last 8 digits run 00..FF).
     pub fn name(&self, seg_size: u64) -> String {
         let per = Self::per_log(seg_size);
-        format!("{:08X}{:08X}{:08X}", self.timeline, self.number / per, self.number % per)
+        format!(
+            "{:08X}{:08X}{:08X}",
+            self.timeline,
+            self.number / per,
+            self.number % per
+        )
     }
 
     /// The inverse of `name`; None for anything else (history files, `.partial`, `.backup`).
@@ -109,7 +114,8 @@ pub enum WalFile {
 
 impl WalFile {
     pub fn parse(name: &str) -> Option<WalFile> {
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase());
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase());
         if hex(name, 24) {
             return Some(WalFile::Segment(name.to_string()));
         }
@@ -234,7 +240,9 @@ pub fn parse_history(text: &str) -> Result<Vec<Branch>, String> {
         let (Some(tli), Some(lsn)) = (f.next(), f.next()) else {
             return Err(format!("bad history line '{line}'"));
         };
-        let timeline = tli.parse().map_err(|_| format!("bad timeline in history line '{line}'"))?;
+        let timeline = tli
+            .parse()
+            .map_err(|_| format!("bad timeline in history line '{line}'"))?;
         let switchpoint = Lsn::parse(lsn).ok_or_else(|| format!("bad LSN in history line '{line}'"))?;
         out.push(Branch { timeline, switchpoint });
     }
@@ -246,7 +254,14 @@ pub fn parse_history(text: &str) -> Result<Vec<Branch>, String> {
 /// `last` — the newest segment the archive has on the target timeline. On a switch, the
 /// segment holding the switchpoint is read on the new timeline (PostgreSQL copies the old
 /// timeline's part of it there), so the old timeline's list ends one before.
-pub fn chain(start_tli: u32, start: Lsn, history: &[Branch], target_tli: u32, last: Option<u64>, seg_size: u64) -> Vec<Segment> {
+pub fn chain(
+    start_tli: u32,
+    start: Lsn,
+    history: &[Branch],
+    target_tli: u32,
+    last: Option<u64>,
+    seg_size: u64,
+) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut from = start.0 / seg_size;
     let mut tli = start_tli;
@@ -258,7 +273,10 @@ pub fn chain(start_tli: u32, start: Lsn, history: &[Branch], target_tli: u32, la
         }
         let switch_seg = b.switchpoint.0 / seg_size;
         for n in from..switch_seg {
-            out.push(Segment { timeline: tli, number: n });
+            out.push(Segment {
+                timeline: tli,
+                number: n,
+            });
         }
         from = switch_seg.max(from);
         // The next timeline is the next branch's, or the target.
@@ -270,7 +288,10 @@ pub fn chain(start_tli: u32, start: Lsn, history: &[Branch], target_tli: u32, la
     }
     if let Some(last) = last {
         for n in from..=last {
-            out.push(Segment { timeline: tli, number: n });
+            out.push(Segment {
+                timeline: tli,
+                number: n,
+            });
         }
     }
     out
@@ -299,7 +320,14 @@ mod tests {
         assert!(Segment::parse("00000001000000000000000a", MB16).is_none());
         // 64 MiB segments: 64 per log id.
         let big = 64 * 1024 * 1024;
-        assert_eq!(Segment { timeline: 1, number: 64 }.name(big), "000000010000000100000000");
+        assert_eq!(
+            Segment {
+                timeline: 1,
+                number: 64
+            }
+            .name(big),
+            "000000010000000100000000"
+        );
     }
 
     #[test]
@@ -315,7 +343,12 @@ mod tests {
             Some(WalFile::Partial(_))
         ));
         assert_eq!(WalFile::parse("000000030000000000000003").unwrap().timeline(), 3);
-        for bad in ["RECOVERYXLOG", "../000000010000000000000003", "00000001.history.x", "0000000100000000000003"] {
+        for bad in [
+            "RECOVERYXLOG",
+            "../000000010000000000000003",
+            "00000001.history.x",
+            "0000000100000000000003",
+        ] {
             assert_eq!(WalFile::parse(bad), None, "{bad}");
         }
     }
@@ -342,7 +375,8 @@ mod tests {
 
     #[test]
     fn chains_follow_timeline_switches() {
-        let h = parse_history("1\t0/50000A0\tno recovery target specified\n\n2\t0/8000000\tat restore point\n").unwrap();
+        let h =
+            parse_history("1\t0/50000A0\tno recovery target specified\n\n2\t0/8000000\tat restore point\n").unwrap();
         assert_eq!(h.len(), 2);
         // A backup starting in segment 3 of timeline 1, target timeline 3 whose newest segment is 9.
         let c: Vec<String> = chain(1, Lsn(0x3000028), &h, 3, Some(9), MB16)
@@ -370,7 +404,11 @@ mod tests {
                 .iter()
                 .map(|s| s.name(MB16))
                 .collect::<Vec<_>>(),
-            vec!["000000020000000000000006", "000000020000000000000007", "000000030000000000000008"]
+            vec![
+                "000000020000000000000006",
+                "000000020000000000000007",
+                "000000030000000000000008"
+            ]
         );
         assert!(parse_history("x y").is_err());
     }

@@ -5,15 +5,15 @@
 //! tools for a backup. The password, if the server has `requirepass`, reaches redis-cli only
 //! through the exec's environment (`REDISCLI_AUTH`).
 //!
-//! A restore into a container loads the RDB into a throwaway `redis-server` on this host (as
-//! `--target-url` does) and sends every key as `RESTORE key ttl payload REPLACE` in RESP into
-//! `redis-cli --pipe` exec'd in the target container: DUMP/RESTORE carries every type and TTL,
-//! the target needs no published port, and the pipe's own reply count says whether every
-//! command succeeded.
+//! A restore into a container sends every key of the RDB as `RESTORE key ttl payload REPLACE`
+//! (the payload read out of the file, see `load`) in RESP into `redis-cli --pipe` exec'd in the
+//! target container: RESTORE carries every type and TTL, the target needs no published port,
+//! drctl's host needs no Redis, and the pipe's own reply count says whether every command
+//! succeeded.
 
 use super::client::{field, parse_keyspace};
 use super::dump::file_mode;
-use super::restore::TempRedis;
+use super::load;
 use super::server::{Cli, Server};
 use super::{RedisFacts, RedisSource};
 use crate::catalog::Entry;
@@ -92,18 +92,28 @@ pub async fn restore_into_container(
         );
     }
     let rdb = fetch_to_scratch(storages, entry, identities, "dump.rdb", opts.scratch_dir).await?;
-    let temp = TempRedis::start(&rdb.file, rdb.dir.path()).await?;
+    let checked = load::check(&rdb.file).await?;
+    if let Some(payload) = &checked.probe {
+        let probe = load::Command {
+            db: None,
+            args: load::probe_command(payload),
+        };
+        if let Err(e) = pipe(&cli, load::fixed(vec![probe])).await {
+            return Err(load::probe_refused(&shown, checked.version, &format!("{e:#}")));
+        }
+    }
     if present > 0 {
         cli.run(&["FLUSHALL"])
             .await
             .with_context(|| format!("--clean: cannot flush {shown}"))?;
     }
-    let (keys, with_ttl) = pipe_keys(&cli, &temp).await.with_context(|| {
+    let sent = pipe(&cli, load::commands(rdb.file.clone())).await.with_context(|| {
         format!(
             "loading '{}' into {shown} failed; it may hold part of the backup (run again with --clean)",
             m.source
         )
     })?;
+    let (keys, with_ttl) = (sent.keys, sent.with_ttl);
     // Keys whose TTL ran out during the load are gone; nothing else may be missing or extra.
     let now = key_count(&cli).await?;
     if now > keys || keys - now > with_ttl {
@@ -120,86 +130,43 @@ pub async fn restore_into_container(
     })
 }
 
-/// One RESP command.
-fn resp(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Every key of `temp` as `SELECT` + `RESTORE … REPLACE` into `redis-cli --pipe` in the
-/// container, a SCAN batch at a time (memory stays at one batch). Returns the keys sent and how
-/// many of them carry a TTL, once the pipe reported a reply for every command and no error.
-async fn pipe_keys(cli: &Cli, temp: &TempRedis) -> Result<(u64, u64)> {
+/// Commands into `redis-cli --pipe` in the container, `SELECT` before each change of
+/// database. Returns the tally once the pipe reported a reply for every command and no error.
+async fn pipe(cli: &Cli, mut batches: tokio::sync::mpsc::Receiver<Result<load::Batch>>) -> Result<load::Sent> {
     let (mut out, mut stdin, done) = cli.pipe().await?;
     let summary = tokio::spawn(async move {
         let mut s = String::new();
         out.read_to_string(&mut s).await.map(|_| s)
     });
     let sent = async {
-        let mut src0 = super::connect(&temp.url(0)).await?;
-        let ks = super::keyspace(&mut src0).await?;
-        let (mut commands, mut keys, mut with_ttl) = (0u64, 0u64, 0u64);
-        for db in ks.keys() {
-            let n: u32 = db
-                .trim_start_matches("db")
-                .parse()
-                .map_err(|_| anyhow!("the throwaway server reported a database named '{db}'"))?;
-            let mut from = super::connect(&temp.url(n)).await?;
-            let mut buf = Vec::new();
-            resp(&mut buf, &[b"SELECT", n.to_string().as_bytes()]);
-            commands += 1;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut from)
-                    .await?;
-                let mut p = redis::pipe();
-                for k in &batch {
-                    p.cmd("DUMP").arg(k).cmd("PTTL").arg(k);
+        let (mut commands, mut db) = (0u64, 0u64);
+        let mut buf = Vec::new();
+        while let Some(b) = batches.recv().await {
+            let cmds = match b? {
+                load::Batch::Done(sent) => {
+                    stdin.flush().await?;
+                    // EOF: redis-cli sends its last command, waits for every reply and prints the count.
+                    stdin.shutdown().await?;
+                    return Ok::<_, anyhow::Error>((commands, sent));
                 }
-                let replies: Vec<redis::Value> = if batch.is_empty() {
-                    Vec::new()
-                } else {
-                    p.query_async(&mut from).await?
-                };
-                for (k, pair) in batch.iter().zip(replies.chunks(2)) {
-                    let (dump, ttl) = match pair {
-                        [redis::Value::BulkString(d), redis::Value::Int(t)] => (d, *t),
-                        _ => continue, // expired meanwhile (nil DUMP, PTTL -2)
-                    };
-                    if ttl == -2 {
-                        continue;
-                    }
-                    if ttl > 0 {
-                        with_ttl += 1;
-                    }
-                    let ttl = ttl.max(0).to_string();
-                    resp(&mut buf, &[b"RESTORE", k, ttl.as_bytes(), dump, b"REPLACE"]);
+                load::Batch::Commands(c) => c,
+            };
+            for c in cmds {
+                if let Some(d) = c.db.filter(|d| *d != db) {
+                    load::resp(&mut buf, &[b"SELECT".to_vec(), d.to_string().into_bytes()]);
                     commands += 1;
-                    keys += 1;
+                    db = d;
                 }
-                stdin.write_all(&buf).await?;
-                buf.clear();
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+                load::resp(&mut buf, &c.args);
+                commands += 1;
             }
+            stdin.write_all(&buf).await?;
+            buf.clear();
         }
-        stdin.flush().await?;
-        // EOF: redis-cli sends its last command, waits for every reply and prints the count.
-        stdin.shutdown().await?;
-        Ok::<_, anyhow::Error>((commands, keys, with_ttl))
+        bail!("the RDB reader stopped without a result")
     }
     .await;
-    let (commands, keys, with_ttl) = match sent {
+    let (commands, tally) = match sent {
         Ok(v) => v,
         Err(e) => {
             drop(stdin);
@@ -217,7 +184,7 @@ async fn pipe_keys(cli: &Cli, temp: &TempRedis) -> Result<(u64, u64)> {
     if errors != 0 || replies != commands {
         bail!("redis-cli --pipe: {errors} errors, {replies} replies for {commands} commands sent");
     }
-    Ok((keys, with_ttl))
+    Ok(tally)
 }
 
 /// `errors: E, replies: R` from the last lines redis-cli --pipe prints.
@@ -232,16 +199,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pipe_summary_is_read_and_resp_is_binary_safe() {
+    fn the_pipe_summary_is_read() {
         let out = "All data transferred. Waiting for the last reply...\nLast reply received from server.\nerrors: 0, replies: 4\n";
         assert_eq!(parse_summary(out), Some((0, 4)));
         assert_eq!(parse_summary("errors: 2, replies: 10"), Some((2, 10)));
         assert_eq!(parse_summary("Connection refused"), None);
-        let mut b = Vec::new();
-        resp(&mut b, &[b"RESTORE", b"k\r\n", b"0", b"\x00\xff", b"REPLACE"]);
-        assert_eq!(
-            b,
-            b"*5\r\n$7\r\nRESTORE\r\n$3\r\nk\r\n\r\n$1\r\n0\r\n$2\r\n\x00\xff\r\n$7\r\nREPLACE\r\n".to_vec()
-        );
     }
 }

@@ -1,12 +1,14 @@
 //! Redis: the RDB after BGSAVE (file mode, on the host or in a container) or over the
-//! replication protocol, restored key by key through a throwaway redis-server, verified by
+//! replication protocol, restored key by key with RESTORE payloads read out of the RDB, verified by
 //! loading it.
 
 mod client;
 mod config;
 mod container;
 mod dump;
+mod load;
 mod rdb;
+mod records;
 pub mod restore;
 mod server;
 pub mod verify;

@@ -20,13 +20,13 @@ pub enum FirstDb {
     Unknown,
 }
 
-const OP_FUNCTION2: u8 = 245;
-const OP_FUNCTION_PRE_GA: u8 = 246;
-const OP_MODULE_AUX: u8 = 247;
-const OP_AUX: u8 = 250;
-const OP_RESIZEDB: u8 = 251;
-const OP_SELECTDB: u8 = 254;
-const OP_EOF: u8 = 255;
+pub(super) const OP_FUNCTION2: u8 = 245;
+pub(super) const OP_FUNCTION_PRE_GA: u8 = 246;
+pub(super) const OP_MODULE_AUX: u8 = 247;
+pub(super) const OP_AUX: u8 = 250;
+pub(super) const OP_RESIZEDB: u8 = 251;
+pub(super) const OP_SELECTDB: u8 = 254;
+pub(super) const OP_EOF: u8 = 255;
 
 struct Cursor<'a> {
     b: &'a [u8],

@@ -1,8 +1,8 @@
 use super::RedisFacts;
 use crate::verification::{check, verdict, Check};
-use anyhow::anyhow;
-use std::path::Path;
-use std::time::Instant;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub async fn verify(facts: &RedisFacts, rdb: &Path, work: &Path, t0: Instant) -> (Vec<Check>, Option<f64>) {
     let mut checks = Vec::new();
@@ -34,7 +34,7 @@ pub async fn verify(facts: &RedisFacts, rdb: &Path, work: &Path, t0: Instant) ->
             Err(e) => Err(anyhow!("cannot run redis-check-rdb (install redis-tools): {e}")),
         },
     ));
-    let temp = match crate::sources::redis::restore::TempRedis::start(rdb, work).await {
+    let temp = match TempRedis::start(rdb, work).await {
         Ok(t) => t,
         Err(e) => {
             checks.push(check("load into a throwaway redis-server", Err(e)));
@@ -72,4 +72,72 @@ pub async fn verify(facts: &RedisFacts, rdb: &Path, work: &Path, t0: Instant) ->
     ));
     drop(temp);
     (checks, Some(rto))
+}
+
+/// A throwaway redis-server on an RDB file, reachable only through its private socket.
+pub struct TempRedis {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl TempRedis {
+    pub async fn start(rdb: &Path, work: &Path) -> Result<TempRedis> {
+        let dir = tempfile::Builder::new().prefix("drctl-redis-").tempdir_in(work)?;
+        std::fs::copy(rdb, dir.path().join("dump.rdb")).context("cannot stage the RDB")?;
+        let sock = dir.path().join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .env_clear()
+            .envs(crate::process::base_env())
+            .args([
+                "--port",
+                "0",
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
+            .arg("--unixsocket")
+            .arg(&sock)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (install the redis-server package)")?;
+        let t = TempRedis { child, dir };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(mut c) = crate::sources::redis::connect(&t.url(0)).await {
+                let info = crate::sources::redis::info(&mut c, "persistence")
+                    .await
+                    .unwrap_or_default();
+                if info.contains("loading:0") {
+                    return Ok(t);
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                bail!("the throwaway redis-server did not load the RDB within 120s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, db: u32) -> String {
+        format!("redis+unix://{}?db={db}", self.dir.path().join("redis.sock").display())
+    }
+
+    pub fn rdb(&self) -> PathBuf {
+        self.dir.path().join("dump.rdb")
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
