@@ -94,6 +94,23 @@ pub async fn backup_source(
             return Err(nothing_committed(src, e));
         }
     };
+    // A base backup of a cluster in a container is complete once its WAL is archived; the
+    // server only waited for the WAL to reach the spool. Drain it before committing, so a base
+    // backup in the catalog has its WAL on storage, as on the host.
+    if let SourceConfig::PostgresCluster(c) = src {
+        if matches!(
+            c.server,
+            crate::sources::postgres_cluster::ClusterServer::Container { .. }
+        ) {
+            if let Err(e) = crate::sources::postgres_cluster::spool::drain(cfg, c, storages).await {
+                abort_all(&mut targets).await;
+                return Err(nothing_committed(
+                    src,
+                    e.context("the base backup's WAL could not be archived from the spool"),
+                ));
+            }
+        }
+    }
     // Producers that know how many bytes they meant to send (an RDB file's size) say so.
     if let Some(n) = facts.expected_size() {
         if n != sealed.plain.size {

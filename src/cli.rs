@@ -73,6 +73,16 @@ pub enum Command {
     /// Download the WAL segments after one into the read-ahead cache (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),
+    /// Archive the WAL waiting in the spool of a postgres_cluster source in a container, once
+    /// (the daemon does it every few seconds). Exits 1 when a file could not be archived
+    WalSpool(WalSpoolArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalSpoolArgs {
+    /// The postgres_cluster source (container = … or service = …)
+    #[arg(long, short = 's')]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]

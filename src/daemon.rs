@@ -321,6 +321,55 @@ async fn check_staleness(cfg: &Config, events: &Events, alerted: &mut HashSet<(S
     }
 }
 
+/// How often the WAL spools of container clusters are drained.
+const SPOOL_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One drain of every container cluster's WAL spool (`postgres_cluster::spool`). A failure is
+/// logged and the files stay in the spool; the metric shows how many wait.
+async fn drain_spools(cfg: &Config, metrics: &Metrics) {
+    use crate::sources::postgres_cluster::{spool, ClusterServer};
+    let clusters: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            crate::sources::SourceConfig::PostgresCluster(c) if matches!(c.server, ClusterServer::Container { .. }) => {
+                Some(c)
+            }
+            _ => None,
+        })
+        .collect();
+    if clusters.is_empty() {
+        return;
+    }
+    let storages = match crate::storage::select(&cfg.storages, None) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot open the storages to drain WAL spools");
+            return;
+        }
+    };
+    for c in clusters {
+        let left = match spool::drain(cfg, c, &storages).await {
+            Ok(d) => {
+                if d.archived + d.already > 0 {
+                    tracing::info!(source = %c.name, archived = d.archived, already = d.already, "WAL spool drained");
+                }
+                Some(d.left)
+            }
+            Err(e) => {
+                tracing::error!(source = %c.name, error = %format!("{e:#}"), "cannot archive WAL from the spool; the files stay there");
+                spool::waiting_count(c).await.ok()
+            }
+        };
+        if let Some(n) = left {
+            metrics
+                .wal_spool_files
+                .get_or_create(&crate::metrics::source(&c.name))
+                .set(n as f64);
+        }
+    }
+}
+
 /// Builds the status page for the config the daemon runs with (`commands::status` renders it).
 pub type StatusPage = fn(Arc<Config>) -> futures::future::BoxFuture<'static, crate::metrics::Page>;
 
@@ -392,6 +441,17 @@ pub async fn run(
             }
         }
     });
+    let spool_handle = {
+        let holder = stale_ctx.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                let c = holder.lock().expect("ctx").clone();
+                drain_spools(&c.cfg, &metrics).await;
+                tokio::time::sleep(SPOOL_DRAIN_INTERVAL).await;
+            }
+        })
+    };
     tracing::info!(config = %config_path.display(), jobs = ctx.cfg.jobs.len(), "daemon started");
 
     loop {
@@ -422,6 +482,7 @@ pub async fn run(
     tracing::info!("stopping: no new runs will start");
     sched.shutdown();
     stale_handle.abort();
+    spool_handle.abort();
     ssh_sweep.abort();
     tracker.close();
     let grace = ctx.cfg.daemon.grace_period.std();

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub verify_interval: FGauge,
     pub ping_failures: Family<JobLabel, Counter>,
     pub notify_failures: Family<NotifierLabel, Counter>,
+    pub wal_spool_files: Family<SourceLabel, FGauge>,
 }
 
 impl Default for Metrics {
@@ -85,6 +86,7 @@ impl Metrics {
             verify_interval: FGauge::default(),
             ping_failures: Family::default(),
             notify_failures: Family::default(),
+            wal_spool_files: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -172,6 +174,11 @@ impl Metrics {
             "drctl_notify_failures",
             "Notifications that could not be delivered, per notifier type",
             m.notify_failures.clone(),
+        );
+        registry.register(
+            "drctl_wal_spool_files",
+            "WAL files waiting in the spool of a postgres_cluster source in a container after the last drain (growing: archiving is stuck)",
+            m.wal_spool_files.clone(),
         );
         Metrics { registry, ..m }
     }

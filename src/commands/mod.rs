@@ -13,6 +13,7 @@ mod unlock;
 mod unpin;
 mod verify;
 mod wal;
+mod wal_spool;
 
 use backup::backup;
 use check::check;
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::WalFetch(a) => Ok(wal::fetch(&cli, a).await),
         Command::WalPrefetch(a) => Ok(wal::prefetch(&cli, a).await),
         Command::WalVerify(a) => wal::verify(&load_for(&cli, config::Uses::Restore)?, a).await,
+        Command::WalSpool(a) => wal_spool::drain_once(&load(&cli)?, a).await,
     }
 }
 

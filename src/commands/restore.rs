@@ -162,6 +162,7 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
         must_read: setup.must_read(),
         env: &setup.env,
         options: "",
+        superuser: plan.facts.superuser.as_deref(),
     })
     .await?;
     println!(

@@ -14,7 +14,7 @@ use crate::sources::SourceConfig;
 /// wal-fetch's exit code for "failed, and it is not known whether the file exists".
 pub const FETCH_FAILED: i32 = 126;
 
-fn cluster<'a>(cfg: &'a Config, name: &str) -> Result<&'a ClusterSource> {
+pub(super) fn cluster<'a>(cfg: &'a Config, name: &str) -> Result<&'a ClusterSource> {
     match cfg.source(name) {
         Some(SourceConfig::PostgresCluster(c)) => Ok(c),
         Some(other) => bail!(

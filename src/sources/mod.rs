@@ -279,7 +279,13 @@ impl SourceConfig {
                 NatsAccess::Snapshot { .. } => Vec::new(),
             },
             SourceConfig::Files(f) => f.host_paths_mut(),
-            SourceConfig::PostgresCluster(c) => c.password_file.iter_mut().chain(c.pg_bin_dir.iter_mut()).collect(),
+            SourceConfig::PostgresCluster(c) => {
+                let password_file = match &mut c.server {
+                    postgres_cluster::ClusterServer::Host { password_file, .. } => password_file.as_mut(),
+                    postgres_cluster::ClusterServer::Container { .. } => None,
+                };
+                password_file.into_iter().chain(c.pg_bin_dir.iter_mut()).collect()
+            }
         }
     }
     pub fn retention(&self) -> Option<&RetentionRef> {
@@ -335,8 +341,10 @@ pub(crate) fn validate_sources(sources: &[SourceConfig], errors: &mut Vec<String
             }
             SourceConfig::Files(f) => f.validate(&at, errors),
             SourceConfig::PostgresCluster(c) => {
-                if let Err(e) = crate::sources::postgres::ConnInfo::parse(&c.url) {
-                    errors.push(format!("{at}.url: {e}"));
+                if let postgres_cluster::ClusterServer::Host { url, .. } = &c.server {
+                    if let Err(e) = crate::sources::postgres::ConnInfo::parse(url) {
+                        errors.push(format!("{at}.url: {e}"));
+                    }
                 }
             }
         }

@@ -20,6 +20,7 @@ mod hardening_storage;
 mod init_compose;
 mod monitoring;
 mod pitr;
+mod pitr_containers;
 mod postgres;
 mod prune;
 mod regressions;

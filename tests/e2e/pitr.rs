@@ -18,7 +18,7 @@ struct Rig {
     pg: Postgres,
 }
 
-fn chown_postgres(p: &Path) {
+pub(crate) fn chown_postgres(p: &Path) {
     if is_root() {
         let st = Command::new("chown")
             .arg("-R")
@@ -156,14 +156,14 @@ impl Rig {
 }
 
 /// A server `restore --start` left running.
-struct Restored {
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
+pub(crate) struct Restored {
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) bin: PathBuf,
 }
 
 /// A server's clock, UTC, with an explicit offset: the form `--at` requires.
-fn server_now(psql: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn server_now(psql: &dyn Fn(&str) -> String) -> String {
     psql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
 }
 
@@ -190,7 +190,7 @@ fn wait_until_archived(psql: &dyn Fn(&str) -> String, switch: bool, log: &dyn Fn
 }
 
 /// `prog` as the server's user: `postgres` when the tests run as root.
-fn as_pg_user(prog: &Path) -> Command {
+pub(crate) fn as_pg_user(prog: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(prog);
@@ -201,7 +201,7 @@ fn as_pg_user(prog: &Path) -> Command {
 }
 
 impl Restored {
-    fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         let out = as_pg_user(&self.bin.join("psql"))
             .arg("-h")
             .arg(&self.dir)

@@ -19,13 +19,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The login and database pg_dump uses in the container, with the exec environment for them.
-struct Login {
-    user: String,
-    database: String,
-    env: Vec<(String, String)>,
+pub struct Login {
+    pub user: String,
+    pub database: String,
+    pub env: Vec<(String, String)>,
 }
 
-fn login(c: &Container, user: Option<&str>, database: Option<&str>) -> Login {
+pub fn login(c: &Container, user: Option<&str>, database: Option<&str>) -> Login {
     let image_user = c.env("POSTGRES_USER").unwrap_or("postgres");
     let user = user.unwrap_or(image_user).to_string();
     let database = database
@@ -48,7 +48,7 @@ fn login(c: &Container, user: Option<&str>, database: Option<&str>) -> Login {
     Login { user, database, env }
 }
 
-fn psql_cmd(extra: &[&str]) -> Vec<String> {
+pub fn psql_cmd(extra: &[&str]) -> Vec<String> {
     ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]
         .iter()
         .chain(extra)

@@ -11,6 +11,7 @@
 mod config;
 mod conn;
 mod container;
+pub use container::{login as container_login, psql_cmd as container_psql};
 mod dump;
 pub mod globals;
 pub mod restore;

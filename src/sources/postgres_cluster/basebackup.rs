@@ -4,7 +4,8 @@
 //! is archived, so a base backup that finished is one whose WAL is on storage.
 
 use super::wal::{Lsn, Segment};
-use super::{ClusterFacts, ClusterSource};
+use super::{ClusterFacts, ClusterServer, ClusterSource};
+use crate::place::{ContainerRef, Engine, ExecSpec};
 use crate::process;
 use crate::sources::postgres::{conn_for, query_value, server_major, ConnInfo};
 use crate::sources::{Dump, Facts, Finish};
@@ -28,6 +29,7 @@ pub fn tool(pg_bin_dir: Option<&Path>, major: u32, name: &str) -> PathBuf {
 /// Facts about the server, asked before the backup starts.
 struct Server {
     system_identifier: String,
+    superuser: String,
     version: String,
     major: u32,
     segment_size: u64,
@@ -44,22 +46,10 @@ async fn ask(src: &ClusterSource, conn: &ConnInfo, psql: &Path) -> Result<Server
         .parse()
         .map_err(|_| anyhow!("source '{}': the server's version is not a number", src.name))?;
     let major = server_major(num);
-    if major < 13 {
-        bail!(
-            "source '{}': PostgreSQL {major} is too old for a postgres_cluster source (13 or newer; use type = \"postgres\")",
-            src.name
-        );
-    }
-    let archive_mode = q("show archive_mode").await?;
-    if archive_mode == "off" {
-        bail!(
-            "source '{}': the server has archive_mode = off, so no WAL reaches the archive and a base backup could never be recovered; set archive_mode = on and archive_command = 'drctl wal-push --source {} %p' (restart needed), then back up",
-            src.name,
-            src.name
-        );
-    }
+    check_server(src, major, &q("show archive_mode").await?)?;
     Ok(Server {
         system_identifier: q("select system_identifier from pg_control_system()").await?,
+        superuser: q(SUPERUSER).await?,
         version: q("show server_version").await?,
         major,
         segment_size: q("select setting::bigint from pg_settings where name = 'wal_segment_size'")
@@ -67,6 +57,25 @@ async fn ask(src: &ClusterSource, conn: &ConnInfo, psql: &Path) -> Result<Server
             .parse()
             .map_err(|_| anyhow!("source '{}': cannot read wal_segment_size", src.name))?,
     })
+}
+
+/// A server drctl can take base backups of: new enough, and archiving.
+fn check_server(src: &ClusterSource, major: u32, archive_mode: &str) -> Result<()> {
+    if major < 13 {
+        bail!(
+            "source '{}': PostgreSQL {major} is too old for a postgres_cluster source (13 or newer; use type = \"postgres\")",
+            src.name
+        );
+    }
+    if archive_mode == "off" {
+        bail!(
+            "source '{}': the server has archive_mode = off, so no WAL reaches the archive and a base backup could never be recovered; set archive_mode = on and archive_command = 'drctl wal-push --source {} %p' (in a container: {}), restart, then back up",
+            src.name,
+            src.name,
+            super::spool::server_args().join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// What the base backup's own files say about its WAL: `backup_label` (written at the start:
@@ -193,7 +202,22 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarTap<R> {
 }
 
 pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
-    let conn = conn_for(&src.name, &src.url, src.password_file.as_deref())?;
+    match &src.server {
+        ClusterServer::Host { url, password_file } => start_host(src, url, password_file.as_deref()).await,
+        ClusterServer::Container { place, user } => {
+            tokio::select! {
+                r = start_container(src, place, user.as_deref()) => r,
+                _ = crate::process::shutdown().cancelled() => bail!(
+                    "interrupted by a signal while starting pg_basebackup for '{}' in {place}; nothing was committed",
+                    src.name
+                ),
+            }
+        }
+    }
+}
+
+async fn start_host(src: &ClusterSource, url: &str, password_file: Option<&Path>) -> Result<Dump> {
+    let conn = conn_for(&src.name, url, password_file)?;
     // The server's major decides which psql/pg_basebackup; ask with whatever psql there is.
     let psql = src.client_tool("psql");
     let server = ask(src, &conn, &psql).await?;
@@ -222,16 +246,134 @@ pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
     tracing::info!(source = %src.name, server = %server.version, pg_basebackup = %bb.display(), "starting pg_basebackup");
     let mut cmd = process::pg_command(&bb);
     conn.apply(&mut cmd);
-    cmd.args([
-        "--pgdata=-",
-        "--format=tar",
-        "--wal-method=none",
-        "--checkpoint=fast",
-        "--no-password",
-    ]);
+    cmd.args(BASEBACKUP_ARGS);
     cmd.arg(format!("--label=drctl {}", src.name));
     // The manifest (in the tar stream when writing to stdout) records the WAL range.
     let (stdout, completion) = process::spawn_streaming(cmd, format!("pg_basebackup for '{}'", src.name))?;
+    Ok(tapped(&src.name, server, tool_version, stdout, async move {
+        completion.wait().await.map(|_| ())
+    }))
+}
+
+/// The bootstrap superuser: the role initdb made, with OID 10.
+const SUPERUSER: &str = "select rolname from pg_roles where oid = 10";
+
+const BASEBACKUP_ARGS: [&str; 5] = [
+    "--pgdata=-",
+    "--format=tar",
+    "--wal-method=none",
+    "--checkpoint=fast",
+    "--no-password",
+];
+
+/// pg_basebackup exec'd in the container (its major is the server's), over the container's
+/// local socket as the login `user` (default: its `POSTGRES_USER`), like the logical source.
+async fn start_container(src: &ClusterSource, place: &ContainerRef, user: Option<&str>) -> Result<Dump> {
+    let name = &src.name;
+    let engine = Engine::connect().with_context(|| format!("source '{name}'"))?;
+    let c = engine
+        .resolve(place)
+        .await
+        .with_context(|| format!("source '{name}' ({place})"))?;
+    let login = crate::sources::postgres::container_login(&c, user, None);
+    // One psql run, one answer per line.
+    let answers = c
+        .exec_output(ExecSpec {
+            cmd: crate::sources::postgres::container_psql(&[
+                "-c",
+                "show server_version_num",
+                "-c",
+                "show archive_mode",
+                "-c",
+                "select system_identifier from pg_control_system()",
+                "-c",
+                "show server_version",
+                "-c",
+                "select setting from pg_settings where name = 'wal_segment_size'",
+                "-c",
+                "show archive_command",
+                "-c",
+                SUPERUSER,
+            ]),
+            env: login.env.clone(),
+            what: format!("psql for '{name}' (as '{}')", login.user),
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "source '{name}': cannot connect as '{}' in container '{}' (set user = … in the source)",
+                login.user, c.name
+            )
+        })?;
+    let lines: Vec<&str> = answers.lines().collect();
+    let [num, archive_mode, system_identifier, version, segment_size, archive_command, superuser] = lines[..] else {
+        bail!("source '{name}': psql in container '{}' answered {answers:?}", c.name);
+    };
+    let num: u32 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("source '{name}': the server's version is not a number"))?;
+    let server = Server {
+        system_identifier: system_identifier.trim().to_string(),
+        superuser: superuser.trim().to_string(),
+        version: version.trim().to_string(),
+        major: server_major(num),
+        segment_size: segment_size
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("source '{name}': cannot read wal_segment_size"))?,
+    };
+    check_server(src, server.major, archive_mode.trim())?;
+    if !archive_command.contains(super::spool::SPOOL) {
+        bail!(
+            "source '{name}': the server in container '{}' archives with archive_command = '{}', which does not copy into {}; drctl takes WAL from there. Start it with these arguments (drctl init --from-compose prints them for the compose file): {}",
+            c.name,
+            archive_command.trim(),
+            super::spool::SPOOL,
+            super::spool::server_args().join(" ")
+        );
+    }
+    let tool_version = c
+        .exec_output(ExecSpec {
+            cmd: vec!["pg_basebackup".into(), "--version".into()],
+            env: Vec::new(),
+            what: format!("pg_basebackup --version for '{name}'"),
+        })
+        .await
+        .with_context(|| format!("source '{name}': no pg_basebackup in container '{}'", c.name))?;
+    let (_, tool_version) = crate::sources::postgres::parse_tool_version(&tool_version).ok_or_else(|| {
+        anyhow!(
+            "source '{name}': pg_basebackup in container '{}' printed '{}' for its version",
+            c.name,
+            tool_version.trim()
+        )
+    })?;
+    tracing::info!(source = %name, container = %c.name, server = %server.version, "starting pg_basebackup in the container");
+    let mut cmd: Vec<String> = vec!["pg_basebackup".into()];
+    cmd.extend(BASEBACKUP_ARGS.iter().map(|s| s.to_string()));
+    cmd.push(format!("--label=drctl {name}"));
+    let (stdout, _, done) = c
+        .exec(
+            ExecSpec {
+                cmd,
+                env: login.env.clone(),
+                what: format!("pg_basebackup for '{name}'"),
+            },
+            false,
+        )
+        .await?;
+    Ok(tapped(name, server, tool_version, stdout, async move {
+        done.wait().await.map(|_| ())
+    }))
+}
+
+/// The backup's stream, read through a [`TarTap`]; its facts once the stream has ended and
+/// `finished` (the tool's exit) says it succeeded.
+fn tapped<R, F>(name: &str, server: Server, tool_version: String, stdout: R, finished: F) -> Dump
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     let scan = std::sync::Arc::new(std::sync::Mutex::new(TarScan::default()));
     let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
     let reader = TarTap {
@@ -239,9 +381,9 @@ pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
         scan: scan.clone(),
         eof: Some(eof_tx),
     };
-    let name = src.name.clone();
+    let name = name.to_string();
     let task = tokio::spawn(async move {
-        completion.wait().await?;
+        finished.await?;
         eof_rx
             .await
             .map_err(|_| anyhow!("source '{name}': the base backup stream was not read to its end"))?;
@@ -267,14 +409,15 @@ pub async fn start_dump(src: &ClusterSource) -> Result<Dump> {
             segment_size: seg,
             start_wal: Segment::containing(timeline, start, seg).name(seg),
             stop_wal: Segment::containing(timeline, stop, seg).name(seg),
+            superuser: Some(server.superuser),
             unknown: Default::default(),
         }))
     });
-    Ok(Dump {
+    Dump {
         reader: Box::new(reader),
         format: "tar",
         finish: Finish::Task(task),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,13 @@ mod basebackup;
 mod config;
 pub mod prefetch;
 pub mod restore;
+pub mod spool;
 pub mod status;
 pub mod verify;
 pub mod wal;
 
 pub use basebackup::start_dump;
-pub use config::ClusterSource;
+pub use config::{ClusterServer, ClusterSource};
 
 use serde::{Deserialize, Serialize};
 use wal::Lsn;
@@ -45,6 +46,11 @@ pub struct ClusterFacts {
     /// The first and last WAL segment the backup needs (`start_lsn`'s and `stop_lsn`'s).
     pub start_wal: String,
     pub stop_wal: String,
+    /// The cluster's bootstrap superuser (the role with OID 10: `postgres`, or the official
+    /// image's `POSTGRES_USER`), which a recovered copy is asked as. Absent in manifests
+    /// before this release (then `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser: Option<String>,
     #[serde(flatten)]
     pub unknown: super::UnknownFacts,
 }

@@ -529,6 +529,8 @@ pub struct Start<'a> {
     pub env: &'a [String],
     /// More `postgres` options (`-c archive_mode=off` for a verification).
     pub options: &'a str,
+    /// The role to ask the recovered server as (`ClusterFacts::superuser`).
+    pub superuser: Option<&'a str>,
 }
 
 impl Setup<'_> {
@@ -604,7 +606,7 @@ pub async fn start(how: &Start<'_>) -> Result<Reached> {
     if let Err(e) = crate::process::run(ctl, "pg_ctl start").await {
         bail!("{e:#}\n{}", log_tail());
     }
-    let user = run_as.clone().unwrap_or_else(|| "postgres".into());
+    let user = how.superuser.unwrap_or("postgres").to_string();
     let query = |sql: &'static str| {
         let mut c = as_user(bin("psql"));
         c.arg("-h")

@@ -113,17 +113,10 @@ pub async fn archiving(src: &ClusterSource, storages: &[Storage]) -> WalStatus {
 }
 
 async fn ask_server(src: &ClusterSource) -> Result<ServerArchiver> {
-    let conn = crate::sources::postgres::conn_for(&src.name, &src.url, src.password_file.as_deref())?;
-    let psql = src.client_tool("psql");
-    let row = crate::sources::postgres::query_value(
-        &psql,
-        &conn,
-        "select pg_walfile_name(pg_current_wal_lsn()) || '|' || coalesce(last_archived_wal, '') || '|' || \
+    let sql = "select pg_walfile_name(pg_current_wal_lsn()) || '|' || coalesce(last_archived_wal, '') || '|' || \
          coalesce(last_archived_time::text, '') || '|' || failed_count || '|' || coalesce(last_failed_wal, '') || '|' || \
-         coalesce(last_failed_time::text, '') from pg_stat_archiver",
-        &format!("psql (asking {} about archiving)", conn.display()),
-    )
-    .await?;
+         coalesce(last_failed_time::text, '') from pg_stat_archiver";
+    let row = src.query(sql).await?;
     let f: Vec<&str> = row.split('|').collect();
     if f.len() != 6 {
         return Err(anyhow!("unexpected answer from pg_stat_archiver: {row}"));

@@ -146,6 +146,7 @@ async fn run(
         must_read: Vec::new(),
         env: &[],
         options: "-c archive_mode=off -c listen_addresses=''",
+        superuser: facts.superuser.as_deref(),
     })
     .await?;
     checks.push(check(

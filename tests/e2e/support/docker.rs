@@ -200,29 +200,42 @@ impl DockerEngine {
     /// Starts `name` from the test image with the labels Compose sets, and waits until the
     /// server answers on its local socket.
     pub fn compose_postgres(&self, project: &str, service: &str, name: &str) -> ComposePostgres {
+        self.compose_postgres_with(project, service, name, &[])
+    }
+
+    /// `compose_postgres` with `command: postgres ARGS…` (server settings as `-c k=v`).
+    pub fn compose_postgres_with(&self, project: &str, service: &str, name: &str, args: &[String]) -> ComposePostgres {
         let image = pg_test_image(super::pg_major());
         let net = format!("{project}_default");
         self.network(&net);
         let (user, db) = ("app".to_string(), "appdb".to_string());
-        self.podman(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            &net,
-            "--label",
-            &format!("com.docker.compose.project={project}"),
-            "--label",
-            &format!("com.docker.compose.service={service}"),
-            "-e",
-            &format!("POSTGRES_USER={user}"),
-            "-e",
-            &format!("POSTGRES_PASSWORD={CONTAINER_PG_PASSWORD}"),
-            "-e",
-            &format!("POSTGRES_DB={db}"),
-            &image,
-        ]);
+        let mut server: Vec<&str> = vec!["postgres"];
+        server.extend(args.iter().map(String::as_str));
+        self.podman(
+            &[
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--network",
+                    &net,
+                    "--label",
+                    &format!("com.docker.compose.project={project}"),
+                    "--label",
+                    &format!("com.docker.compose.service={service}"),
+                    "-e",
+                    &format!("POSTGRES_USER={user}"),
+                    "-e",
+                    &format!("POSTGRES_PASSWORD={CONTAINER_PG_PASSWORD}"),
+                    "-e",
+                    &format!("POSTGRES_DB={db}"),
+                    &image,
+                ][..],
+                &server[..],
+            ]
+            .concat(),
+        );
         self.created.lock().unwrap().push(("container", name.to_string()));
         let pg = ComposePostgres {
             name: name.to_string(),
