@@ -6,7 +6,11 @@ use crate::sources::Restored;
 use chrono::{DateTime, Utc};
 
 pub(super) async fn restore(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32> {
-    if a.target_datadir.is_some() {
+    let one_cluster = match a.sources.as_slice() {
+        [s] => matches!(cfg.source(s), Some(crate::sources::SourceConfig::PostgresCluster(_))),
+        _ => false,
+    };
+    if a.target_datadir.is_some() || (one_cluster && a.target.is_some()) {
         return restore_cluster(cfg, a, cli).await;
     }
     let at = catalog::parse_time(&a.at, chrono::Utc::now())?;
@@ -48,10 +52,19 @@ pub(super) async fn restore(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<
     Ok(0)
 }
 
-/// `--target-datadir`: point-in-time recovery of a `postgres_cluster` source.
+/// `--target-datadir` (or `--target service:…`): point-in-time recovery of a
+/// `postgres_cluster` source.
 async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32> {
     use crate::sources::postgres_cluster::restore as pitr;
-    let dir = a.target_datadir.as_deref().expect("--target-datadir");
+    // Into a stopped container's volume, or a directory here.
+    // (clap refuses --target with --target-datadir, and --start without it.)
+    let place = match &a.target {
+        Some(spec) => match crate::sources::Target::container(spec, a.compose_project.clone())? {
+            crate::sources::Target::Container(p) => Some(p),
+            _ => unreachable!("Target::container gives a container"),
+        },
+        None => None,
+    };
     let source = match a.sources.as_slice() {
         [s] => s.clone(),
         _ => bail!("--target-datadir restores one postgres_cluster source; pass --source NAME"),
@@ -118,15 +131,31 @@ async fn restore_cluster(cfg: &Config, a: &RestoreArgs, cli: &Cli) -> Result<i32
     if a.dry_run {
         return Ok(0);
     }
+    let scratch = a
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| cfg.daemon.state_dir().join("scratch"));
+    if let Some(place) = &place {
+        let w = crate::sources::postgres_cluster::container::restore_into_container(
+            &plan,
+            place,
+            &storages,
+            &identities,
+            &scratch,
+        )
+        .await?;
+        println!(
+            "wrote base backup {} and {} WAL file(s) into {} of the stopped container '{}', with recovery.signal; start it (docker compose start), it replays to the target and promotes",
+            m.id, w.wal_files, w.datadir, w.container
+        );
+        return Ok(0);
+    }
+    let dir = a.target_datadir.as_deref().expect("--target-datadir");
     let config_path = std::path::absolute(config::resolve_path(cli.config.as_deref()))?;
     let config_text = std::fs::read_to_string(&config_path).unwrap_or_default();
     let drctl = std::path::absolute(std::env::current_exe()?)?;
     let identity = std::path::absolute(&identity)?;
     let datadir = std::path::absolute(dir)?;
-    let scratch = a
-        .scratch_dir
-        .clone()
-        .unwrap_or_else(|| cfg.daemon.state_dir().join("scratch"));
     let setup = pitr::Setup {
         source: &source,
         datadir: &datadir,

@@ -177,6 +177,51 @@ fn a_cluster_in_a_container_archives_through_its_spool_and_recovers_to_a_second(
         .unwrap();
     assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "A,before");
+    drop(r);
+
+    // Into a fresh stack: `docker compose create postgres` (empty volume, not started), one
+    // restore by service, `docker compose start`: recovery runs in the container and promotes.
+    let fresh = engine.compose_postgres_created("restored", "postgres", "restored-postgres-1", &archiving_args());
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--source", SOURCE, "--at", &t, "--identity", &ident];
+        args.extend_from_slice(extra);
+        engine.run_drctl(&ws, &args, &[])
+    };
+    let (code, out, err) = restore(&["--target", "service:postgres", "--compose-project", "restored"]);
+    assert_eq!(code, 0, "restore into the stopped container:\n{out}\n{err}");
+    assert!(
+        out.contains("into /var/lib/postgresql/data of the stopped container 'restored-postgres-1'"),
+        "{out}"
+    );
+    engine.start_postgres(&fresh);
+    let t0 = Instant::now();
+    while engine.psql_in(&fresh, "select pg_is_in_recovery()") != "f" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            engine.podman(&["logs", "--tail", "30", &fresh.name])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        engine.psql_in(&fresh, "select string_agg(v, ',' order by v) from t"),
+        "A,before"
+    );
+    // The recovered cluster goes on archiving into its spool, on a new timeline.
+    engine.psql_in(&fresh, "insert into t values ('after')");
+    let seg = switch_and_wait_spooled(&engine, &fresh);
+    assert!(seg.starts_with("00000002"), "{seg}");
+    // A running container, or one whose volume holds a cluster, is refused and left alone.
+    let (code, _, err) = restore(&["--target", "service:postgres", "--compose-project", "restored"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is running"), "{err}");
+    engine.podman(&["stop", &fresh.name]);
+    let (code, _, err) = restore(&["--target", "service:postgres", "--compose-project", "restored"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already holds a cluster") && err.contains("nothing was written"),
+        "{err}"
+    );
 }
 
 #[test]

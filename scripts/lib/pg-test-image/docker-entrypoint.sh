@@ -14,7 +14,11 @@ if [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
 if [ "$1" != postgres ]; then exec "$@"; fi
 shift
 mkdir -p "$PGDATA" /var/run/postgresql
-chown postgres "$PGDATA" /var/run/postgresql
+# As the official image does: the data directory private, and everything in it the server's
+# (files written into the volume from outside, e.g. a restore through the engine).
+chmod 700 "$PGDATA"
+find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
+chown postgres /var/run/postgresql
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
   user=${POSTGRES_USER:-postgres}

@@ -14,6 +14,7 @@
 pub mod archive;
 mod basebackup;
 mod config;
+pub mod container;
 pub mod prefetch;
 pub mod restore;
 pub mod spool;

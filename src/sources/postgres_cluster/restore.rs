@@ -63,6 +63,9 @@ pub struct Plan {
     pub archive_end: Option<DateTime<Utc>>,
     /// The storage the WAL chain was checked on.
     pub storage: String,
+    /// The WAL files replay reads, by name: the segments from the backup's start to
+    /// `last_wal`, and every timeline history file of the archive.
+    pub wal: Vec<String>,
 }
 
 fn cluster_facts(e: &Entry) -> Option<&ClusterFacts> {
@@ -126,6 +129,7 @@ pub async fn plan(source: &str, storages: &[Storage], target: Option<DateTime<Ut
                     segments: p.segments,
                     archive_end: p.archive_end,
                     storage: p.storage,
+                    wal: p.wal,
                 });
             }
             Err(e) => errors.push(format!("storage '{}': {e:#}", st.name)),
@@ -309,6 +313,17 @@ async fn check_chain(
         segments: needed,
         archive_end,
         storage: st.name.clone(),
+        wal: chain[..needed]
+            .iter()
+            .map(|s| s.name(seg))
+            .chain(
+                view.archived
+                    .values()
+                    .flatten()
+                    .filter(|n| n.ends_with(".history"))
+                    .cloned(),
+            )
+            .collect(),
     })
 }
 
@@ -364,6 +379,7 @@ struct PlanFields {
     segments: usize,
     archive_end: Option<DateTime<Utc>>,
     storage: String,
+    wal: Vec<String>,
 }
 
 async fn pushed_at(source: &str, st: &Storage, s: &Segment, seg: u64) -> Result<DateTime<Utc>> {
@@ -453,7 +469,7 @@ fn settings_with(restore_command: &str, target: Option<DateTime<Utc>>) -> String
 
 /// Settings an earlier restore wrote into the backed-up cluster's postgresql.auto.conf: an old
 /// `recovery_target_time` left there would silently stop this recovery at the old target.
-fn strip_recovery_settings(text: &str) -> String {
+pub(super) fn strip_recovery_settings(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let k = l.trim_start();

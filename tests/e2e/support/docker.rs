@@ -205,6 +205,19 @@ impl DockerEngine {
 
     /// `compose_postgres` with `command: postgres ARGS…` (server settings as `-c k=v`).
     pub fn compose_postgres_with(&self, project: &str, service: &str, name: &str, args: &[String]) -> ComposePostgres {
+        let pg = self.compose_postgres_created(project, service, name, args);
+        self.start_postgres(&pg);
+        pg
+    }
+
+    /// `docker compose create`: the container (with a new, empty data volume), not started.
+    pub fn compose_postgres_created(
+        &self,
+        project: &str,
+        service: &str,
+        name: &str,
+        args: &[String],
+    ) -> ComposePostgres {
         let image = pg_test_image(super::pg_major());
         let net = format!("{project}_default");
         self.network(&net);
@@ -214,8 +227,7 @@ impl DockerEngine {
         self.podman(
             &[
                 &[
-                    "run",
-                    "-d",
+                    "create",
                     "--name",
                     name,
                     "--network",
@@ -237,11 +249,18 @@ impl DockerEngine {
             .concat(),
         );
         self.created.lock().unwrap().push(("container", name.to_string()));
-        let pg = ComposePostgres {
+        ComposePostgres {
             name: name.to_string(),
             user,
             db,
-        };
+        }
+    }
+
+    /// Starts a created PostgreSQL container and waits until its server answers on its local
+    /// socket (and is out of recovery), with no port published.
+    pub fn start_postgres(&self, pg: &ComposePostgres) {
+        let name = pg.name.as_str();
+        self.podman(&["start", name]);
         let t0 = Instant::now();
         loop {
             let ok = Command::new("podman")
@@ -270,7 +289,6 @@ impl DockerEngine {
             ports.iter().all(|p| !p.contains("HostPort")),
             "the database container must publish no port: {ports:?}"
         );
-        pg
     }
 
     /// Starts `name` from the Redis test image as Compose would run `service` of `project`
