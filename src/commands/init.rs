@@ -155,6 +155,24 @@ fn from_compose(compose: &Path, out: &Path, recipient: Option<&str>) -> Result<i
         );
     }
 
+    for x in &plan.pitr {
+        if x.archiving {
+            println!(
+                "point-in-time recovery: service '{}' archives into its WAL spool; source '{}' (postgres_cluster) takes base backups and archives the spool",
+                x.service, x.source
+            );
+        } else {
+            println!(
+                "point-in-time recovery (optional) for service '{}': give it this command in {}{}, run `docker compose up -d {}`, and uncomment source '{}' in the config:",
+                x.service,
+                project.file.display(),
+                if x.has_command { " (merged with the command it has)" } else { "" },
+                x.service,
+                x.source
+            );
+            println!("    command: {}", x.command);
+        }
+    }
     write_private(out, &plan.config)?;
     println!("wrote {} (mode 0600)", out.display());
     if made {

@@ -74,6 +74,22 @@ pub struct Plan {
     pub unknown: Vec<String>,
     /// Variables the daemon's environment must set, sorted.
     pub env_vars: Vec<String>,
+    /// Point-in-time recovery, per PostgreSQL service: the `command:` that makes the server
+    /// archive into its spool, and whether it already does.
+    pub pitr: Vec<Pitr>,
+}
+
+/// Point-in-time recovery for one PostgreSQL service (`postgres_cluster`).
+#[derive(Debug)]
+pub struct Pitr {
+    pub service: String,
+    pub source: String,
+    /// The service's `command:` with archiving into the spool, as a YAML flow sequence.
+    pub command: String,
+    /// The service's command already archives into the spool: the source is written enabled.
+    pub archiving: bool,
+    /// The service has a command of its own, which the user must merge with these arguments.
+    pub has_command: bool,
 }
 
 /// One `[[source]]` in the making: its lines after `name` and `type`.
@@ -143,7 +159,27 @@ pub fn plan(project: &Project, recipient: &str) -> Plan {
             ],
         };
         match kind {
-            DbKind::Postgres => postgres(s, &mut src, &mut p),
+            DbKind::Postgres => {
+                postgres(s, &mut src, &mut p);
+                let words = words(s);
+                let mut args: Vec<String> = vec!["postgres".into()];
+                args.extend(crate::sources::postgres_cluster::spool::server_args());
+                p.pitr.push(Pitr {
+                    service: s.name.clone(),
+                    source: source_name(&format!("{}-pitr", s.name), &mut taken),
+                    command: format!(
+                        "[{}]",
+                        args.iter()
+                            .map(|a| serde_json::Value::from(a.as_str()).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    archiving: words
+                        .iter()
+                        .any(|w| w.contains(crate::sources::postgres_cluster::spool::SPOOL)),
+                    has_command: !words.is_empty(),
+                });
+            }
             DbKind::Redis => redis(s, &mut src, &mut p, &mut env_vars),
             DbKind::Nats => {
                 if !nats(project, s, &mut src, &mut p) {
@@ -529,6 +565,36 @@ fn render<'a>(project: &Project, recipient: &str, p: &Plan, sources: impl Iterat
             let _ = writeln!(t, "{k} = {v}");
         }
         let _ = writeln!(t, "retention = {retention}\n");
+    }
+    for x in &p.pitr {
+        let c = if x.archiving { "" } else { "# " };
+        if x.archiving {
+            let _ = writeln!(
+                t,
+                "# {}: point-in-time recovery of service '{}': base backups by pg_basebackup in the container,\n\
+                 # and the WAL its archive_command copies into {} (the daemon archives it every few seconds).",
+                x.source,
+                x.service,
+                crate::sources::postgres_cluster::spool::SPOOL
+            );
+        } else {
+            let _ = writeln!(
+                t,
+                "# Point-in-time recovery of service '{}' (optional): give the service this command in the\n\
+                 # compose file{} and `docker compose up -d {}`, then uncomment:\n#   command: {}",
+                x.service,
+                if x.has_command { " (merged with its own)" } else { "" },
+                x.service,
+                x.command
+            );
+        }
+        let _ = writeln!(
+            t,
+            "{c}[[source]]\n{c}name = {}\n{c}type = \"postgres_cluster\"\n{c}service = {}\n{c}compose_project = {}\n{c}retention = {retention}\n",
+            q(&x.source),
+            q(&x.service),
+            q(&project.name)
+        );
     }
     for u in &p.undecided {
         let _ = writeln!(t, "# TO CHECK: {u}");

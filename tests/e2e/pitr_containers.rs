@@ -12,18 +12,40 @@ const SOURCE: &str = "app-cluster";
 /// The server arguments of README's "Point-in-time recovery" for Compose, word for word.
 const ARCHIVE_COMMAND: &str = "test -d pg_wal/drctl-spool || mkdir pg_wal/drctl-spool; if test -f pg_wal/drctl-spool/%f; then cmp -s %p pg_wal/drctl-spool/%f; else cp %p pg_wal/drctl-spool/.%f && sync pg_wal/drctl-spool/.%f && mv pg_wal/drctl-spool/.%f pg_wal/drctl-spool/%f && sync pg_wal/drctl-spool; fi";
 
+/// The server arguments as `drctl init --from-compose` prints them for a compose file with a
+/// `postgres:16-alpine` service (the `command:` line, without the leading `postgres`).
 fn archiving_args() -> Vec<String> {
-    [
-        "-c",
-        "archive_mode=on",
-        "-c",
-        &format!("archive_command={ARCHIVE_COMMAND}"),
-        "-c",
-        "archive_timeout=60",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "services:\n  postgres:\n    image: postgres:16-alpine\n    environment:\n      POSTGRES_USER: app\n      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}\n      POSTGRES_DB: appdb\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".env"), "POSTGRES_PASSWORD=x\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .current_dir(dir.path())
+        .args(["init", "--from-compose", "docker-compose.yml", "--config", "drctl.toml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command: "))
+        .unwrap_or_else(|| panic!("init printed no command: line:\n{stdout}"));
+    let mut args: Vec<String> = serde_json::from_str(line).unwrap();
+    assert_eq!(args.remove(0), "postgres");
+    assert!(args.contains(&format!("archive_command={ARCHIVE_COMMAND}")), "{args:?}");
+    let config = std::fs::read_to_string(dir.path().join("drctl.toml")).unwrap();
+    assert!(
+        config.contains("# type = \"postgres_cluster\"") && config.contains(line),
+        "{config}"
+    );
+    args
 }
 
 fn workspace(project: &str) -> Workspace {
